@@ -1,0 +1,20 @@
+"""All projections evtrack runs, in one place for the runtime and the CLI."""
+
+from __future__ import annotations
+
+from evtrack.projector import Projection
+
+
+def all_projections() -> list[Projection]:
+    from evtrack.projections.experiments.handlers import projection as experiments
+    from evtrack.projections.metrics.handlers import projection as metrics
+    from evtrack.projections.runs.handlers import projection as runs
+
+    return [experiments, runs, metrics]
+
+
+def projection_named(name: str) -> Projection:
+    for projection in all_projections():
+        if projection.name == name:
+            return projection
+    raise KeyError(name)

@@ -1,0 +1,202 @@
+"""Runs read model: run info, params, tags, latest metric values and inputs/outputs.
+
+This is what runs/get renders and runs/search filters and orders on. Experiment deletes and
+restores cascade to the experiment's runs here, as MLflow marks every run of the experiment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+import msgspec
+
+from evtrack.eventlog import RecordedEvent
+from evtrack.events import (
+    ExperimentDeleted,
+    ExperimentRestored,
+    RunCreated,
+    RunDataLogged,
+    RunDeleted,
+    RunInputsLogged,
+    RunOutputsLogged,
+    RunRestored,
+    RunTagDeleted,
+    RunUpdated,
+)
+from evtrack.projector import Projection, load_schema
+
+RUN_NAME_TAG = "mlflow.runName"
+DATASET_CONTEXT_TAG = "mlflow.data.context"
+
+projection = Projection("runs", load_schema("evtrack.projections.runs"))
+
+
+@projection.on(RunCreated)
+async def _created(conn: asyncpg.Connection, e: RunCreated, rec: RecordedEvent) -> None:
+    await conn.execute(
+        """INSERT INTO runs (run_id, experiment_id, run_name, user_id, status, start_time,
+                             artifact_uri, lifecycle_stage)
+           VALUES ($1, $2, $3, $4, 'RUNNING', $5, $6, 'active')""",
+        e.run_id,
+        e.experiment_id,
+        e.run_name,
+        e.user_id,
+        e.start_time,
+        e.artifact_uri,
+    )
+    await _upsert_tags(conn, [(e.run_id, t.key, t.value) for t in e.tags])
+
+
+@projection.on(RunUpdated)
+async def _updated(conn: asyncpg.Connection, e: RunUpdated, rec: RecordedEvent) -> None:
+    await conn.execute(
+        """UPDATE runs SET status = COALESCE($2, status), end_time = COALESCE($3, end_time),
+                           run_name = COALESCE($4, run_name)
+           WHERE run_id = $1""",
+        e.run_id,
+        e.status,
+        e.end_time,
+        e.run_name,
+    )
+    if e.run_name:
+        await _upsert_tags(conn, [(e.run_id, RUN_NAME_TAG, e.run_name)])
+
+
+@projection.on(RunDeleted)
+async def _deleted(conn: asyncpg.Connection, e: RunDeleted, rec: RecordedEvent) -> None:
+    await conn.execute(
+        "UPDATE runs SET lifecycle_stage = 'deleted', deleted_time = $2 WHERE run_id = $1",
+        e.run_id,
+        rec.recorded_at_ms,
+    )
+
+
+@projection.on(RunRestored)
+async def _restored(conn: asyncpg.Connection, e: RunRestored, rec: RecordedEvent) -> None:
+    await conn.execute(
+        "UPDATE runs SET lifecycle_stage = 'active', deleted_time = NULL WHERE run_id = $1",
+        e.run_id,
+    )
+
+
+@projection.on(ExperimentDeleted)
+async def _experiment_deleted(conn: asyncpg.Connection, e: ExperimentDeleted, rec: RecordedEvent) -> None:
+    await conn.execute(
+        """UPDATE runs SET lifecycle_stage = 'deleted', deleted_time = $2
+           WHERE experiment_id = $1""",
+        e.experiment_id,
+        rec.recorded_at_ms,
+    )
+
+
+@projection.on(ExperimentRestored)
+async def _experiment_restored(conn: asyncpg.Connection, e: ExperimentRestored, rec: RecordedEvent) -> None:
+    await conn.execute(
+        """UPDATE runs SET lifecycle_stage = 'active', deleted_time = NULL
+           WHERE experiment_id = $1""",
+        e.experiment_id,
+    )
+
+
+@projection.on_batch(RunDataLogged)
+async def _data_logged(conn: asyncpg.Connection, records: Sequence[RecordedEvent]) -> None:
+    params: list[tuple[str, str, str]] = []
+    tags: dict[tuple[str, str], str] = {}
+    latest: dict[tuple[str, str], tuple[int, int, float, bool]] = {}
+    for rec in records:
+        e = rec.event
+        assert isinstance(e, RunDataLogged)
+        params.extend((e.run_id, p.key, p.value) for p in e.params)
+        for t in e.tags:
+            tags[(e.run_id, t.key)] = t.value
+        m = e.metrics
+        if m is None:
+            continue
+        for key, value, ts, step in zip(m.keys, m.values, m.timestamps, m.steps, strict=True):
+            is_nan = value != value
+            point = (step, ts, 0.0 if is_nan else value, is_nan)
+            current = latest.get((e.run_id, key))
+            if current is None or point[:3] > current[:3]:
+                latest[(e.run_id, key)] = point
+    if params:
+        await conn.execute(
+            """INSERT INTO params (run_id, key, value)
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+               ON CONFLICT (run_id, key) DO NOTHING""",
+            *_columns(params, 3),
+        )
+    if tags:
+        await _upsert_tags(conn, [(run, key, value) for (run, key), value in tags.items()])
+    if latest:
+        rows = [(run, key, *point) for (run, key), point in latest.items()]
+        await conn.execute(
+            """INSERT INTO latest_metrics AS lm (run_id, key, step, timestamp, value, is_nan)
+               SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[],
+                                    $5::float8[], $6::bool[])
+               ON CONFLICT (run_id, key) DO UPDATE
+               SET step = excluded.step, timestamp = excluded.timestamp,
+                   value = excluded.value, is_nan = excluded.is_nan
+               WHERE (excluded.step, excluded.timestamp, excluded.value)
+                     > (lm.step, lm.timestamp, lm.value)""",
+            *_columns(rows, 6),
+        )
+
+
+async def _upsert_tags(conn: asyncpg.Connection, rows: list[tuple[str, str, str]]) -> None:
+    if not rows:
+        return
+    await conn.execute(
+        """INSERT INTO tags (run_id, key, value)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+           ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value""",
+        *_columns(rows, 3),
+    )
+    renames = [(run, value) for run, key, value in rows if key == RUN_NAME_TAG]
+    if renames:
+        await conn.executemany("UPDATE runs SET run_name = $2 WHERE run_id = $1", renames)
+
+
+@projection.on(RunTagDeleted)
+async def _tag_deleted(conn: asyncpg.Connection, e: RunTagDeleted, rec: RecordedEvent) -> None:
+    await conn.execute("DELETE FROM tags WHERE run_id = $1 AND key = $2", e.run_id, e.key)
+
+
+@projection.on(RunInputsLogged)
+async def _inputs(conn: asyncpg.Connection, e: RunInputsLogged, rec: RecordedEvent) -> None:
+    for d in e.datasets:
+        context = next((t.value for t in d.tags if t.key == DATASET_CONTEXT_TAG), None)
+        await conn.execute(
+            """INSERT INTO dataset_inputs (run_id, name, digest, source_type, source, schema,
+                                           profile, context, tags)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)
+               ON CONFLICT (run_id, name, digest) DO UPDATE
+               SET tags = excluded.tags, context = excluded.context""",
+            e.run_id,
+            d.name,
+            d.digest,
+            d.source_type,
+            d.source,
+            d.schema,
+            d.profile,
+            context,
+            msgspec.json.encode([{"key": t.key, "value": t.value} for t in d.tags]).decode(),
+        )
+    if e.model_ids:
+        await conn.executemany(
+            "INSERT INTO model_inputs VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            [(e.run_id, m) for m in e.model_ids],
+        )
+
+
+@projection.on(RunOutputsLogged)
+async def _outputs(conn: asyncpg.Connection, e: RunOutputsLogged, rec: RecordedEvent) -> None:
+    await conn.executemany(
+        """INSERT INTO model_outputs VALUES ($1, $2, $3)
+           ON CONFLICT (run_id, model_id) DO UPDATE SET step = excluded.step""",
+        [(e.run_id, m.model_id, m.step) for m in e.models],
+    )
+
+
+def _columns(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object]]:
+    return [[row[i] for row in rows] for i in range(width)]

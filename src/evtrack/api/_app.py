@@ -1,0 +1,179 @@
+"""The aiohttp application: middlewares, the mounted route table, start-up and shutdown."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+
+import asyncpg
+import msgspec
+import structlog
+from aiohttp import web
+
+from evtrack.api._common import json_response
+from evtrack.api._routing import Handler, Route
+from evtrack.api._state import SERVICES, Doorbell, Freshness, Services
+from evtrack.api.artifacts import ARTIFACT_STORE, artifact_routes
+from evtrack.api.experiments import experiment_routes
+from evtrack.api.metrics import metric_routes
+from evtrack.api.run_artifacts import run_artifact_routes
+from evtrack.api.runs import run_routes
+from evtrack.api.service import service_routes
+from evtrack.artifacts import LocalArtifactStore
+from evtrack.config import Settings
+from evtrack.domain import tracking
+from evtrack.errors import ErrorCode, EvtrackError
+from evtrack.eventlog import EventStore, upgrade
+from evtrack.events import Metadata
+from evtrack.projections.registry import all_projections
+from evtrack.projector import ProjectorRuntime
+
+log = structlog.get_logger("evtrack.api")
+
+DEFAULT_PREFIXES = ("/api/2.0", "/ajax-api/2.0")
+API_PREFIXES = ("/api/", "/ajax-api/")
+
+
+def all_routes() -> list[Route]:
+    return [
+        *service_routes(),
+        *experiment_routes(),
+        *run_routes(),
+        *metric_routes(),
+        *run_artifact_routes(),
+        *artifact_routes(),
+    ]
+
+
+def _error_body(code: ErrorCode | str, message: str) -> dict[str, str]:
+    return {"error_code": str(code.value if isinstance(code, ErrorCode) else code), "message": message}
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give each request an id, log it with its latency, and render every error as JSON."""
+    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    request["request_id"] = request_id
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+    except EvtrackError as exc:
+        status = exc.http_status
+        response = json_response(_error_body(exc.code, exc.message), status=status)
+    except web.HTTPNotFound:
+        status = 404
+        response = json_response(
+            _error_body(ErrorCode.ENDPOINT_NOT_FOUND, f"No API endpoint matches {request.method} {request.path}"),
+            status=404,
+        )
+    except web.HTTPMethodNotAllowed as exc:
+        status = 405
+        response = json_response(
+            _error_body(ErrorCode.BAD_REQUEST, f"Method {request.method} is not allowed on {request.path}"),
+            status=405,
+        )
+        response.headers["Allow"] = ",".join(sorted(exc.allowed_methods))
+    except web.HTTPRequestEntityTooLarge as exc:
+        status = 413
+        response = json_response(_error_body(ErrorCode.INVALID_PARAMETER_VALUE, exc.text or "Request too large"), status=413)
+    except web.HTTPException as exc:
+        raise exc
+    except Exception:
+        log.exception("request.failed", request_id=request_id, path=request.path)
+        response = json_response(
+            _error_body(ErrorCode.INTERNAL_ERROR, f"Internal error (request id {request_id})"), status=500
+        )
+    response.headers["X-Request-Id"] = request_id
+    log.info(
+        "request",
+        request_id=request_id,
+        method=request.method,
+        path=request.path,
+        status=status,
+        latency_ms=round((time.perf_counter() - started) * 1000, 2),
+    )
+    return response
+
+
+def _with_freshness(route: Route) -> Handler:
+    if not route.reads:
+        return route.handler
+    names = route.reads
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if request.headers.get("X-Evtrack-Consistency", "").lower() != "eventual":
+            await request.app[SERVICES].freshness.wait(names)
+        return await route.handler(request)
+
+    return handler
+
+
+def mount(app: web.Application, routes: Sequence[Route]) -> None:
+    for route in routes:
+        handler = _with_freshness(route)
+        for prefix in route.prefixes or DEFAULT_PREFIXES:
+            app.router.add_route(route.method, prefix + route.path, handler)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda v: v if isinstance(v, str) else msgspec.json.encode(v).decode(),
+        decoder=msgspec.json.decode,
+        schema="pg_catalog",
+    )
+
+
+async def create_pool(dsn: str, size: int) -> asyncpg.Pool:
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        dsn, min_size=2, max_size=size, init=_init_connection
+    )
+    return pool
+
+
+def create_app(settings: Settings, dsn: str) -> web.Application:
+    """Build the app; the database must be reachable at ``dsn`` when it starts."""
+    app = web.Application(middlewares=[request_context], client_max_size=64 * 1024 * 1024)
+    mount(app, all_routes())
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        pool = await create_pool(dsn, settings.pool_size)
+        async with pool.acquire() as conn:
+            await upgrade(conn)
+        runtime = (
+            ProjectorRuntime(dsn, all_projections()) if settings.run_projectors else None
+        )
+        store = EventStore(pool, derived_key_ttl_s=settings.derived_key_ttl_s)
+        doorbell = Doorbell(pool, runtime)
+        store.on_commit = doorbell.ring
+        await store.execute(
+            lambda uow: tracking.ensure_default_experiment(uow, artifact_root="mlflow-artifacts:"),
+            metadata=Metadata(actor="evtrack", client="evtrack-server"),
+            result_type=bool,
+        )
+        if runtime is not None:
+            await runtime.start()
+        app[SERVICES] = Services(
+            settings=settings,
+            pool=pool,
+            store=store,
+            runtime=runtime,
+            freshness=Freshness(store, runtime, settings.read_wait_timeout_s),
+            doorbell=doorbell,
+        )
+        settings.artifacts_root.mkdir(parents=True, exist_ok=True)
+        app[ARTIFACT_STORE] = LocalArtifactStore(settings.artifacts_root)
+        log.info("server.started", artifacts_root=str(settings.artifacts_root))
+        yield
+        if runtime is not None:
+            await runtime.stop()
+        await pool.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+__all__ = ["all_routes", "create_app", "create_pool", "mount"]

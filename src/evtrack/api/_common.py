@@ -1,0 +1,110 @@
+"""Helpers every handler uses: JSON responses, running commands, who is asking."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import msgspec
+from aiohttp import web
+
+from evtrack.api._state import SERVICES, Services
+from evtrack.eventlog import IdempotencyKey, UnitOfWork, WrongExpectedVersion
+from evtrack.errors import conflict, invalid
+from evtrack.events import Metadata
+
+R = TypeVar("R")
+
+_encoder = msgspec.json.Encoder()
+REQUEST_ID = web.AppKey("request_id_header", str)
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=_encoder.encode(body), status=status, content_type="application/json")
+
+
+def empty() -> web.Response:
+    return json_response({})
+
+
+def services(request: web.Request) -> Services:
+    return request.app[SERVICES]
+
+
+def actor(request: web.Request, declared: str | None = None) -> str:
+    """Who is acting: the authenticated user, else who the client says it is (invariant 11)."""
+    auth = request.headers.get("Authorization", "")
+    if auth.lower().startswith("basic "):
+        try:
+            user = base64.b64decode(auth[6:]).decode().split(":", 1)[0]
+        except (binascii.Error, UnicodeDecodeError):
+            user = ""
+        if user:
+            return user
+    return request.headers.get("X-Evtrack-User") or declared or "anonymous"
+
+
+def metadata(request: web.Request, declared_user: str | None = None) -> Metadata:
+    return Metadata(
+        actor=actor(request, declared_user),
+        request_id=request.get("request_id"),
+        client=request.headers.get("User-Agent"),
+    )
+
+
+def idempotency_key(request: web.Request, raw: bytes, *, derive: bool) -> IdempotencyKey | None:
+    """The client's ``Idempotency-Key``, else (for retry-safe routes) one derived from the body."""
+    who = actor(request)
+    given = request.headers.get("Idempotency-Key")
+    if given:
+        return IdempotencyKey.from_parts(who, request.path, given, derived=False)
+    if derive:
+        return IdempotencyKey.from_parts(who, request.path, request.query_string, raw, derived=True)
+    return None
+
+
+async def run_command(
+    request: web.Request,
+    command: Callable[[UnitOfWork], Awaitable[R]],
+    *,
+    result_type: type[R],
+    raw: bytes = b"",
+    derive_key: bool = True,
+    declared_user: str | None = None,
+) -> R:
+    svc = services(request)
+    try:
+        return await svc.store.execute(
+            command,
+            metadata=metadata(request, declared_user),
+            result_type=result_type,
+            idempotency_key=idempotency_key(request, raw, derive=derive_key),
+        )
+    except WrongExpectedVersion as exc:
+        raise conflict(f"Concurrent modification, please retry: {exc}") from exc
+
+
+async def wait_fresh(request: web.Request, *names: str) -> None:
+    if request.headers.get("X-Evtrack-Consistency", "").lower() == "eventual":
+        return
+    await services(request).freshness.wait(names)
+
+
+def decode_offset_token(token: str | None) -> int:
+    """Page tokens for offset paging: base64 of ``{"offset": N}``, as the reference uses."""
+    if not token:
+        return 0
+    try:
+        data = msgspec.json.decode(base64.b64decode(token, validate=True))
+        offset = data["offset"]
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+            raise ValueError
+        return offset
+    except (ValueError, KeyError, TypeError, binascii.Error, msgspec.DecodeError) as exc:
+        raise invalid(f"Invalid page token, could not base64-decode or parse: {token!r}") from exc
+
+
+def encode_offset_token(offset: int) -> str:
+    return base64.b64encode(msgspec.json.encode({"offset": offset})).decode()

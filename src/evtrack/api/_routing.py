@@ -1,0 +1,35 @@
+"""The route table: every HTTP route with the permission it needs and the read models it reads.
+
+Routes are declared once with a path relative to an API prefix; the app mounts each one under
+every prefix MLflow's clients use (``/api/2.0``, ``/ajax-api/2.0``, and the 3.0 twins).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from evtrack.permissions import Permission
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """One endpoint.
+
+    ``path`` is relative to the API prefix, e.g. ``/mlflow/runs/get``. ``reads`` names the
+    projections whose read models the handler queries: the app waits (bounded) until they
+    have caught up with the log as it was when the request arrived (read-your-writes).
+    ``prefixes`` lists the API prefixes the route is mounted under; ``None`` means the
+    default set (``/api/2.0`` and ``/ajax-api/2.0``); ``("",)`` mounts it at the root.
+    """
+
+    method: str
+    path: str
+    handler: Handler
+    permission: Permission
+    reads: tuple[str, ...] = ()
+    prefixes: tuple[str, ...] | None = None

@@ -1,0 +1,166 @@
+"""MLflow experiment routes (compat section 1.1)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from evtrack.api._common import empty, json_response, run_command, services, wait_fresh
+from evtrack.api._requests import Args, read_args
+from evtrack.api._routing import Route
+from evtrack.domain import tracking
+from evtrack.domain._validation import parse_experiment_id
+from evtrack.errors import invalid, not_found
+from evtrack.eventlog import UnitOfWork
+from evtrack.permissions import Permission
+from evtrack.queries import experiments as queries
+from evtrack.search import compile_experiment_search, next_page_token
+
+ARTIFACT_SCHEME_ROOT = "mlflow-artifacts:"
+
+
+def _tags(args: Args) -> list[tuple[str, str]]:
+    pairs = []
+    for index, tag in enumerate(args.array("tags")):
+        if not isinstance(tag, dict) or tag.get("key") in (None, ""):
+            raise invalid(
+                f"Missing value for required parameter 'tags[{index}].key'. "
+                "See the API docs for more information about request parameters."
+            )
+        value = tag.get("value")
+        pairs.append((str(tag["key"]), "" if value is None else str(value)))
+    return pairs
+
+
+async def create(request: web.Request) -> web.Response:
+    args = await read_args(request)
+    name = args.required_string("name")
+    location = args.string("artifact_location", allow_empty=False)
+    tags = _tags(args)
+    root = ARTIFACT_SCHEME_ROOT
+
+    async def command(uow: UnitOfWork) -> int:
+        return await tracking.create_experiment(uow, name, location, tags, artifact_root=root)
+
+    experiment_id = await run_command(request, command, result_type=int, raw=args.raw, derive_key=False)
+    return json_response({"experiment_id": str(experiment_id)})
+
+
+async def get(request: web.Request) -> web.Response:
+    args = await read_args(request)
+    experiment_id = parse_experiment_id(args.required_string("experiment_id"))
+    found = await queries.get_experiments(services(request).pool, [experiment_id])
+    if not found:
+        raise not_found(f"No Experiment with id={experiment_id} exists")
+    return json_response({"experiment": found[0]})
+
+
+async def get_by_name(request: web.Request) -> web.Response:
+    args = await read_args(request)
+    name = args.required_string("experiment_name")
+    pool = services(request).pool
+    experiment_id = await queries.get_experiment_id_by_name(pool, name)
+    if experiment_id is None:
+        raise not_found(f"Could not find experiment with name '{name}'")
+    found = await queries.get_experiments(pool, [experiment_id])
+    return json_response({"experiment": found[0]})
+
+
+async def search(request: web.Request) -> web.Response:
+    args = await read_args(request)
+    max_results = args.integer("max_results")
+    query = compile_experiment_search(
+        view_type=args.string("view_type") or "ACTIVE_ONLY",
+        filter_string=args.string("filter"),
+        order_by=args.string_list("order_by"),
+        max_results=1000 if max_results is None else max_results,
+        page_token=args.string("page_token"),
+    )
+    pool = services(request).pool
+    rows = await pool.fetch(query.sql, *query.args)
+    ids = [r[0] for r in rows[: query.limit]]
+    body: dict[str, object] = {}
+    found = await queries.get_experiments(pool, ids)
+    if found:
+        body["experiments"] = found
+    token = next_page_token(query, len(rows))
+    if token:
+        body["next_page_token"] = token
+    return json_response(body)
+
+
+async def set_tag(request: web.Request) -> web.Response:
+    args = await read_args(request)
+    experiment_id = parse_experiment_id(args.required_string("experiment_id"))
+    key = args.required_string("key")
+    value = args.string("value")
+    if value is None:
+        raise invalid(
+            "Missing value for required parameter 'value'. "
+            "See the API docs for more information about request parameters."
+        )
+
+    async def command(uow: UnitOfWork) -> None:
+        await tracking.set_experiment_tag(uow, experiment_id, key, value)
+
+    await run_command(request, command, result_type=type(None), raw=args.raw)
+    return empty()
+
+
+async def delete_tag(request: web.Request) -> web.Response:
+    args = await read_args(request)
+    experiment_id = parse_experiment_id(args.required_string("experiment_id"))
+    key = args.required_string("key")
+
+    async def command(uow: UnitOfWork) -> None:
+        await tracking.delete_experiment_tag(uow, experiment_id, key)
+
+    await run_command(request, command, result_type=type(None), raw=args.raw, derive_key=False)
+    return empty()
+
+
+async def update(request: web.Request) -> web.Response:
+    args = await read_args(request)
+    experiment_id = parse_experiment_id(args.required_string("experiment_id"))
+    new_name = args.string("new_name")
+    if not new_name:
+        return empty()
+
+    async def command(uow: UnitOfWork) -> None:
+        await tracking.rename_experiment(uow, experiment_id, new_name)
+
+    await run_command(request, command, result_type=type(None), raw=args.raw, derive_key=False)
+    return empty()
+
+
+def _lifecycle(delete: bool) -> web.RequestHandler:  # type: ignore[name-defined]
+    async def handler(request: web.Request) -> web.Response:
+        args = await read_args(request)
+        experiment_id = parse_experiment_id(args.required_string("experiment_id"))
+
+        async def command(uow: UnitOfWork) -> None:
+            await tracking.set_experiment_lifecycle(uow, experiment_id, delete=delete)
+
+        await run_command(request, command, result_type=type(None), raw=args.raw, derive_key=False)
+        return empty()
+
+    return handler
+
+
+EXPERIMENTS = ("experiments",)
+
+
+def experiment_routes() -> list[Route]:
+    read, edit, manage = Permission.EXPERIMENT_READ, Permission.EXPERIMENT_EDIT, Permission.EXPERIMENT_MANAGE
+    base = "/mlflow/experiments"
+    return [
+        Route("POST", f"{base}/create", create, Permission.NONE),
+        Route("GET", f"{base}/get", get, read, reads=EXPERIMENTS),
+        Route("GET", f"{base}/get-by-name", get_by_name, read, reads=EXPERIMENTS),
+        Route("POST", f"{base}/search", search, read, reads=EXPERIMENTS),
+        Route("GET", f"{base}/search", search, read, reads=EXPERIMENTS),
+        Route("POST", f"{base}/set-experiment-tag", set_tag, edit),
+        Route("POST", f"{base}/delete-experiment-tag", delete_tag, edit),
+        Route("POST", f"{base}/update", update, edit),
+        Route("POST", f"{base}/delete", _lifecycle(True), manage),
+        Route("POST", f"{base}/restore", _lifecycle(False), manage),
+    ]

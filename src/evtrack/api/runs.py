@@ -1,0 +1,364 @@
+"""MLflow run routes: lifecycle, logging, search (compat sections 1.2, 1.3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from evtrack.api._common import empty, json_response, run_command, services, wait_fresh
+from evtrack.api._requests import Args, read_args
+from evtrack.api._routing import Handler, Route
+from evtrack.domain import tracking
+from evtrack.domain._validation import (
+    MAX_BATCH_LOG_REQUEST_SIZE,
+    MAX_DATASET_DIGEST_SIZE,
+    MAX_DATASET_NAME_SIZE,
+    check_length,
+    invalid_value,
+    parse_experiment_id,
+    validate_batch_limits,
+    validate_metric,
+    validate_param,
+    validate_run_tag,
+)
+from evtrack.errors import invalid, not_found
+from evtrack.eventlog import UnitOfWork
+from evtrack.events import DatasetInput, KeyValue, MetricColumns, ModelOutput
+from evtrack.permissions import Permission
+from evtrack.queries import runs as queries
+from evtrack.search import compile_run_search, next_page_token
+
+_SEE_DOCS = " See the API docs for more information about request parameters."
+RUNS = ("runs",)
+
+
+def _missing(path: str) -> Exception:
+    return invalid(f"Missing value for required parameter '{path}'.{_SEE_DOCS}")
+
+
+def _number(value: Any) -> Any:
+    """Proto JSON spells NaN and infinities as strings; accept numeric strings like it does."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _integer(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _metric_columns(items: list[Any], *, single: bool = False) -> MetricColumns | None:
+    if not items:
+        return None
+    keys: list[str] = []
+    values: list[float] = []
+    stamps: list[int] = []
+    steps: list[int] = []
+    model_ids: list[str | None] = []
+    names: list[str | None] = []
+    digests: list[str | None] = []
+    for index, item in enumerate(items):
+        path = "" if single else f"metrics[{index}]"
+        if not isinstance(item, dict):
+            raise invalid(invalid_value(path or "metric", item))
+        for field in ("key", "value", "timestamp"):
+            if item.get(field) is None or item.get(field) == "":
+                raise _missing(f"{path}.{field}" if path else field)
+        key, value, stamp, step = validate_metric(
+            item["key"],
+            _number(item["value"]),
+            _integer(item["timestamp"]),
+            _integer(item.get("step", 0) if item.get("step") is not None else 0),
+            path,
+        )
+        keys.append(key)
+        values.append(value)
+        stamps.append(stamp)
+        steps.append(step)
+        model_ids.append(item.get("model_id") or None)
+        dataset_name = item.get("dataset_name") or None
+        dataset_digest = item.get("dataset_digest") or None
+        if dataset_name is not None:
+            check_length("dataset_name", MAX_DATASET_NAME_SIZE, dataset_name)
+        if dataset_digest is not None:
+            check_length("dataset_digest", MAX_DATASET_DIGEST_SIZE, dataset_digest)
+        names.append(dataset_name)
+        digests.append(dataset_digest)
+    return MetricColumns(
+        keys=keys,
+        values=values,
+        timestamps=stamps,
+        steps=steps,
+        model_ids=model_ids if any(model_ids) else None,
+        dataset_names=names if any(names) else None,
+        dataset_digests=digests if any(digests) else None,
+    )
+
+
+def _pairs(items: list[Any], name: str, *, params: bool) -> list[KeyValue]:
+    out = []
+    for index, item in enumerate(items):
+        path = f"{name}[{index}]"
+        if not isinstance(item, dict) or item.get("key") in (None, ""):
+            raise _missing(f"{path}.key")
+        value = item.get("value")
+        value = "" if value is None else value
+        if not isinstance(value, str):
+            value = str(value)
+        if params:
+            out.append(KeyValue(*validate_param(item["key"], value, path)))
+        else:
+            out.append(KeyValue(*validate_run_tag(item["key"], value, path)))
+    return out
+
+
+async def _render_run(request: web.Request, run_id: str) -> Any:
+    await wait_fresh(request, *RUNS)
+    found = await queries.get_runs(services(request).pool, [run_id])
+    if not found:
+        raise not_found(f"Run with id={run_id} not found")
+    return found[0]
+
+
+# --- lifecycle -----------------------------------------------------------------------------
+
+
+async def create(request: web.Request) -> web.Response:
+    args = await read_args(request)
+    raw_experiment = args.string("experiment_id") or "0"
+    experiment_id = parse_experiment_id(raw_experiment)
+    user_id = args.string("user_id") or ""
+    run_name = args.string("run_name") or None
+    start_time = args.integer("start_time")
+    tags = [(t.key, t.value) for t in _pairs(args.array("tags"), "tags", params=False)]
+
+    async def command(uow: UnitOfWork) -> str:
+        return await tracking.create_run(uow, experiment_id, user_id, run_name, start_time, tags)
+
+    run_id = await run_command(
+        request, command, result_type=str, raw=args.raw, declared_user=user_id or None
+    )
+    return json_response({"run": await _render_run(request, run_id)})
+
+
+async def get(request: web.Request) -> web.Response:
+    args = await read_args(request)
+    run_id = args.run_id()
+    found = await queries.get_runs(services(request).pool, [run_id])
+    if not found:
+        raise not_found(f"Run with id={run_id} not found")
+    return json_response({"run": found[0]})
+
+
+async def update(request: web.Request) -> web.Response:
+    args = await read_args(request)
+    run_id = args.run_id()
+    status = args.string("status") or None
+    end_time = args.integer("end_time")
+    run_name = args.string("run_name") or None
+
+    async def command(uow: UnitOfWork) -> None:
+        await tracking.update_run(uow, run_id, status, end_time, run_name)
+
+    await run_command(request, command, result_type=type(None), raw=args.raw)
+    run = await _render_run(request, run_id)
+    return json_response({"run_info": run.info})
+
+
+def _lifecycle(delete: bool) -> Handler:
+    async def handler(request: web.Request) -> web.Response:
+        args = await read_args(request)
+        run_id = args.run_id()
+
+        async def command(uow: UnitOfWork) -> None:
+            await tracking.set_run_lifecycle(uow, run_id, delete=delete)
+
+        await run_command(request, command, result_type=type(None), raw=args.raw, derive_key=False)
+        return empty()
+
+    return handler
+
+
+# --- logging -------------------------------------------------------------------------------
+
+
+async def _log(request: web.Request, args: Args, data: tracking.RunData) -> web.Response:
+    run_id = args.run_id()
+
+    async def command(uow: UnitOfWork) -> None:
+        await tracking.log_run_data(uow, run_id, data)
+
+    await run_command(request, command, result_type=type(None), raw=args.raw)
+    return empty()
+
+
+async def log_metric(request: web.Request) -> web.Response:
+    args = await read_args(request)
+    args.run_id()
+    metrics = _metric_columns([args.fields], single=True)
+    return await _log(request, args, tracking.RunData(metrics, [], []))
+
+
+async def log_param(request: web.Request) -> web.Response:
+    args = await read_args(request)
+    args.run_id()
+    key = args.required_string("key")
+    value = args.string("value")
+    if value is None:
+        raise _missing("value")
+    param = KeyValue(*validate_param(key, value))
+    return await _log(request, args, tracking.RunData(None, [param], []))
+
+
+async def set_tag(request: web.Request) -> web.Response:
+    args = await read_args(request)
+    args.run_id()
+    key = args.required_string("key")
+    value = args.string("value")
+    if value is None:
+        raise _missing("value")
+    tag = KeyValue(*validate_run_tag(key, value))
+    return await _log(request, args, tracking.RunData(None, [], [tag]))
+
+
+async def log_batch(request: web.Request) -> web.Response:
+    args = await read_args(request, max_body=MAX_BATCH_LOG_REQUEST_SIZE)
+    args.run_id()
+    metrics, params, tags = args.array("metrics"), args.array("params"), args.array("tags")
+    validate_batch_limits(len(metrics), len(params), len(tags))
+    data = tracking.RunData(
+        _metric_columns(metrics),
+        _pairs(params, "params", params=True),
+        _pairs(tags, "tags", params=False),
+    )
+    return await _log(request, args, data)
+
+
+async def delete_tag(request: web.Request) -> web.Response:
+    args = await read_args(request)
+    run_id = args.run_id()
+    key = args.required_string("key")
+
+    async def command(uow: UnitOfWork) -> None:
+        await tracking.delete_run_tag(uow, run_id, key)
+
+    await run_command(request, command, result_type=type(None), raw=args.raw, derive_key=False)
+    return empty()
+
+
+def _dataset_inputs(items: list[Any]) -> list[DatasetInput]:
+    out = []
+    for index, item in enumerate(items):
+        dataset = item.get("dataset") if isinstance(item, dict) else None
+        if not isinstance(dataset, dict):
+            raise _missing(f"datasets[{index}].dataset")
+        for field in ("name", "digest", "source_type", "source"):
+            if not dataset.get(field):
+                raise _missing(f"datasets[{index}].dataset.{field}")
+        check_length("dataset name", MAX_DATASET_NAME_SIZE, dataset["name"])
+        check_length("dataset digest", MAX_DATASET_DIGEST_SIZE, dataset["digest"])
+        tags = [
+            KeyValue(str(t.get("key", "")), str(t.get("value", "")))
+            for t in item.get("tags") or []
+            if isinstance(t, dict)
+        ]
+        out.append(
+            DatasetInput(
+                name=dataset["name"],
+                digest=dataset["digest"],
+                source_type=dataset["source_type"],
+                source=dataset["source"],
+                schema=dataset.get("schema") or None,
+                profile=dataset.get("profile") or None,
+                tags=tags,
+            )
+        )
+    return out
+
+
+async def log_inputs(request: web.Request) -> web.Response:
+    args = await read_args(request)
+    run_id = args.run_id()
+    datasets = _dataset_inputs(args.array("datasets"))
+    model_ids = [m["model_id"] for m in args.array("models") if isinstance(m, dict) and m.get("model_id")]
+
+    async def command(uow: UnitOfWork) -> None:
+        await tracking.log_inputs(uow, run_id, datasets, model_ids)
+
+    await run_command(request, command, result_type=type(None), raw=args.raw)
+    return empty()
+
+
+async def log_outputs(request: web.Request) -> web.Response:
+    args = await read_args(request)
+    run_id = args.run_id()
+    models = [
+        ModelOutput(model_id=m["model_id"], step=int(m.get("step") or 0))
+        for m in args.array("models")
+        if isinstance(m, dict) and m.get("model_id")
+    ]
+
+    async def command(uow: UnitOfWork) -> None:
+        await tracking.log_outputs(uow, run_id, models)
+
+    await run_command(request, command, result_type=type(None), raw=args.raw)
+    return empty()
+
+
+# --- search --------------------------------------------------------------------------------
+
+
+async def search(request: web.Request) -> web.Response:
+    args = await read_args(request)
+    experiment_ids = [parse_experiment_id(e) for e in args.array("experiment_ids")]
+    max_results = args.integer("max_results")
+    query = compile_run_search(
+        experiment_ids=experiment_ids,
+        view_type=args.string("run_view_type") or "ACTIVE_ONLY",
+        filter_string=args.string("filter"),
+        order_by=args.string_list("order_by"),
+        max_results=1000 if max_results is None else max_results,
+        page_token=args.string("page_token"),
+    )
+    pool = services(request).pool
+    rows = await pool.fetch(query.sql, *query.args)
+    run_ids = [r[0] for r in rows[: query.limit]]
+    body: dict[str, object] = {}
+    found = await queries.get_runs(pool, run_ids)
+    if found:
+        body["runs"] = found
+    token = next_page_token(query, len(rows))
+    if token:
+        body["next_page_token"] = token
+    return json_response(body)
+
+
+def run_routes() -> list[Route]:
+    read, edit, manage = Permission.EXPERIMENT_READ, Permission.EXPERIMENT_EDIT, Permission.EXPERIMENT_MANAGE
+    base = "/mlflow/runs"
+    return [
+        Route("POST", f"{base}/create", create, edit),
+        Route("GET", f"{base}/get", get, read, reads=RUNS),
+        Route("POST", f"{base}/update", update, edit),
+        Route("POST", f"{base}/delete", _lifecycle(True), edit),
+        Route("POST", f"{base}/restore", _lifecycle(False), edit),
+        Route("POST", f"{base}/log-metric", log_metric, edit),
+        Route("POST", f"{base}/log-parameter", log_param, edit),
+        Route("POST", f"{base}/set-tag", set_tag, edit),
+        Route("POST", f"{base}/delete-tag", delete_tag, edit),
+        Route("POST", f"{base}/log-batch", log_batch, edit),
+        Route("POST", f"{base}/log-inputs", log_inputs, edit),
+        Route("POST", f"{base}/outputs", log_outputs, edit),
+        Route("POST", f"{base}/search", search, read, reads=RUNS),
+        Route("GET", f"{base}/search", search, read, reads=RUNS),
+    ]
+

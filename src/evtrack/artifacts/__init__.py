@@ -1,0 +1,25 @@
+"""Artifact storage: path safety, the storage-neutral store interface, and the local store.
+
+The HTTP layer (``evtrack.api.artifacts``) only sees ``ArtifactStore``; which backend sits
+behind it (a local directory here, S3 later) is the app's choice.
+"""
+
+from evtrack.artifacts._local import LocalArtifactStore
+from evtrack.artifacts._paths import (
+    INVALID_PATH_MESSAGE,
+    contained,
+    invalid_path,
+    normalize_artifact_path,
+)
+from evtrack.artifacts._store import CHUNK_SIZE, ArtifactStore, FileInfo
+
+__all__ = [
+    "CHUNK_SIZE",
+    "INVALID_PATH_MESSAGE",
+    "ArtifactStore",
+    "FileInfo",
+    "LocalArtifactStore",
+    "contained",
+    "invalid_path",
+    "normalize_artifact_path",
+]

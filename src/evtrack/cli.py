@@ -1,0 +1,255 @@
+"""The ``evtrack`` command line: run the server, upgrade the database, manage projections."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Sequence
+
+import asyncpg
+
+from evtrack import __version__
+from evtrack.config import Settings, default_data_dir, env
+
+_DESCRIPTION = """\
+evtrack: an event-sourced ML experiment tracking server and model registry.
+
+It speaks the MLflow REST API, so the official mlflow client works against it unchanged:
+    evtrack server            # then: MLFLOW_TRACKING_URI=http://127.0.0.1:5000 python train.py
+
+Without --database-url (or EVTRACK_DATABASE_URL), evtrack starts a private PostgreSQL in
+its data directory (EVTRACK_DATA_DIR, default ~/.local/share/evtrack), so one command gives
+a working server on a fresh machine.
+"""
+
+
+def _add_database_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database-url",
+        default=env("DATABASE_URL"),
+        help="PostgreSQL URL, e.g. postgresql://user@host:5432/evtrack "
+        "(env EVTRACK_DATABASE_URL; default: the embedded PostgreSQL in the data directory)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="evtrack", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"evtrack {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    server = commands.add_parser(
+        "server",
+        help="run the tracking server (MLflow REST API, artifacts proxy, projectors)",
+        description="Run the tracking server. Stops gracefully on SIGTERM/SIGINT, letting "
+        "in-flight requests finish.",
+    )
+    server.add_argument("--host", default=env("HOST", "127.0.0.1"), help="address to bind (env EVTRACK_HOST; default 127.0.0.1)")
+    server.add_argument("--port", type=int, default=int(env("PORT", "5000") or 5000), help="port (env EVTRACK_PORT; default 5000)")
+    _add_database_flag(server)
+    server.add_argument(
+        "--artifacts-uri",
+        default=env("ARTIFACTS_URI"),
+        help="where artifacts are stored: a local directory (env EVTRACK_ARTIFACTS_URI; "
+        "default <data dir>/artifacts)",
+    )
+    server.add_argument(
+        "--no-projectors",
+        action="store_true",
+        help="do not run projectors in this process (use with `evtrack projections run` workers)",
+    )
+    server.add_argument("--log-level", default=env("LOG_LEVEL", "info"), help="debug, info, warning or error")
+
+    db = commands.add_parser("db", help="database schema management")
+    db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    upgrade = db_commands.add_parser("upgrade", help="apply pending event-log migrations")
+    _add_database_flag(upgrade)
+
+    projections = commands.add_parser("projections", help="inspect, rebuild and run read-model projectors")
+    p_commands = projections.add_subparsers(dest="projections_command", metavar="ACTION", required=True)
+    status = p_commands.add_parser("status", help="show each projection's position and lag")
+    _add_database_flag(status)
+    rebuild = p_commands.add_parser(
+        "rebuild",
+        help="replay the log into a fresh copy of a read model and swap it in",
+        description="Replay the whole event log into a fresh copy of the read model NAME "
+        "(or 'all'), then swap it in atomically. The live model keeps answering meanwhile.",
+    )
+    rebuild.add_argument("name", help="projection name (see `evtrack projections status`) or 'all'")
+    _add_database_flag(rebuild)
+    run = p_commands.add_parser("run", help="run projector workers only (no HTTP server)")
+    _add_database_flag(run)
+    return parser
+
+
+def resolve_database_url(url: str | None) -> str:
+    if url:
+        return url
+    from evtrack._embedded_postgres import start_embedded_postgres
+
+    data_dir = default_data_dir() / "postgres"
+    print(f"evtrack: no database URL given; using the embedded PostgreSQL in {data_dir}", file=sys.stderr)
+    return start_embedded_postgres(data_dir).dsn
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "server":
+        return _server(args)
+    dsn = resolve_database_url(args.database_url)
+    if args.command == "db":
+        return asyncio.run(_db_upgrade(dsn))
+    if args.projections_command == "status":
+        return asyncio.run(_projections_status(dsn))
+    if args.projections_command == "rebuild":
+        return asyncio.run(_projections_rebuild(dsn, args.name))
+    return asyncio.run(_projections_run(dsn))
+
+
+def _server(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from evtrack._logging import configure_logging
+    from evtrack.api import create_app
+
+    configure_logging(args.log_level)
+    settings = Settings(
+        host=args.host,
+        port=args.port,
+        database_url=args.database_url,
+        artifacts_uri=args.artifacts_uri,
+        run_projectors=not args.no_projectors,
+    )
+    dsn = resolve_database_url(settings.database_url)
+    app = create_app(settings, dsn)
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        shutdown_timeout=settings.shutdown_timeout_s,
+        print=lambda msg: print(msg, file=sys.stderr),
+        access_log=None,
+    )
+    return 0
+
+
+async def _db_upgrade(dsn: str) -> int:
+    from evtrack.eventlog import upgrade
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        applied = await upgrade(conn)
+    finally:
+        await conn.close()
+    if applied:
+        for migration in applied:
+            print(f"applied {migration.version:04d} {migration.name}")
+    else:
+        print("database is up to date")
+    return 0
+
+
+async def _projections_status(dsn: str) -> int:
+    from evtrack.eventlog import upgrade
+    from evtrack.projections.registry import all_projections
+    from evtrack.projector._runtime import lease_key
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await upgrade(conn)
+        rows = {
+            r["name"]: r
+            for r in await conn.fetch("SELECT * FROM projection_checkpoints")
+        }
+        print(f"{'projection':<14} {'position':>12} {'behind':>10} {'owner':<8} {'schema':<9} updated")
+        for projection in all_projections():
+            row = rows.get(projection.name)
+            if row is None:
+                print(f"{projection.name:<14} {'-':>12} {'-':>10} {'-':<8} {'missing':<9} -")
+                continue
+            behind = await conn.fetchval(
+                """SELECT count(*) FROM events
+                   WHERE (transaction_id, global_position) > ($1::xid8, $2::bigint)""",
+                row["transaction_id"],
+                row["global_position"],
+            )
+            held = await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objid = $1::bigint::oid AND granted)",
+                lease_key(projection.name) & 0xFFFFFFFF,
+            )
+            schema = "current" if row["schema_hash"] == projection.schema_hash else "outdated"
+            print(
+                f"{projection.name:<14} {row['global_position']:>12} {behind:>10} "
+                f"{'leased' if held else 'none':<8} {schema:<9} {row['updated_at']:%Y-%m-%d %H:%M:%S}"
+            )
+    finally:
+        await conn.close()
+    return 0
+
+
+async def _projections_rebuild(dsn: str, name: str) -> int:
+    from tqdm import tqdm
+
+    from evtrack.eventlog import upgrade
+    from evtrack.projections.registry import all_projections, projection_named
+    from evtrack.projector import rebuild
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await upgrade(conn)
+        try:
+            targets = all_projections() if name == "all" else [projection_named(name)]
+        except KeyError:
+            names = ", ".join(p.name for p in all_projections())
+            print(f"evtrack: unknown projection {name!r}; known: {names}", file=sys.stderr)
+            return 2
+        total = await conn.fetchval("SELECT COALESCE(max(global_position), 0) FROM events")
+        for projection in targets:
+            with tqdm(total=total, unit="ev", desc=f"rebuild {projection.name}", file=sys.stderr) as bar:
+                seen = 0
+
+                def progress(position: object, bar: tqdm = bar) -> None:
+                    nonlocal seen
+                    done = getattr(position, "global_position", 0)
+                    bar.update(max(0, done - seen))
+                    seen = max(seen, done)
+
+                await rebuild(conn, projection, on_progress=progress)
+                bar.update(max(0, total - seen))
+            print(f"rebuilt {projection.name}")
+    finally:
+        await conn.close()
+    return 0
+
+
+async def _projections_run(dsn: str) -> int:
+    from evtrack._logging import configure_logging
+    from evtrack.eventlog import upgrade
+    from evtrack.projections.registry import all_projections
+    from evtrack.projector import ProjectorRuntime
+
+    configure_logging("info")
+    conn = await asyncpg.connect(dsn)
+    try:
+        await upgrade(conn)
+    finally:
+        await conn.close()
+    runtime = ProjectorRuntime(dsn, all_projections())
+    await runtime.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runtime.stop()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
+

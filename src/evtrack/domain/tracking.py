@@ -1,0 +1,405 @@
+"""Commands of the tracking domain: what each MLflow write means as events.
+
+Each command reads the stream heads it decides on, validates against that state (raising
+``EvtrackError`` with MLflow's code and message), and records events with the versions it
+read. It is plain async code over a :class:`UnitOfWork`, so it can be re-run on a conflict.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from evtrack.domain._aggregates import (
+    ACTIVE,
+    DELETED,
+    ExperimentState,
+    RunState,
+    decode_experiment,
+    decode_run,
+    encode_state,
+    experiment_stream,
+    run_stream,
+)
+from evtrack.domain._names import random_run_name
+from evtrack.domain._validation import (
+    check_length,
+    validate_experiment_name,
+    validate_experiment_tag,
+    validate_param,
+    validate_run_tag,
+    validate_unique_param_keys,
+)
+from evtrack.errors import already_exists, invalid, not_found
+from evtrack.eventlog import ANY_VERSION, StreamHead, UnitOfWork
+from evtrack.events import (
+    DatasetInput,
+    ExperimentCreated,
+    ExperimentDeleted,
+    ExperimentRenamed,
+    ExperimentRestored,
+    ExperimentTagDeleted,
+    ExperimentTagSet,
+    KeyValue,
+    MetricColumns,
+    ModelOutput,
+    RunCreated,
+    RunDataLogged,
+    RunDeleted,
+    RunInputsLogged,
+    RunOutputsLogged,
+    RunRestored,
+    RunTagDeleted,
+    RunUpdated,
+)
+
+EXPERIMENT_NAMES = "experiment"
+RUN_NAME_TAG = "mlflow.runName"
+DEFAULT_EXPERIMENT_ID = 0
+DEFAULT_EXPERIMENT_NAME = "Default"
+RUN_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
+
+
+# --- loading -----------------------------------------------------------------------------
+
+
+async def _load_experiment(uow: UnitOfWork, experiment_id: int) -> tuple[ExperimentState, int]:
+    head = (await uow.heads([experiment_stream(experiment_id)]))[experiment_stream(experiment_id)]
+    if head.state is None:
+        raise not_found(f"No Experiment with id={experiment_id} exists")
+    return decode_experiment(head.state), head.version
+
+
+@dataclass
+class _LoadedRun:
+    run: RunState
+    run_version: int
+    experiment: ExperimentState
+
+    @property
+    def lifecycle(self) -> str:
+        return self.run.effective_lifecycle(self.experiment)
+
+    def require_active(self) -> None:
+        if self.lifecycle != ACTIVE:
+            raise invalid(
+                f"The run {self.run.run_id} must be in the 'active' state. "
+                f"Current state is {self.lifecycle}."
+            )
+
+
+async def _load_run(uow: UnitOfWork, run_id: str) -> _LoadedRun:
+    run_head = (await uow.heads([run_stream(run_id)]))[run_stream(run_id)]
+    if run_head.state is None:
+        raise not_found(f"Run with id={run_id} not found")
+    run = decode_run(run_head.state)
+    experiment, _ = await _load_experiment(uow, run.experiment_id)
+    return _LoadedRun(run, run_head.version, experiment)
+
+
+def _require_active_experiment(experiment: ExperimentState) -> None:
+    if experiment.lifecycle_stage != ACTIVE:
+        raise invalid(
+            f"The experiment {experiment.experiment_id} must be in the 'active' state. "
+            f"Current state is {experiment.lifecycle_stage}."
+        )
+
+
+# --- experiments ---------------------------------------------------------------------------
+
+
+async def create_experiment(
+    uow: UnitOfWork,
+    name: object,
+    artifact_location: str | None,
+    tags: Sequence[tuple[str, str]],
+    *,
+    artifact_root: str,
+    experiment_id: int | None = None,
+) -> int:
+    """Create an experiment; ``experiment_id`` is given only for the bootstrap Default."""
+    valid_name = validate_experiment_name(name)
+    if artifact_location and artifact_location.startswith("runs:"):
+        raise invalid(
+            f"Invalid artifact location: '{artifact_location}'. "
+            "Experiment artifact location cannot be a runs:/ URI."
+        )
+    checked_tags = [KeyValue(*validate_experiment_tag(k, v)) for k, v in tags]
+    if experiment_id is None:
+        experiment_id = await uow.next_sequence_value("experiment_ids")
+    if not await uow.reserve_name(EXPERIMENT_NAMES, valid_name, experiment_stream(experiment_id)):
+        raise already_exists(f"Experiment(name={valid_name}) already exists.")
+    location = artifact_location or f"{artifact_root.rstrip('/')}/{experiment_id}"
+    event = ExperimentCreated(
+        experiment_id=experiment_id, name=valid_name, artifact_location=location, tags=checked_tags
+    )
+    state = ExperimentState(
+        experiment_id, valid_name, location, tag_keys={t.key for t in checked_tags}
+    )
+    uow.append(experiment_stream(experiment_id), [event], expected_version=0, state=encode_state(state))
+    return experiment_id
+
+
+async def rename_experiment(uow: UnitOfWork, experiment_id: int, new_name: object) -> None:
+    state, version = await _load_experiment(uow, experiment_id)
+    _require_active_experiment(state)
+    valid_name = validate_experiment_name(new_name)
+    if valid_name == state.name:
+        return
+    if not await uow.reserve_name(EXPERIMENT_NAMES, valid_name, experiment_stream(experiment_id)):
+        raise already_exists(f"Experiment(name={valid_name}) already exists.")
+    await uow.release_name(EXPERIMENT_NAMES, state.name)
+    event = ExperimentRenamed(experiment_id=experiment_id, name=valid_name)
+    state.apply(event)
+    uow.append(
+        experiment_stream(experiment_id), [event], expected_version=version, state=encode_state(state)
+    )
+
+
+async def set_experiment_lifecycle(uow: UnitOfWork, experiment_id: int, *, delete: bool) -> None:
+    state, version = await _load_experiment(uow, experiment_id)
+    if delete:
+        if experiment_id == DEFAULT_EXPERIMENT_ID:
+            raise invalid("Cannot delete the default experiment '0'. This is an internal experiment.")
+        if state.lifecycle_stage != ACTIVE:
+            raise invalid(
+                f"The experiment {experiment_id} must be in the 'active' state. "
+                f"Current state is {state.lifecycle_stage}."
+            )
+        event: ExperimentDeleted | ExperimentRestored = ExperimentDeleted(
+            experiment_id=experiment_id
+        )
+    else:
+        if state.lifecycle_stage != DELETED:
+            raise invalid(
+                f"Cannot restore an active experiment. The experiment {experiment_id} "
+                f"must be in the 'deleted' state. Current state is {state.lifecycle_stage}."
+            )
+        event = ExperimentRestored(experiment_id=experiment_id)
+    state.apply(event)
+    uow.append(
+        experiment_stream(experiment_id), [event], expected_version=version, state=encode_state(state)
+    )
+
+
+async def set_experiment_tag(uow: UnitOfWork, experiment_id: int, key: str, value: str) -> None:
+    key, value = validate_experiment_tag(key, value)
+    state, version = await _load_experiment(uow, experiment_id)
+    _require_active_experiment(state)
+    event = ExperimentTagSet(experiment_id=experiment_id, key=key, value=value)
+    state.apply(event)
+    uow.append(
+        experiment_stream(experiment_id), [event], expected_version=version, state=encode_state(state)
+    )
+
+
+async def delete_experiment_tag(uow: UnitOfWork, experiment_id: int, key: str) -> None:
+    state, version = await _load_experiment(uow, experiment_id)
+    _require_active_experiment(state)
+    if key not in state.tag_keys:
+        raise not_found(f"No tag with name: {key} in experiment with id {experiment_id}")
+    event = ExperimentTagDeleted(experiment_id=experiment_id, key=key)
+    state.apply(event)
+    uow.append(
+        experiment_stream(experiment_id), [event], expected_version=version, state=encode_state(state)
+    )
+
+
+# --- runs ----------------------------------------------------------------------------------
+
+
+async def create_run(
+    uow: UnitOfWork,
+    experiment_id: int,
+    user_id: str,
+    run_name: str | None,
+    start_time: int | None,
+    tags: Sequence[tuple[str, str]],
+) -> str:
+    experiment, _ = await _load_experiment(uow, experiment_id)
+    _require_active_experiment(experiment)
+    checked = [KeyValue(*validate_run_tag(k, v, f"tags[{i}]")) for i, (k, v) in enumerate(tags)]
+    tag_name = next((t.value for t in checked if t.key == RUN_NAME_TAG), None)
+    if run_name and tag_name and run_name != tag_name:
+        raise invalid(
+            "Both 'run_name' argument and 'mlflow.runName' tag are specified, but with "
+            f"different values (run_name='{run_name}', mlflow.runName='{tag_name}')."
+        )
+    name = run_name or tag_name or random_run_name()
+    if tag_name is None:
+        checked.append(KeyValue(RUN_NAME_TAG, name))
+    run_id = uuid.uuid4().hex
+    artifact_uri = f"{experiment.artifact_location.rstrip('/')}/{run_id}/artifacts"
+    event = RunCreated(
+        run_id=run_id,
+        experiment_id=experiment_id,
+        user_id=user_id,
+        run_name=name,
+        start_time=start_time,
+        artifact_uri=artifact_uri,
+        tags=checked,
+    )
+    state = RunState(
+        run_id,
+        experiment_id,
+        "RUNNING",
+        artifact_uri,
+        experiment_generation=experiment.generation,
+        tag_keys={t.key for t in checked},
+    )
+    uow.append(run_stream(run_id), [event], expected_version=0, state=encode_state(state))
+    return run_id
+
+
+async def update_run(
+    uow: UnitOfWork,
+    run_id: str,
+    status: str | None,
+    end_time: int | None,
+    run_name: str | None,
+) -> None:
+    loaded = await _load_run(uow, run_id)
+    loaded.require_active()
+    if status is not None and status not in RUN_STATUSES:
+        raise invalid(f"Invalid value {status!r} for parameter 'status' supplied.")
+    event = RunUpdated(run_id=run_id, status=status, end_time=end_time, run_name=run_name or None)
+    _append_run(uow, loaded, event)
+
+
+async def set_run_lifecycle(uow: UnitOfWork, run_id: str, *, delete: bool) -> None:
+    loaded = await _load_run(uow, run_id)
+    generation = loaded.experiment.generation
+    if delete:
+        event: RunDeleted | RunRestored = RunDeleted(run_id=run_id, experiment_generation=generation)
+    else:
+        if loaded.lifecycle != DELETED:
+            raise invalid(
+                f"The run {run_id} must be in the 'deleted' state. "
+                f"Current state is {loaded.lifecycle}."
+            )
+        event = RunRestored(run_id=run_id, experiment_generation=generation)
+    _append_run(uow, loaded, event)
+
+
+def _append_run(uow: UnitOfWork, loaded: _LoadedRun, event: RunUpdated | RunDeleted | RunRestored | RunDataLogged | RunTagDeleted) -> None:
+    loaded.run.apply(event)
+    uow.append(
+        run_stream(loaded.run.run_id),
+        [event],
+        expected_version=loaded.run_version,
+        state=encode_state(loaded.run),
+    )
+
+
+@dataclass(frozen=True)
+class RunData:
+    """Already shape-validated data of one logging request (keys, values, limits)."""
+
+    metrics: MetricColumns | None
+    params: list[KeyValue]
+    tags: list[KeyValue]
+
+
+async def log_run_data(uow: UnitOfWork, run_id: str, data: RunData) -> None:
+    """Log metrics, params and tags to a run as one event.
+
+    Metric-only requests append at the end of the run's stream whatever its version: points
+    never conflict with each other. Params must not change once logged, so a request with
+    params is decided on the version it read.
+    """
+    loaded = await _load_run(uow, run_id)
+    loaded.require_active()
+    validate_unique_param_keys([p.key for p in data.params])
+    changed = [
+        {"key": p.key, "old_value": loaded.run.params[p.key], "new_value": p.value}
+        for p in data.params
+        if p.key in loaded.run.params and loaded.run.params[p.key] != p.value
+    ]
+    if changed:
+        if len(data.params) == 1:
+            p = data.params[0]
+            raise invalid(
+                "Changing param values is not allowed. Param with key='{}' was already"
+                " logged with value='{}' for run ID='{}'. Attempted logging new value"
+                " '{}'.".format(p.key, loaded.run.params[p.key], run_id, p.value)
+            )
+        raise invalid(
+            "Changing param values is not allowed. Params were already"
+            f" logged='{changed}' for run ID='{run_id}'."
+        )
+    new_params = [p for p in data.params if p.key not in loaded.run.params]
+    if data.metrics is None and not new_params and not data.tags:
+        return
+    event = RunDataLogged(run_id=run_id, metrics=data.metrics, params=new_params, tags=data.tags)
+    if not new_params and not (set(t.key for t in data.tags) - loaded.run.tag_keys):
+        # Nothing the write model tracks changes: append without deciding on a version.
+        uow.append(run_stream(run_id), [event], expected_version=ANY_VERSION)
+        return
+    _append_run(uow, loaded, event)
+
+
+async def delete_run_tag(uow: UnitOfWork, run_id: str, key: str) -> None:
+    loaded = await _load_run(uow, run_id)
+    loaded.require_active()
+    if key not in loaded.run.tag_keys:
+        raise not_found(f"No tag with name: {key} in run with id {run_id}")
+    _append_run(uow, loaded, RunTagDeleted(run_id=run_id, key=key))
+
+
+async def log_inputs(
+    uow: UnitOfWork, run_id: str, datasets: Sequence[DatasetInput], model_ids: Sequence[str]
+) -> None:
+    loaded = await _load_run(uow, run_id)
+    loaded.require_active()
+    if not datasets and not model_ids:
+        return
+    event = RunInputsLogged(run_id=run_id, datasets=list(datasets), model_ids=list(model_ids))
+    uow.append(run_stream(run_id), [event], expected_version=ANY_VERSION)
+
+
+async def log_outputs(uow: UnitOfWork, run_id: str, models: Sequence[ModelOutput]) -> None:
+    loaded = await _load_run(uow, run_id)
+    loaded.require_active()
+    if models:
+        event = RunOutputsLogged(run_id=run_id, models=list(models))
+        uow.append(run_stream(run_id), [event], expected_version=ANY_VERSION)
+
+
+async def ensure_default_experiment(uow: UnitOfWork, *, artifact_root: str) -> bool:
+    """Create experiment 0 "Default" once; MLflow's fluent API falls back to it."""
+    head: StreamHead = (await uow.heads([experiment_stream(DEFAULT_EXPERIMENT_ID)]))[
+        experiment_stream(DEFAULT_EXPERIMENT_ID)
+    ]
+    if head.version:
+        return False
+    await create_experiment(
+        uow,
+        DEFAULT_EXPERIMENT_NAME,
+        None,
+        [],
+        artifact_root=artifact_root,
+        experiment_id=DEFAULT_EXPERIMENT_ID,
+    )
+    return True
+
+
+__all__ = [
+    "DEFAULT_EXPERIMENT_ID",
+    "RunData",
+    "check_length",
+    "create_experiment",
+    "create_run",
+    "delete_experiment_tag",
+    "delete_run_tag",
+    "ensure_default_experiment",
+    "log_inputs",
+    "log_outputs",
+    "log_run_data",
+    "rename_experiment",
+    "set_experiment_lifecycle",
+    "set_experiment_tag",
+    "set_run_lifecycle",
+    "update_run",
+    "validate_param",
+]

@@ -1,0 +1,29 @@
+"""The event log: storage and ordering of events, knowing nothing of what they mean."""
+
+from evtrack.eventlog._migrations import available_migrations, upgrade
+from evtrack.eventlog._positions import LOG_START, LogPosition
+from evtrack.eventlog._records import RecordedEvent
+from evtrack.eventlog._store import (
+    ANY_VERSION,
+    EventStore,
+    IdempotencyKey,
+    StreamHead,
+    UnitOfWork,
+    WrongExpectedVersion,
+    read_after,
+)
+
+__all__ = [
+    "ANY_VERSION",
+    "LOG_START",
+    "EventStore",
+    "IdempotencyKey",
+    "LogPosition",
+    "RecordedEvent",
+    "StreamHead",
+    "UnitOfWork",
+    "WrongExpectedVersion",
+    "available_migrations",
+    "read_after",
+    "upgrade",
+]

@@ -1,0 +1,352 @@
+"""Appending to and reading from the event log.
+
+A command runs inside a :class:`UnitOfWork`: one transaction in which it reads the stream
+heads it decides on, records new events with the version it expected each stream to be at,
+and commits them with their new aggregate snapshots, all or nothing (invariant 4). A write with
+an idempotency key stores its result in the same transaction, so a retry gets the first answer
+and appends nothing (invariant 5). A stale expected version is a conflict (invariant 6): the
+command is re-run on fresh state a few times, then reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import asyncpg
+import msgspec
+
+from evtrack.events import Event, Metadata, encode_event
+from evtrack.eventlog._positions import LogPosition
+from evtrack.eventlog._records import RecordedEvent, record_from_row
+
+R = TypeVar("R")
+
+ANY_VERSION = None
+"""Expected version meaning "append at the end, whatever the version" (e.g. metric points)."""
+
+
+class WrongExpectedVersion(Exception):
+    """A stream moved on since the command read it."""
+
+    def __init__(self, stream_id: str, expected: int | None) -> None:
+        super().__init__(f"stream {stream_id} is not at version {expected}")
+        self.stream_id = stream_id
+        self.expected = expected
+
+
+@dataclass(frozen=True, slots=True)
+class StreamHead:
+    stream_id: str
+    version: int  # 0 for a stream that does not exist yet
+    state: bytes | None
+
+
+@dataclass(frozen=True)
+class IdempotencyKey:
+    """A write's idempotency key.
+
+    ``derived`` keys are computed from the request itself (for clients that send none); they
+    only protect against retries, so they expire after ``derived_key_ttl_s`` and an identical
+    request made later is a new request.
+    """
+
+    value: str
+    derived: bool
+
+    @classmethod
+    def from_parts(cls, *parts: str | bytes, derived: bool) -> IdempotencyKey:
+        digest = hashlib.sha256()
+        for part in parts:
+            digest.update(part.encode() if isinstance(part, str) else part)
+            digest.update(b"\0")
+        return cls(digest.hexdigest(), derived)
+
+
+_KEEP: Any = object()
+
+
+@dataclass
+class _PendingAppend:
+    stream_id: str
+    events: list[Event]
+    expected: int | None
+    state: bytes | None | Any
+
+
+@dataclass
+class UnitOfWork:
+    """The transaction a command runs in. Reads see committed state; appends are buffered."""
+
+    conn: asyncpg.Connection
+    metadata: Metadata
+    _pending: list[_PendingAppend] = field(default_factory=list)
+
+    async def heads(self, stream_ids: Sequence[str]) -> dict[str, StreamHead]:
+        rows = await self.conn.fetch(
+            "SELECT stream_id, version, state FROM streams WHERE stream_id = ANY($1::text[])",
+            list(stream_ids),
+        )
+        found = {r["stream_id"]: StreamHead(r["stream_id"], r["version"], r["state"]) for r in rows}
+        return {sid: found.get(sid, StreamHead(sid, 0, None)) for sid in stream_ids}
+
+    def append(
+        self,
+        stream_id: str,
+        events: Sequence[Event],
+        *,
+        expected_version: int | None,
+        state: bytes | None | Any = _KEEP,
+    ) -> None:
+        """Buffer events for ``stream_id``; ``state`` is the aggregate snapshot after them."""
+        if events:
+            self._pending.append(_PendingAppend(stream_id, list(events), expected_version, state))
+
+    async def reserve_name(self, scope: str, name: str, owner: str) -> bool:
+        """Claim a unique name; False if someone else holds it."""
+        row = await self.conn.fetchrow(
+            """INSERT INTO unique_names (scope, name, owner) VALUES ($1, $2, $3)
+               ON CONFLICT (scope, name) DO NOTHING RETURNING owner""",
+            scope,
+            name,
+            owner,
+        )
+        return row is not None
+
+    async def name_owner(self, scope: str, name: str) -> str | None:
+        owner: str | None = await self.conn.fetchval(
+            "SELECT owner FROM unique_names WHERE scope = $1 AND name = $2", scope, name
+        )
+        return owner
+
+    async def release_name(self, scope: str, name: str) -> None:
+        await self.conn.execute(
+            "DELETE FROM unique_names WHERE scope = $1 AND name = $2", scope, name
+        )
+
+    async def next_sequence_value(self, sequence: str) -> int:
+        value: int = await self.conn.fetchval("SELECT nextval($1::regclass)", sequence)
+        return value
+
+    async def _flush(self) -> None:
+        meta_json = msgspec.json.encode(self.metadata).decode()
+        streams: list[str] = []
+        positions: list[int] = []
+        types: list[str] = []
+        versions: list[int] = []
+        payloads: list[bytes] = []
+        for pending in self._pending:
+            new_version = await self._advance(pending)
+            first = new_version - len(pending.events) + 1
+            for offset, event in enumerate(pending.events):
+                streams.append(pending.stream_id)
+                positions.append(first + offset)
+                types.append(event.type_name())
+                versions.append(event.schema_version)
+                payloads.append(encode_event(event))
+        if streams:
+            await self.conn.execute(
+                """INSERT INTO events
+                       (stream_id, stream_position, event_type, schema_version, payload,
+                        actor, metadata)
+                   SELECT s, p, t, v, b, $6, $7::jsonb
+                   FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int2[], $5::bytea[])
+                        AS x(s, p, t, v, b)""",
+                streams,
+                positions,
+                types,
+                versions,
+                payloads,
+                self.metadata.actor,
+                meta_json,
+            )
+        self._pending.clear()
+
+    async def _advance(self, pending: _PendingAppend) -> int:
+        """Move the stream head past the pending events; return its new version."""
+        count = len(pending.events)
+        keep = pending.state is _KEEP
+        state = None if keep else pending.state
+        if pending.expected is None:
+            version: int | None = await self.conn.fetchval(
+                """INSERT INTO streams AS s (stream_id, version, state) VALUES ($1, $2, $3)
+                   ON CONFLICT (stream_id) DO UPDATE
+                   SET version = s.version + $2,
+                       state = CASE WHEN $4 THEN s.state ELSE excluded.state END
+                   RETURNING version""",
+                pending.stream_id,
+                count,
+                state,
+                keep,
+            )
+        elif pending.expected == 0:
+            version = await self.conn.fetchval(
+                """INSERT INTO streams (stream_id, version, state) VALUES ($1, $2, $3)
+                   ON CONFLICT (stream_id) DO NOTHING RETURNING version""",
+                pending.stream_id,
+                count,
+                state,
+            )
+        else:
+            version = await self.conn.fetchval(
+                """UPDATE streams
+                   SET version = version + $3,
+                       state = CASE WHEN $5 THEN state ELSE $4 END
+                   WHERE stream_id = $1 AND version = $2
+                   RETURNING version""",
+                pending.stream_id,
+                pending.expected,
+                count,
+                state,
+                keep,
+            )
+        if version is None:
+            raise WrongExpectedVersion(pending.stream_id, pending.expected)
+        return version
+
+
+Command = Callable[[UnitOfWork], Awaitable[R]]
+
+
+class EventStore:
+    """The event log in Postgres: run commands against it and read it in log order."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        derived_key_ttl_s: float = 600.0,
+        conflict_retries: int = 8,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self.pool = pool
+        self.derived_key_ttl_s = derived_key_ttl_s
+        self.conflict_retries = conflict_retries
+        self.on_commit = on_commit
+
+    async def execute(
+        self,
+        command: Command[R],
+        *,
+        metadata: Metadata,
+        result_type: type[R],
+        idempotency_key: IdempotencyKey | None = None,
+    ) -> R:
+        """Run ``command`` in a transaction and commit what it appended.
+
+        The command may run more than once (on a version conflict), so it must not have side
+        effects outside the unit of work. With an idempotency key already used, the stored
+        result is decoded and returned and nothing is appended.
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                result = await self._execute_once(command, metadata, result_type, idempotency_key)
+            except (WrongExpectedVersion, asyncpg.UniqueViolationError) as exc:
+                if isinstance(exc, asyncpg.UniqueViolationError) and (
+                    exc.constraint_name not in ("events_stream_position", "streams_pkey")
+                ):
+                    raise
+                if attempt >= self.conflict_retries:
+                    if isinstance(exc, WrongExpectedVersion):
+                        raise
+                    raise WrongExpectedVersion(str(exc), None) from exc
+                continue
+            if self.on_commit is not None:
+                self.on_commit()
+            return result
+
+    async def _execute_once(
+        self,
+        command: Command[R],
+        metadata: Metadata,
+        result_type: type[R],
+        key: IdempotencyKey | None,
+    ) -> R:
+        async with self.pool.acquire() as conn, conn.transaction():
+            if key is not None:
+                claimed = await conn.fetchval(
+                    """INSERT INTO idempotency_keys AS k (key, derived, result)
+                       VALUES ($1, $2, '')
+                       ON CONFLICT (key) DO UPDATE SET created_at = now(), result = ''
+                       WHERE k.derived
+                         AND k.created_at < now() - make_interval(secs => $3)
+                       RETURNING true""",
+                    key.value,
+                    key.derived,
+                    self.derived_key_ttl_s,
+                )
+                if not claimed:
+                    stored = await conn.fetchval(
+                        "SELECT result FROM idempotency_keys WHERE key = $1", key.value
+                    )
+                    return msgspec.msgpack.decode(stored, type=result_type)
+            uow = UnitOfWork(conn, metadata)
+            result = await command(uow)
+            await uow._flush()
+            if key is not None:
+                await conn.execute(
+                    "UPDATE idempotency_keys SET result = $2 WHERE key = $1",
+                    key.value,
+                    msgspec.msgpack.encode(result),
+                )
+            return result
+
+    async def read_stream(self, stream_id: str) -> list[RecordedEvent]:
+        rows = await self.pool.fetch(
+            f"""SELECT {_RECORD_COLUMNS}, payload FROM events
+                WHERE stream_id = $1 ORDER BY stream_position""",
+            stream_id,
+        )
+        return [record_from_row(r) for r in rows]
+
+    async def last_visible_position(self, conn: asyncpg.Connection | None = None) -> LogPosition:
+        """The position of the newest event committed as of now (the read-your-writes target)."""
+        executor: Any = conn if conn is not None else self.pool
+        row = await executor.fetchrow(
+            """SELECT transaction_id, global_position FROM events
+               ORDER BY transaction_id DESC, global_position DESC LIMIT 1"""
+        )
+        if row is None:
+            return LogPosition(0, 0)
+        return LogPosition(row["transaction_id"], row["global_position"])
+
+
+_RECORD_COLUMNS = (
+    "transaction_id, global_position, stream_id, stream_position, event_type, "
+    "schema_version, actor, metadata, recorded_at"
+)
+
+
+async def read_after(
+    conn: asyncpg.Connection,
+    after: LogPosition,
+    limit: int,
+    payload_types: Sequence[str] | None,
+) -> list[RecordedEvent]:
+    """Events after ``after`` in log order, from transactions that can no longer be joined.
+
+    Only events of transactions older than every transaction still running are returned
+    (invariant 2): a transaction that inserted earlier but commits later is therefore read
+    once it commits, in its place, never skipped. Payloads are fetched only for
+    ``payload_types`` (all when None); other events come back with ``event=None`` so the
+    reader's cursor can still move past them.
+    """
+    if payload_types is None:
+        payload_sql = "payload"
+        args: tuple[Any, ...] = (after.transaction_id, after.global_position, limit)
+    else:
+        payload_sql = "CASE WHEN event_type = ANY($4::text[]) THEN payload END AS payload"
+        args = (after.transaction_id, after.global_position, limit, list(payload_types))
+    rows = await conn.fetch(
+        f"""SELECT {_RECORD_COLUMNS}, {payload_sql} FROM events
+            WHERE (transaction_id, global_position) > ($1::xid8, $2::bigint)
+              AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+            ORDER BY transaction_id, global_position
+            LIMIT $3""",
+        *args,
+    )
+    return [record_from_row(r) for r in rows]

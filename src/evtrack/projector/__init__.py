@@ -1,0 +1,24 @@
+"""The projector runtime: applies the log to read models, exactly once, in log order."""
+
+from evtrack.projector._projection import Projection, load_schema
+from evtrack.projector._runtime import (
+    DOORBELL_CHANNEL,
+    ProjectorRuntime,
+    apply_next_batch,
+    ensure_current,
+    install,
+    read_checkpoints,
+    rebuild,
+)
+
+__all__ = [
+    "DOORBELL_CHANNEL",
+    "Projection",
+    "ProjectorRuntime",
+    "apply_next_batch",
+    "ensure_current",
+    "install",
+    "load_schema",
+    "read_checkpoints",
+    "rebuild",
+]

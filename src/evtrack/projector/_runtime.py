@@ -1,0 +1,307 @@
+"""The projector runtime: keeps each read model in step with the log, exactly once.
+
+Per projection, one task owns the read model through a lease (a session advisory lock held
+on its own connection; if the process dies the lock goes with its connection and another
+worker takes over). Each batch is applied and the checkpoint moved in one transaction, with
+the checkpoint row locked, so even two owners at once could not apply a batch twice
+(invariant 3). The task wakes on the doorbell (a local event or a Postgres NOTIFY sent
+outside the write path) and polls as a fallback (invariant 9).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import zlib
+from collections.abc import Callable, Sequence
+
+import asyncpg
+import structlog
+
+from evtrack.eventlog import LOG_START, LogPosition, read_after
+from evtrack.projector._projection import Projection
+
+log = structlog.get_logger("evtrack.projector")
+
+DOORBELL_CHANNEL = "evtrack_events"
+
+
+def lease_key(name: str) -> int:
+    return zlib.crc32(f"evtrack-projection:{name}".encode())
+
+
+async def install(conn: asyncpg.Connection, projection: Projection, *, schema: str, checkpoint: str) -> None:
+    """Create ``schema`` with the projection's tables and a checkpoint at the log's start."""
+    async with conn.transaction():
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await conn.execute(f'CREATE SCHEMA "{schema}"')
+        await conn.execute(f'SET LOCAL search_path TO "{schema}", public')
+        await conn.execute(projection.schema_sql)
+        await conn.execute(
+            """INSERT INTO projection_checkpoints (name, schema_hash) VALUES ($1, $2)
+               ON CONFLICT (name) DO UPDATE
+               SET transaction_id = '0', global_position = 0, schema_hash = $2,
+                   updated_at = now()""",
+            checkpoint,
+            projection.schema_hash,
+        )
+
+
+async def apply_next_batch(
+    conn: asyncpg.Connection,
+    projection: Projection,
+    *,
+    schema: str,
+    checkpoint: str,
+    batch_size: int,
+) -> tuple[int, LogPosition | None]:
+    """Apply the next batch of events; return how many were read and the new cursor."""
+    async with conn.transaction():
+        return await _apply_in_transaction(
+            conn, projection, schema=schema, checkpoint=checkpoint, batch_size=batch_size
+        )
+
+
+async def _apply_in_transaction(
+    conn: asyncpg.Connection,
+    projection: Projection,
+    *,
+    schema: str,
+    checkpoint: str,
+    batch_size: int,
+) -> tuple[int, LogPosition | None]:
+    row = await conn.fetchrow(
+        """SELECT transaction_id, global_position FROM projection_checkpoints
+           WHERE name = $1 FOR UPDATE""",
+        checkpoint,
+    )
+    if row is None:
+        raise LookupError(f"projection {checkpoint} is not installed")
+    cursor = LogPosition(row["transaction_id"], row["global_position"])
+    records = await read_after(conn, cursor, batch_size, sorted(projection.event_types))
+    if not records:
+        return 0, None
+    await conn.execute(f'SET LOCAL search_path TO "{schema}", public')
+    await projection.apply(conn, records)
+    last = records[-1].position
+    await conn.execute(
+        """UPDATE projection_checkpoints
+           SET transaction_id = $2, global_position = $3, updated_at = now()
+           WHERE name = $1""",
+        checkpoint,
+        last.transaction_id,
+        last.global_position,
+    )
+    return len(records), last
+
+
+async def rebuild(
+    conn: asyncpg.Connection,
+    projection: Projection,
+    *,
+    batch_size: int = 2000,
+    on_progress: Callable[[LogPosition], None] | None = None,
+) -> LogPosition:
+    """Replay the whole log into a fresh schema, then swap it in for the live one.
+
+    The live read model keeps answering queries until the swap, which happens in one short
+    transaction holding the live checkpoint row, so the live projector (if any) pauses for
+    just that moment and then continues from the rebuilt model's checkpoint.
+    """
+    shadow = f"{projection.schema_name}__rebuild"
+    shadow_checkpoint = f"{projection.name}__rebuild"
+    await install(conn, projection, schema=shadow, checkpoint=shadow_checkpoint)
+    position = LOG_START
+    while True:
+        count, last = await apply_next_batch(
+            conn, projection, schema=shadow, checkpoint=shadow_checkpoint, batch_size=batch_size
+        )
+        if last is not None:
+            position = last
+            if on_progress is not None:
+                on_progress(position)
+        if count < batch_size:
+            break
+    async with conn.transaction():
+        await conn.execute(
+            """INSERT INTO projection_checkpoints (name, schema_hash) VALUES ($1, $2)
+               ON CONFLICT (name) DO NOTHING""",
+            projection.name,
+            projection.schema_hash,
+        )
+        await conn.fetchrow(
+            "SELECT 1 FROM projection_checkpoints WHERE name = $1 FOR UPDATE", projection.name
+        )
+        while True:
+            count, last = await _apply_in_transaction(
+                conn, projection, schema=shadow, checkpoint=shadow_checkpoint, batch_size=batch_size
+            )
+            if last is not None:
+                position = last
+            if count < batch_size:
+                break
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{projection.schema_name}" CASCADE')
+        await conn.execute(f'ALTER SCHEMA "{shadow}" RENAME TO "{projection.schema_name}"')
+        await conn.execute(
+            """UPDATE projection_checkpoints AS live
+               SET transaction_id = s.transaction_id, global_position = s.global_position,
+                   schema_hash = s.schema_hash, updated_at = now()
+               FROM projection_checkpoints AS s
+               WHERE live.name = $1 AND s.name = $2""",
+            projection.name,
+            shadow_checkpoint,
+        )
+        await conn.execute("DELETE FROM projection_checkpoints WHERE name = $1", shadow_checkpoint)
+    return position
+
+
+async def ensure_current(conn: asyncpg.Connection, projection: Projection) -> None:
+    """Install a projection that is missing; rebuild one whose schema changed."""
+    row = await conn.fetchrow(
+        "SELECT schema_hash FROM projection_checkpoints WHERE name = $1", projection.name
+    )
+    exists = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", projection.schema_name
+    )
+    if row is None or not exists:
+        await install(conn, projection, schema=projection.schema_name, checkpoint=projection.name)
+    elif row["schema_hash"] != projection.schema_hash:
+        log.info("projection.schema_changed", projection=projection.name)
+        await rebuild(conn, projection)
+
+
+class ProjectorRuntime:
+    """Runs the projections of this process and tells waiters how far each has got."""
+
+    def __init__(
+        self,
+        dsn: str,
+        projections: Sequence[Projection],
+        *,
+        batch_size: int = 1000,
+        poll_interval_s: float = 0.25,
+        lease_retry_s: float = 2.0,
+    ) -> None:
+        self._dsn = dsn
+        self.projections = {p.name: p for p in projections}
+        self._batch_size = batch_size
+        self._poll_interval_s = poll_interval_s
+        self._lease_retry_s = lease_retry_s
+        self._bells = {name: asyncio.Event() for name in self.projections}
+        self._progress = asyncio.Condition()
+        self._positions: dict[str, LogPosition] = {}
+        self._owned: set[str] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for projection in self.projections.values():
+            self._tasks.append(asyncio.create_task(self._run(projection), name=f"projector:{projection.name}"))
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for bell in self._bells.values():
+            bell.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+
+    def ring(self) -> None:
+        """The doorbell: new events may be in the log."""
+        for bell in self._bells.values():
+            bell.set()
+
+    def owns(self, name: str) -> bool:
+        return name in self._owned
+
+    def position(self, name: str) -> LogPosition | None:
+        return self._positions.get(name)
+
+    async def wait_for_progress(self, timeout: float) -> None:
+        async with self._progress:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), timeout)
+
+    # --- one projection --------------------------------------------------------------------
+
+    async def _run(self, projection: Projection) -> None:
+        while not self._stopping:
+            try:
+                await self._own_and_follow(projection)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("projector.failed", projection=projection.name)
+                self._owned.discard(projection.name)
+                await asyncio.sleep(1.0)
+
+    async def _own_and_follow(self, projection: Projection) -> None:
+        conn: asyncpg.Connection = await asyncpg.connect(self._dsn)
+        try:
+            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", lease_key(projection.name)):
+                if self._stopping:
+                    return
+                await asyncio.sleep(self._lease_retry_s)
+            await ensure_current(conn, projection)
+            self._owned.add(projection.name)
+            log.info("projector.lease_acquired", projection=projection.name)
+            bell = self._bells[projection.name]
+
+            def on_notify(*_: object) -> None:
+                bell.set()
+
+            await conn.add_listener(DOORBELL_CHANNEL, on_notify)
+            while not self._stopping:
+                bell.clear()
+                count, last = await self._apply_retrying(conn, projection)
+                if last is not None:
+                    self._positions[projection.name] = last
+                    async with self._progress:
+                        self._progress.notify_all()
+                elif projection.name not in self._positions:
+                    self._positions[projection.name] = await _checkpoint(conn, projection.name)
+                if count >= self._batch_size:
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(bell.wait(), self._poll_interval_s)
+        finally:
+            self._owned.discard(projection.name)
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def _apply_retrying(self, conn: asyncpg.Connection, projection: Projection) -> tuple[int, LogPosition | None]:
+        for attempt in range(3):
+            try:
+                return await apply_next_batch(
+                    conn,
+                    projection,
+                    schema=projection.schema_name,
+                    checkpoint=projection.name,
+                    batch_size=self._batch_size,
+                )
+            except asyncpg.InvalidCachedStatementError:
+                # The schema was swapped by a rebuild: statements re-prepare on retry.
+                if attempt == 2:
+                    raise
+        return 0, None
+
+
+async def _checkpoint(conn: asyncpg.Connection, name: str) -> LogPosition:
+    row = await conn.fetchrow(
+        "SELECT transaction_id, global_position FROM projection_checkpoints WHERE name = $1", name
+    )
+    return LOG_START if row is None else LogPosition(row["transaction_id"], row["global_position"])
+
+
+async def read_checkpoints(conn: asyncpg.Connection | asyncpg.Pool, names: Sequence[str]) -> dict[str, LogPosition]:
+    rows = await conn.fetch(
+        """SELECT name, transaction_id, global_position FROM projection_checkpoints
+           WHERE name = ANY($1::text[])""",
+        list(names),
+    )
+    return {r["name"]: LogPosition(r["transaction_id"], r["global_position"]) for r in rows}

@@ -1,0 +1,1 @@
+"""The query side: reads of the read models, rendered as MLflow wire types."""

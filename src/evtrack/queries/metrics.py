@@ -1,0 +1,79 @@
+"""Reads of the metric history read model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from evtrack.wire import mlflow as wire
+
+Executor = asyncpg.Connection | asyncpg.Pool
+
+
+def _point(row: Any, *, with_run: bool = False) -> wire.Metric:
+    return wire.Metric(
+        key=row["key"],
+        value="NaN" if row["is_nan"] else wire.json_double(row["value"]),
+        timestamp=row["timestamp"],
+        step=row["step"],
+        run_id=row["run_id"] if with_run else None,
+    )
+
+
+async def metric_history_page(
+    db: Executor, run_id: str, key: str, *, offset: int, limit: int | None
+) -> tuple[list[wire.Metric], bool]:
+    """One page of a metric's history in MLflow's order (timestamp, step, value).
+
+    Returns the points and whether more follow.
+    """
+    fetch = None if limit is None else limit + 1
+    rows = await db.fetch(
+        """SELECT key, value, timestamp, step, is_nan, run_id FROM rm_metrics.points
+           WHERE run_id = $1 AND key = $2
+           ORDER BY timestamp, step, value, is_nan
+           OFFSET $3 LIMIT $4""",
+        run_id,
+        key,
+        offset,
+        fetch,
+    )
+    more = limit is not None and len(rows) > limit
+    return [_point(r) for r in rows[:limit] if True], more
+
+
+async def metric_history_sampled(
+    db: Executor,
+    run_ids: list[str],
+    key: str,
+    *,
+    max_results: int,
+    start_step: int | None,
+    end_step: int | None,
+) -> list[wire.Metric]:
+    """Up to ``max_results`` points per run, evenly spread by row, first and last kept."""
+    out: list[wire.Metric] = []
+    for run_id in run_ids:
+        rows = await db.fetch(
+            """SELECT key, value, timestamp, step, is_nan, run_id FROM rm_metrics.points
+               WHERE run_id = $1 AND key = $2
+                 AND ($3::bigint IS NULL OR step BETWEEN $3 AND $4)
+               ORDER BY step, timestamp, value""",
+            run_id,
+            key,
+            start_step,
+            end_step,
+        )
+        out.extend(_point(r, with_run=True) for r in _sample(rows, max_results))
+    return out
+
+
+def _sample(rows: list[Any], n: int) -> list[Any]:
+    if len(rows) <= n:
+        return rows
+    if n == 1:
+        return [rows[-1]]
+    last = len(rows) - 1
+    picks = sorted({round(i * last / (n - 1)) for i in range(n)})
+    return [rows[i] for i in picks]

@@ -1,0 +1,369 @@
+"""Compile validated searches to parameterised SQL over the ``rm_runs`` / ``rm_experiments`` models.
+
+The output is a :class:`SqlQuery` the caller runs with asyncpg. The SQL text is assembled only
+from fixed fragments and column names picked from closed mappings; every user-supplied key, value,
+id, limit and offset travels as a ``$n`` parameter, so no filter can change the statement's shape.
+
+Semantics mirror MLflow 3.17.2's SQL store (``sqlalchemy_store.py``):
+
+* a metric/param/tag/dataset clause matches when the run has a row satisfying it (``EXISTS``),
+  so ``!=`` never matches runs that lack the key, and metric clauses see only the latest value;
+* NaN metrics are stored as ``value = 0, is_nan = true``. MLflow makes every comparison with a
+  NaN metric false except ``!=``, which is always true; we do the same;
+* ``=``, ``!=`` and ``LIKE`` are case-sensitive, ``ILIKE`` is not (PostgreSQL's own operators,
+  with its default ``\\`` escape in patterns, as MLflow on PostgreSQL);
+* ordering puts null / missing values last in both directions and, for metrics, NaN after every
+  number but before missing; the implicit tiebreakers come from ``_order``;
+* text sort keys use ``COLLATE "C"`` (code point order). MLflow's result order otherwise depends
+  on the database collation; "C" matches its SQLite default and Python's ``sorted``, and keeps
+  pagination identical across deployments whatever the cluster's locale.
+
+``attributes.run_name`` filters on the ``runs.run_name`` column. (MLflow filters on the
+``mlflow.runName`` tag, a workaround for runs logged before MLflow 1.29 had a name column; the
+projection keeps both in step, so the column is the faithful and cheaper choice.)
+
+Pagination is offset based: the query fetches ``limit + 1`` rows so the caller learns whether a
+next page exists without a second count query (see :func:`next_page_token`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from evtrack.errors import invalid
+from evtrack.search._filter import (
+    INT64_MAX,
+    INT64_MIN,
+    Comparison,
+    Value,
+    parse_experiment_filter,
+    parse_run_filter,
+)
+from evtrack.search._order import OrderKey, parse_experiment_order_by, parse_run_order_by
+from evtrack.search._page_token import decode_page_token, encode_page_token
+
+SEARCH_MAX_RESULTS_THRESHOLD: Final = 50000
+
+_VIEW_STAGES: Final[dict[str, tuple[str, ...]]] = {
+    "ACTIVE_ONLY": ("active",),
+    "DELETED_ONLY": ("deleted",),
+    "ALL": ("active", "deleted"),
+}
+
+# SQL spelling of validated comparators. IN / NOT IN / IS [NOT] NULL are rendered separately.
+_SQL_OPERATORS: Final = {
+    "=": "=",
+    "!=": "<>",
+    ">": ">",
+    ">=": ">=",
+    "<": "<",
+    "<=": "<=",
+    "LIKE": "LIKE",
+    "ILIKE": "ILIKE",
+}
+
+# Closed mappings from validated keys to columns: the only identifiers that reach the SQL text.
+_RUN_TEXT_COLUMNS: Final = {
+    "artifact_uri": "r.artifact_uri",
+    "run_id": "r.run_id",
+    "run_name": "r.run_name",
+    "status": "r.status",
+    "user_id": "r.user_id",
+}
+_RUN_NUMERIC_COLUMNS: Final = {"start_time": "r.start_time", "end_time": "r.end_time"}
+_KEY_VALUE_TABLES: Final = {
+    "metric": "rm_runs.latest_metrics",
+    "parameter": "rm_runs.params",
+    "tag": "rm_runs.tags",
+}
+_DATASET_COLUMNS: Final = {"name": "f.name", "digest": "f.digest", "context": "f.context"}
+_EXPERIMENT_TEXT_COLUMNS: Final = {"name": "e.name"}
+_EXPERIMENT_NUMERIC_COLUMNS: Final = {
+    "creation_time": "e.creation_time",
+    "last_update_time": "e.last_update_time",
+    "experiment_id": "e.experiment_id",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SqlQuery:
+    """A compiled search: run ``sql`` with ``*args``; it returns at most ``limit + 1`` ids.
+
+    ``offset`` and ``limit`` are the page's position and size, kept so that
+    :func:`next_page_token` can tell from the row count whether another page follows.
+    """
+
+    sql: str
+    args: tuple[object, ...]
+    offset: int
+    limit: int
+
+
+class _Params:
+    """Collects bind values and hands out their ``$n`` placeholders."""
+
+    def __init__(self) -> None:
+        self.values: list[object] = []
+
+    def add(self, value: object, cast: str = "") -> str:
+        self.values.append(value)
+        return f"${len(self.values)}{cast}"
+
+    def number(self, value: float) -> str:
+        """Bind an int as bigint when it fits (exact comparison), anything else as a double."""
+        if isinstance(value, int) and INT64_MIN <= value <= INT64_MAX:
+            return self.add(value, "::bigint")
+        return self.add(float(value), "::double precision")
+
+
+def _view_stages(view_type: str) -> tuple[str, ...]:
+    stages = _VIEW_STAGES.get(view_type.upper()) if isinstance(view_type, str) else None
+    if stages is None:
+        raise invalid(f"Invalid view_type '{view_type}'. Valid values are {list(_VIEW_STAGES)}")
+    return stages
+
+
+def _check_run_max_results(max_results: int) -> None:
+    if max_results < 1:
+        raise invalid(
+            f"Invalid value {max_results} for parameter 'max_results' supplied. "
+            "It must be a positive integer"
+        )
+    if max_results > SEARCH_MAX_RESULTS_THRESHOLD:
+        # The limit is enforced by MLflow's REST handler; this is its exact wording.
+        raise invalid(
+            f"Invalid value {max_results} for parameter 'max_results' supplied:  Hint: Value "
+            "was of type 'int'. See the API docs for more information about request parameters."
+        )
+
+
+def _check_experiment_max_results(max_results: int) -> None:
+    if max_results < 1:
+        raise invalid(
+            f"Invalid value {max_results} for parameter 'max_results' supplied. "
+            "It must be a positive integer"
+        )
+    if max_results > SEARCH_MAX_RESULTS_THRESHOLD:
+        raise invalid(
+            f"Invalid value {max_results} for parameter 'max_results' supplied. "
+            f"It must be at most {SEARCH_MAX_RESULTS_THRESHOLD}"
+        )
+
+
+def _scalar(column: str, comparator: str, value: str | tuple[str, ...], params: _Params) -> str:
+    """``column <op> $n`` for a string comparison, or ``= ANY`` / ``<> ALL`` for lists."""
+    if comparator == "IN":
+        return f"{column} = ANY({params.add(list(value), '::text[]')})"
+    if comparator == "NOT IN":
+        return f"{column} <> ALL({params.add(list(value), '::text[]')})"
+    assert isinstance(value, str)
+    return f"{column} {_SQL_OPERATORS[comparator]} {params.add(value, '::text')}"
+
+
+def _texts(value: Value) -> str | tuple[str, ...]:
+    """Narrow a validated string (or list) value; the parser guarantees the type."""
+    if isinstance(value, str | tuple):
+        return value
+    raise AssertionError(f"expected a string value, got {value!r}")
+
+
+def _run_condition(clause: Comparison, params: _Params) -> str:
+    comparator, value = clause.comparator, clause.value
+    if clause.entity == "attribute":
+        if clause.key in _RUN_NUMERIC_COLUMNS:
+            assert isinstance(value, int | float)
+            column = _RUN_NUMERIC_COLUMNS[clause.key]
+            return f"{column} {_SQL_OPERATORS[comparator]} {params.number(value)}"
+        return _scalar(_RUN_TEXT_COLUMNS[clause.key], comparator, _texts(value), params)
+
+    if clause.entity == "dataset":
+        condition = _scalar(_DATASET_COLUMNS[clause.key], comparator, _texts(value), params)
+        return (
+            "EXISTS (SELECT 1 FROM rm_runs.dataset_inputs AS f "
+            f"WHERE f.run_id = r.run_id AND {condition})"
+        )
+
+    table = _KEY_VALUE_TABLES[clause.entity]
+    key_ref = params.add(clause.key, "::text")
+    exists = f"SELECT 1 FROM {table} AS f WHERE f.run_id = r.run_id AND f.key = {key_ref}"
+    if comparator == "IS NULL":
+        return f"NOT EXISTS ({exists})"
+    if comparator == "IS NOT NULL":
+        return f"EXISTS ({exists})"
+    if clause.entity == "metric":
+        assert isinstance(value, float)
+        compare = f"f.value {_SQL_OPERATORS[comparator]} {params.number(value)}"
+        if comparator == "!=":
+            nan_rule = f"({compare} OR f.is_nan)"
+        else:
+            nan_rule = f"{compare} AND NOT f.is_nan"
+        return f"EXISTS ({exists} AND {nan_rule})"
+    return f"EXISTS ({exists} AND {_scalar('f.value', comparator, _texts(value), params)})"
+
+
+def _direction(ascending: bool) -> str:
+    return "ASC" if ascending else "DESC"
+
+
+def _run_order(keys: Sequence[OrderKey], params: _Params) -> tuple[list[str], list[str]]:
+    """ORDER BY terms plus the LEFT JOINs that bring metric/param/tag sort values in."""
+    joins: list[str] = []
+    terms: list[str] = []
+    for key in keys:
+        direction = _direction(key.ascending)
+        if key.entity == "attribute":
+            if key.key in _RUN_NUMERIC_COLUMNS:
+                terms.append(f"{_RUN_NUMERIC_COLUMNS[key.key]} {direction} NULLS LAST")
+            else:
+                column = _RUN_TEXT_COLUMNS[key.key]
+                terms.append(f'{column} COLLATE "C" {direction} NULLS LAST')
+            continue
+        alias = f"o{len(joins) + 1}"
+        table = _KEY_VALUE_TABLES[key.entity]
+        joins.append(
+            f"LEFT JOIN {table} AS {alias} ON {alias}.run_id = r.run_id "
+            f"AND {alias}.key = {params.add(key.key, '::text')}"
+        )
+        if key.entity == "metric":
+            # Numbers first, then NaN, then runs without the metric, whatever the direction.
+            terms.append(
+                f"CASE WHEN {alias}.is_nan THEN 1 WHEN {alias}.run_id IS NULL THEN 2 ELSE 0 END ASC"
+            )
+            terms.append(f"{alias}.value {direction}")
+        else:
+            terms.append(f'{alias}.value COLLATE "C" {direction} NULLS LAST')
+    return joins, terms
+
+
+def _page(sql: str, params: _Params, offset: int, limit: int) -> SqlQuery:
+    limit_ref = params.add(limit + 1, "::bigint")
+    offset_ref = params.add(offset, "::bigint")
+    return SqlQuery(
+        sql=f"{sql}\nLIMIT {limit_ref} OFFSET {offset_ref}",
+        args=tuple(params.values),
+        offset=offset,
+        limit=limit,
+    )
+
+
+def compile_run_search(
+    experiment_ids: Sequence[int],
+    view_type: str,
+    filter_string: str | None,
+    order_by: Sequence[str],
+    max_results: int,
+    page_token: str | None,
+) -> SqlQuery:
+    """Compile ``runs/search`` to a query selecting ``run_id`` in MLflow's result order.
+
+    Raises :class:`evtrack.errors.EvtrackError` (INVALID_PARAMETER_VALUE) for an invalid view
+    type, ``max_results`` outside ``1..50000``, filter, ``order_by`` or page token; the checks
+    run in MLflow's order so the same request yields the same first error.
+    """
+    _check_run_max_results(max_results)
+    stages = _view_stages(view_type)
+    clauses = parse_run_filter(filter_string)
+    order = parse_run_order_by(order_by)
+    offset = decode_page_token(page_token)
+
+    params = _Params()
+    ids_ref = params.add([int(i) for i in experiment_ids], "::bigint[]")
+    where = [f"r.experiment_id = ANY({ids_ref})"]
+    if len(stages) == 1:
+        where.append(f"r.lifecycle_stage = {params.add(stages[0], '::text')}")
+    where.extend(_run_condition(clause, params) for clause in clauses)
+    joins, terms = _run_order(order, params)
+    sql = "\n".join(
+        [
+            "SELECT r.run_id",
+            "FROM rm_runs.runs AS r",
+            *joins,
+            "WHERE " + "\n  AND ".join(where),
+            "ORDER BY " + ", ".join(terms),
+        ]
+    )
+    return _page(sql, params, offset, max_results)
+
+
+def _experiment_condition(clause: Comparison, params: _Params) -> str:
+    comparator, value = clause.comparator, clause.value
+    if clause.entity == "tag":
+        key_ref = params.add(clause.key, "::text")
+        exists = (
+            "SELECT 1 FROM rm_experiments.experiment_tags AS f "
+            f"WHERE f.experiment_id = e.experiment_id AND f.key = {key_ref}"
+        )
+        if comparator == "IS NULL":
+            return f"NOT EXISTS ({exists})"
+        if comparator == "IS NOT NULL":
+            return f"EXISTS ({exists})"
+        return f"EXISTS ({exists} AND {_scalar('f.value', comparator, _texts(value), params)})"
+    if clause.key == "experiment_id":
+        if isinstance(value, tuple):
+            ids = params.add([int(v) for v in value], "::bigint[]")
+            if comparator == "IN":
+                return f"e.experiment_id = ANY({ids})"
+            return f"e.experiment_id <> ALL({ids})"
+        assert isinstance(value, str)
+        id_ref = params.add(int(value), "::bigint")
+        return f"e.experiment_id {_SQL_OPERATORS[comparator]} {id_ref}"
+    if clause.key in _EXPERIMENT_NUMERIC_COLUMNS:
+        assert isinstance(value, int | float)
+        column = _EXPERIMENT_NUMERIC_COLUMNS[clause.key]
+        return f"{column} {_SQL_OPERATORS[comparator]} {params.number(value)}"
+    return _scalar(_EXPERIMENT_TEXT_COLUMNS[clause.key], comparator, _texts(value), params)
+
+
+def _experiment_order(keys: Sequence[OrderKey]) -> list[str]:
+    terms: list[str] = []
+    for key in keys:
+        direction = _direction(key.ascending)
+        if key.key in _EXPERIMENT_TEXT_COLUMNS:
+            column = _EXPERIMENT_TEXT_COLUMNS[key.key]
+            terms.append(f'{column} COLLATE "C" {direction} NULLS LAST')
+        else:
+            terms.append(f"{_EXPERIMENT_NUMERIC_COLUMNS[key.key]} {direction} NULLS LAST")
+    return terms
+
+
+def compile_experiment_search(
+    view_type: str,
+    filter_string: str | None,
+    order_by: Sequence[str],
+    max_results: int,
+    page_token: str | None,
+) -> SqlQuery:
+    """Compile ``experiments/search`` to a query selecting ``experiment_id`` in MLflow's order."""
+    _check_experiment_max_results(max_results)
+    stages = _view_stages(view_type)
+    clauses = parse_experiment_filter(filter_string)
+    order = parse_experiment_order_by(order_by)
+    offset = decode_page_token(page_token)
+
+    params = _Params()
+    where: list[str] = []
+    if len(stages) == 1:
+        where.append(f"e.lifecycle_stage = {params.add(stages[0], '::text')}")
+    where.extend(_experiment_condition(clause, params) for clause in clauses)
+    sql = "\n".join(
+        [
+            "SELECT e.experiment_id",
+            "FROM rm_experiments.experiments AS e",
+            *(["WHERE " + "\n  AND ".join(where)] if where else []),
+            "ORDER BY " + ", ".join(_experiment_order(order)),
+        ]
+    )
+    return _page(sql, params, offset, max_results)
+
+
+def next_page_token(query: SqlQuery, rows_returned: int) -> str | None:
+    """Token for the page after ``query``'s, or None if ``rows_returned`` shows it was the last.
+
+    The query fetches one row more than the page size; getting it back is what proves that
+    another page exists. Callers return only the first ``query.limit`` rows.
+    """
+    if rows_returned > query.limit:
+        return encode_page_token(query.offset + query.limit)
+    return None
