@@ -50,9 +50,7 @@ if str(_TESTS_DIR) not in sys.path:  # so `import _support` works in any import 
 if importlib.util.find_spec("evtrack") is None:
     _src = str(_REPO_ROOT / "src")
     sys.path.insert(0, _src)
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        p for p in (_src, os.environ.get("PYTHONPATH")) if p
-    )
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_src, os.environ.get("PYTHONPATH")) if p)
     warnings.warn(
         "evtrack is not installed in this environment; using the source tree "
         f"({_src}). Run `pip install -e '.[test]'` for the setup CI uses.",
@@ -72,11 +70,9 @@ _servers_key = pytest.StashKey[list[EvtrackServer]]()
 
 
 @pytest.fixture(scope="session")
-def postgres_admin_dsn(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+def postgres_admin_dsn(request: pytest.FixtureRequest) -> Iterator[str]:
     """A DSN with the right to create databases; see the module docstring for the choice."""
-    chosen = pgsupport.choose_test_postgres(tmp_path_factory.mktemp("postgres"))
+    chosen = pgsupport.choose_test_postgres()
     request.config.stash[_postgres_choice_key] = chosen.description
     log.warning("evtrack tests use PostgreSQL: %s", chosen.description)
     try:
@@ -162,11 +158,17 @@ def evtrack_server_factory(
         died_on_its_own = not server.stopped_on_purpose and not server.is_running()
         code = server.stop()
         if died_on_its_own:
-            crashed.append(f"evtrack server on port {server.port} exited with code {code} "
-                           f"during the test\n{server.log_tail()}")
+            crashed.append(
+                f"evtrack server on port {server.port} exited with code {code} "
+                f"during the test\n{server.log_tail()}"
+            )
         elif code not in (0, -15):  # -15: SIGTERM unhandled, still a clean enough stop
-            log.warning("evtrack server on port %s exited with %s at teardown\n%s",
-                        server.port, code, server.log_tail())
+            log.warning(
+                "evtrack server on port %s exited with %s at teardown\n%s",
+                server.port,
+                code,
+                server.log_tail(),
+            )
     if crashed:
         pytest.fail("\n\n".join(crashed), pytrace=False)
 
@@ -181,9 +183,7 @@ def evtrack_server(evtrack_server_factory: Callable[..., EvtrackServer]) -> Evtr
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Iterator[None]:
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     """Attach the log tails of the servers a failing test started to its report."""
     report = yield
     if report.failed and call.when == "call":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -12,6 +14,8 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from _support import postgres as pgsupport
+from _support.postgres import embedded_temp_dir
 
 from evtrack import _embedded_postgres as emb
 from evtrack._embedded_postgres import (
@@ -60,15 +64,18 @@ def _handles(data_dir: Path) -> list[int]:
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "pgdata"
+def data_dir() -> Iterator[Path]:
+    # Not under tmp_path: see embedded_temp_dir() for why.
+    root = embedded_temp_dir()
+    path = root / "pgdata"
     yield path
     # Never leave a server behind, whatever the test did.
     pid_file = path / "postmaster.pid"
     if pid_file.exists():
         pid = int(pid_file.read_text().split()[0])
         if emb._is_postmaster(pid, path.resolve()):
-            os.kill(pid, 15)
+            os.kill(pid, signal.SIGTERM)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 async def test_start_query_share_and_stop(data_dir: Path) -> None:
@@ -109,8 +116,12 @@ async def test_start_query_share_and_stop(data_dir: Path) -> None:
 
 async def test_a_killed_holder_does_not_keep_the_server_alive(data_dir: Path) -> None:
     # A process that died without releasing its handle (SIGKILL): its pid stays listed.
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     dead_pid = int(dead.stdout)
     pg = start_embedded_postgres(data_dir)
     handles = data_dir / ".handle_pids.json"
@@ -124,8 +135,16 @@ async def test_recovers_from_a_stale_postmaster_pid(data_dir: Path) -> None:
         pass
     # What a crash leaves behind when the old postmaster's pid now belongs to another
     # process (here: this test process, which is alive and not postgres).
-    stale = [str(os.getpid()), str(data_dir.resolve()), "0", "5432", str(data_dir), "", "0 0",
-             "ready"]
+    stale = [
+        str(os.getpid()),
+        str(data_dir.resolve()),
+        "0",
+        "5432",
+        str(data_dir),
+        "",
+        "0 0",
+        "ready",
+    ]
     (data_dir / "postmaster.pid").write_text("\n".join(stale) + "\n")
     with start_embedded_postgres(data_dir) as pg:
         assert pg.pid != os.getpid()
@@ -187,8 +206,6 @@ async def test_fresh_database_is_empty_and_named_for_tests(fresh_database_dsn: s
 
 
 async def test_databases_are_dropped_even_with_open_connections(postgres_admin_dsn: str) -> None:
-    from _support import postgres as pgsupport
-
     name = pgsupport.new_database_name()
     dsn = pgsupport.create_database(postgres_admin_dsn, name)
     lingering = await asyncpg.connect(dsn)  # e.g. a pool a crashed server left behind

@@ -18,6 +18,7 @@ import logging
 import os
 import secrets
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,16 +52,16 @@ class SessionPostgres:
     admin_dsn: str
     description: str
     embedded: EmbeddedPostgres | None = None  # set when we started one
-    data_dir: Path | None = None
+    temp_dir: Path | None = None  # removed by close()
 
     def close(self) -> None:
         """Stop the embedded server (if we started one) and delete its files."""
         if self.embedded is not None:
             self.embedded.stop()
             self.embedded = None
-        if self.data_dir is not None:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
-            self.data_dir = None
+        if self.temp_dir is not None:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+            self.temp_dir = None
 
 
 async def _probe(dsn: str, timeout: float) -> str | None:
@@ -83,6 +84,18 @@ async def _probe(dsn: str, timeout: float) -> str | None:
 def probe(dsn: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
     """Synchronous :func:`_probe`: None when usable, otherwise the reason."""
     return run_sync(lambda: _probe(dsn, timeout))
+
+
+def embedded_temp_dir() -> Path:
+    """A new directory for a throwaway embedded server; the caller removes it.
+
+    Not under pytest's ``tmp_path``: as root, pgserver runs PostgreSQL as the ``pgserver``
+    user, which must traverse every parent directory, and each pytest session started as
+    root resets ``/tmp/pytest-of-root`` to mode 0700. A second pytest run on the same
+    machine (another developer, another worktree) would then cut a running test's server
+    off from its own data directory. ``/tmp`` itself stays world-traversable.
+    """
+    return Path(tempfile.mkdtemp(prefix="evtrack-test-pg-"))
 
 
 def start_embedded_for_tests(data_dir: Path) -> SessionPostgres:
@@ -119,11 +132,10 @@ def start_embedded_for_tests(data_dir: Path) -> SessionPostgres:
         admin_dsn=pg.admin_dsn,
         description=f"embedded pgserver in {data_dir} (pid {pg.pid})",
         embedded=pg,
-        data_dir=data_dir,
     )
 
 
-def choose_test_postgres(tmp_dir: Path) -> SessionPostgres:
+def choose_test_postgres() -> SessionPostgres:
     """Pick the session's PostgreSQL (see the module docstring for the order)."""
     explicit = os.environ.get("EVTRACK_TEST_POSTGRES_DSN")
     if explicit:
@@ -140,7 +152,13 @@ def choose_test_postgres(tmp_dir: Path) -> SessionPostgres:
             return SessionPostgres(LOCAL_ADMIN_DSN, f"local service at {LOCAL_ADMIN_DSN}")
         why = f"{LOCAL_ADMIN_DSN} is not usable ({reason})"
     log.info("%s; starting an embedded PostgreSQL", why)
-    chosen = start_embedded_for_tests(tmp_dir / "pgdata")
+    temp_dir = embedded_temp_dir()
+    try:
+        chosen = start_embedded_for_tests(temp_dir / "pgdata")
+    except BaseException:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        raise
+    chosen.temp_dir = temp_dir
     chosen.description += f"; {why}"
     return chosen
 
@@ -191,9 +209,7 @@ def drop_database(admin_dsn: str, name: str) -> None:
         try:
             # Keep new sessions out, then end the ones there (a server a test killed may
             # leave a pool behind for a moment); WITH (FORCE) covers any that slip in.
-            await conn.execute(
-                f"ALTER DATABASE {quote_ident(name)} WITH ALLOW_CONNECTIONS false"
-            )
+            await conn.execute(f"ALTER DATABASE {quote_ident(name)} WITH ALLOW_CONNECTIONS false")
             await conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                 " WHERE datname = $1 AND pid <> pg_backend_pid()",

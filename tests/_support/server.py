@@ -209,9 +209,7 @@ def start_server(
 ) -> EvtrackServer:
     """Start ``evtrack server`` and (unless ``wait`` is false) wait for ``/health``."""
     port = port or free_port()
-    argv = server_argv(
-        port=port, dsn=dsn, artifacts_uri=str(artifacts_root), extra_args=extra_args
-    )
+    argv = server_argv(port=port, dsn=dsn, artifacts_uri=str(artifacts_root), extra_args=extra_args)
     full_env = server_env(env)
     stdout_path = log_dir / f"server-{port}-1.stdout.log"
     stderr_path = log_dir / f"server-{port}-1.stderr.log"

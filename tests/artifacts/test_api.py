@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -356,3 +357,45 @@ async def test_aborted_upload_leaves_no_partial_file(env: Env, existing: bytes |
         assert resp.status == 404
     else:
         assert await resp.read() == existing
+
+
+async def test_truncated_or_malformed_body_writes_nothing(env: Env) -> None:
+    host, port = env.client.server.host, env.client.server.port
+    assert port is not None
+    # Content-Length promises more than arrives, then the client half-closes.
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        f"PUT {BASE}/t/short HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc".encode()
+    )
+    await writer.drain()
+    writer.write_eof()
+    reply = await asyncio.wait_for(reader.read(), timeout=10)
+    writer.close()
+    assert b" 200 " not in reply.split(b"\r\n", 1)[0]
+    # A chunked body with a garbage chunk size after a valid chunk.
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        f"PUT {BASE}/t/chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "5\r\nhello\r\nZZ\r\nxx\r\n0\r\n\r\n".encode()
+    )
+    await writer.drain()
+    reply = await asyncio.wait_for(reader.read(), timeout=10)
+    writer.close()
+    assert reply.split(b"\r\n", 1)[0].split()[1] == b"400"
+    for _ in range(200):
+        if not _files_under(env.root / "t"):
+            break
+        await asyncio.sleep(0.01)
+    assert _files_under(env.root / "t") == []
+
+
+async def test_chunked_upload_without_content_length(env: Env) -> None:
+    async def body() -> AsyncIterator[bytes]:
+        for i in range(5):
+            yield bytes([i]) * 300_000
+
+    resp = await env.client.put(f"{BASE}/c/chunked.bin", data=body())
+    assert resp.status == 200
+    assert resp.headers["Content-Type"] == "application/json"
+    got = await (await env.client.get(f"{BASE}/c/chunked.bin")).read()
+    assert got == b"".join(bytes([i]) * 300_000 for i in range(5))

@@ -19,7 +19,9 @@ import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
 
+import msgspec
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from evtrack.api._routing import Route
 from evtrack.artifacts import (
@@ -29,7 +31,7 @@ from evtrack.artifacts import (
     invalid_path,
     normalize_artifact_path,
 )
-from evtrack.errors import invalid
+from evtrack.errors import ErrorCode, EvtrackError, invalid
 from evtrack.permissions import Permission
 
 ARTIFACT_STORE = web.AppKey("artifact_store", ArtifactStore)
@@ -37,6 +39,7 @@ ARTIFACT_STORE = web.AppKey("artifact_store", ArtifactStore)
 the routes also work when mounted in a sub-application."""
 
 _PREFIXES = ("/api/2.0", "/ajax-api/2.0")
+_ENCODER = msgspec.json.Encoder()
 _FILE_PATH = "/mlflow-artifacts/artifacts/{path:.+}"
 _LIST_PATH = "/mlflow-artifacts/artifacts"
 
@@ -106,6 +109,11 @@ async def list_directory(store: ArtifactStore, rel_dir: str) -> list[FileInfo]:
     return sorted(await store.list(rel), key=lambda info: info.path)
 
 
+def _json(body: dict[str, Any]) -> web.Response:
+    """JSON with a bare ``application/json`` content type, as the reference sends it."""
+    return web.Response(body=_ENCODER.encode(body), content_type="application/json")
+
+
 def _store(request: web.Request) -> ArtifactStore:
     return request.config_dict[ARTIFACT_STORE]
 
@@ -126,8 +134,15 @@ async def upload_artifact(request: web.Request) -> web.StreamResponse:
     rel = _path_param(request)
     if request.match_info["path"].endswith("/"):
         raise invalid("Artifact path must include a filename (cannot end with '/').")
-    await _store(request).put(rel, request.content.iter_chunked(CHUNK_SIZE))
-    return web.json_response({})
+    try:
+        await _store(request).put(rel, request.content.iter_chunked(CHUNK_SIZE))
+    except (ConnectionResetError, HttpProcessingError):
+        # The client went away or sent a broken body; the store has already discarded the
+        # partial file. A 4xx (not a logged 500) because nothing is wrong with the server.
+        raise EvtrackError(
+            ErrorCode.BAD_REQUEST, "Upload aborted: the request body was incomplete or invalid"
+        ) from None
+    return _json({})
 
 
 async def download_artifact(request: web.Request) -> web.StreamResponse:
@@ -168,7 +183,7 @@ async def list_artifacts(request: web.Request) -> web.StreamResponse:
         raise invalid_path()
     files = await list_directory(_store(request), request.query.get("path", ""))
     body = {"files": [file_info_to_json(f) for f in files]} if files else {}
-    return web.json_response(body)
+    return _json(body)
 
 
 async def delete_artifact(request: web.Request) -> web.StreamResponse:
@@ -176,7 +191,7 @@ async def delete_artifact(request: web.Request) -> web.StreamResponse:
     nothing was there (as the reference does), so a retried delete is not an error."""
     rel = _path_param(request)
     await _store(request).delete(rel)
-    return web.json_response({})
+    return _json({})
 
 
 async def _aclose(chunks: AsyncIterator[bytes]) -> None:

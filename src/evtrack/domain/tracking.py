@@ -64,8 +64,11 @@ RUN_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
 # --- loading -----------------------------------------------------------------------------
 
 
-async def _load_experiment(uow: UnitOfWork, experiment_id: int) -> tuple[ExperimentState, int]:
-    head = (await uow.heads([experiment_stream(experiment_id)]))[experiment_stream(experiment_id)]
+async def _load_experiment(
+    uow: UnitOfWork, experiment_id: int, *, lock: bool = False
+) -> tuple[ExperimentState, int]:
+    stream = experiment_stream(experiment_id)
+    head = (await uow.heads([stream], lock=lock))[stream]
     if head.state is None:
         raise not_found(f"No Experiment with id={experiment_id} exists")
     return decode_experiment(head.state), head.version
@@ -90,7 +93,7 @@ class _LoadedRun:
 
 
 async def _load_run(uow: UnitOfWork, run_id: str) -> _LoadedRun:
-    run_head = (await uow.heads([run_stream(run_id)]))[run_stream(run_id)]
+    run_head = (await uow.heads([run_stream(run_id)], lock=True))[run_stream(run_id)]
     if run_head.state is None:
         raise not_found(f"Run with id={run_id} not found")
     run = decode_run(run_head.state)
@@ -142,7 +145,7 @@ async def create_experiment(
 
 
 async def rename_experiment(uow: UnitOfWork, experiment_id: int, new_name: object) -> None:
-    state, version = await _load_experiment(uow, experiment_id)
+    state, version = await _load_experiment(uow, experiment_id, lock=True)
     _require_active_experiment(state)
     valid_name = validate_experiment_name(new_name)
     if valid_name == state.name:
@@ -158,7 +161,7 @@ async def rename_experiment(uow: UnitOfWork, experiment_id: int, new_name: objec
 
 
 async def set_experiment_lifecycle(uow: UnitOfWork, experiment_id: int, *, delete: bool) -> None:
-    state, version = await _load_experiment(uow, experiment_id)
+    state, version = await _load_experiment(uow, experiment_id, lock=True)
     if delete:
         if experiment_id == DEFAULT_EXPERIMENT_ID:
             raise invalid("Cannot delete the default experiment '0'. This is an internal experiment.")
@@ -185,7 +188,7 @@ async def set_experiment_lifecycle(uow: UnitOfWork, experiment_id: int, *, delet
 
 async def set_experiment_tag(uow: UnitOfWork, experiment_id: int, key: str, value: str) -> None:
     key, value = validate_experiment_tag(key, value)
-    state, version = await _load_experiment(uow, experiment_id)
+    state, version = await _load_experiment(uow, experiment_id, lock=True)
     _require_active_experiment(state)
     event = ExperimentTagSet(experiment_id=experiment_id, key=key, value=value)
     state.apply(event)
@@ -195,7 +198,7 @@ async def set_experiment_tag(uow: UnitOfWork, experiment_id: int, key: str, valu
 
 
 async def delete_experiment_tag(uow: UnitOfWork, experiment_id: int, key: str) -> None:
-    state, version = await _load_experiment(uow, experiment_id)
+    state, version = await _load_experiment(uow, experiment_id, lock=True)
     _require_active_experiment(state)
     if key not in state.tag_keys:
         raise not_found(f"No tag with name: {key} in experiment with id {experiment_id}")

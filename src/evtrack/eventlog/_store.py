@@ -84,9 +84,16 @@ class UnitOfWork:
     metadata: Metadata
     _pending: list[_PendingAppend] = field(default_factory=list)
 
-    async def heads(self, stream_ids: Sequence[str]) -> dict[str, StreamHead]:
+    async def heads(self, stream_ids: Sequence[str], *, lock: bool = False) -> dict[str, StreamHead]:
+        """Current heads of ``stream_ids`` (version 0 for streams that do not exist yet).
+
+        ``lock`` holds the heads until commit, for streams that many writers decide on at
+        once (a run that several training ranks log to): they queue instead of conflicting
+        and retrying. The append still checks the version it read.
+        """
         rows = await self.conn.fetch(
-            "SELECT stream_id, version, state FROM streams WHERE stream_id = ANY($1::text[])",
+            "SELECT stream_id, version, state FROM streams WHERE stream_id = ANY($1::text[])"
+            + (" ORDER BY stream_id FOR NO KEY UPDATE" if lock else ""),
             list(stream_ids),
         )
         found = {r["stream_id"]: StreamHead(r["stream_id"], r["version"], r["state"]) for r in rows}
