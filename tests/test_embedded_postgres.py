@@ -200,7 +200,8 @@ async def test_fresh_database_is_empty_and_named_for_tests(fresh_database_dsn: s
     assert isinstance(name, str) and name.startswith("evtrack_test_")
     tables = await _query(
         fresh_database_dsn,
-        "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
+        "SELECT count(*) FROM pg_tables"
+        " WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
     )
     assert tables == 0
 

@@ -73,7 +73,10 @@ async def test_download_headers_match_reference(env: Env) -> None:
         "noext": ("application/octet-stream", "attachment; filename=noext"),
         "a b.tar.gz": ("application/x-tar", 'attachment; filename="a b.tar.gz"'),
         'we ird"na.me': (None, 'attachment; filename="we ird\\"na.me"'),
-        "日本.csv": ("text/plain", "attachment; filename=.csv; filename*=UTF-8''%E6%97%A5%E6%9C%AC.csv"),
+        "日本.csv": (
+            "text/plain",
+            "attachment; filename=.csv; filename*=UTF-8''%E6%97%A5%E6%9C%AC.csv",
+        ),
     }
     for name, (ctype, disposition) in cases.items():
         await put(env, f"h/{name}", b"hello")
@@ -90,8 +93,9 @@ def test_mime_and_disposition_agree_with_mlflow() -> None:
     mime = pytest.importorskip("mlflow.utils.mime_type_utils")
     handlers = pytest.importorskip("mlflow.server.handlers")
     names = [
-        "a.txt", "MLmodel", "MLproject", "mlproject", "conda.yaml", "model.pkl", "x.json", "y.png", "z",
-        "a b.tar.gz", 'q"uote', "back\\slash", "日本.csv", "日本", "é.txt", "", "semi;colon",
+        "a.txt", "MLmodel", "MLproject", "mlproject", "conda.yaml", "model.pkl", "x.json",
+        "y.png", "z", "a b.tar.gz", 'q"uote', "back\\slash", "日本.csv", "日本", "é.txt", "",
+        "semi;colon",
     ]  # fmt: skip
     for name in names:
         if name:

@@ -173,5 +173,14 @@ async def test_partial_read_closes_file(store: LocalArtifactStore) -> None:
     assert len(first) == 1024 * 1024
     await it.aclose()  # type: ignore[attr-defined]
     fds = os.listdir("/proc/self/fd")
-    targets = {os.readlink(f"/proc/self/fd/{fd}") for fd in fds if os.path.exists(f"/proc/self/fd/{fd}")}
+    targets = {
+        os.readlink(f"/proc/self/fd/{fd}") for fd in fds if os.path.exists(f"/proc/self/fd/{fd}")
+    }
     assert str((store.root / "big").resolve()) not in targets
+
+
+async def test_uploaded_file_gets_umask_permissions(store: LocalArtifactStore) -> None:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    await store.put("m/f", chunks_of(b"x"))
+    assert (store.root / "m" / "f").stat().st_mode & 0o777 == 0o666 & ~umask

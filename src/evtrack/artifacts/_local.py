@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import shutil
 import stat
-import tempfile
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 from pathlib import Path
@@ -71,6 +71,21 @@ class _ThreadFile:
             finish()
 
 
+def _create_temp(parent: Path) -> tuple[int, str]:
+    """A fresh temp file beside the destination, so the final rename stays on one filesystem.
+
+    Not ``tempfile.mkstemp``: that creates mode 0600, and the artifact would keep it after
+    the rename; 0666 filtered by the umask gives the permissions a plain write would.
+    """
+    while True:
+        path = str(parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}.part")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except FileExistsError:
+            continue
+        return fd, path
+
+
 def _write_all(data: bytes, f: IO[bytes]) -> int:
     f.write(data)  # a buffered writer writes everything or raises
     return len(data)
@@ -124,9 +139,7 @@ class LocalArtifactStore:
         if await asyncio.to_thread(target.is_dir):
             raise _is_directory(rel_path)
 
-        fd, tmp = await asyncio.to_thread(
-            tempfile.mkstemp, prefix=TEMP_PREFIX, suffix=".part", dir=parent
-        )
+        fd, tmp = await asyncio.to_thread(_create_temp, parent)
         tf = _ThreadFile(os.fdopen(fd, "wb"))
         complete = False
         written = 0
