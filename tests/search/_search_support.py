@@ -19,11 +19,10 @@ import asyncpg
 
 @dataclass
 class SearchDb:
+    """The test database: an open connection, and whether its default collation is ICU."""
+
     conn: asyncpg.Connection
     icu_collation: bool
-
-
-# --------------------------------------------------------------------------- reference data
 
 
 @dataclass
@@ -46,24 +45,78 @@ NAN = float("nan")
 # Ties on start_time (1000 x3, 3000 x2) exercise the run_id tiebreaker; acc covers NaN, a real
 # 0.0 (NaN is stored as 0), ties, negatives and a missing metric; strings vary only in case.
 RUN_SPECS: list[RunSpec] = [
-    RunSpec("alpha", 1000, "FINISHED", 1500, "alice", {"acc": [0.2, 0.9], "loss": [0.1]},
-            {"lr": "Abc"}, {"team": "Vision"}, [("train_ds", "d1", "training")]),
-    RunSpec("Beta", 1000, "FINISHED", 1600, "bob", {"acc": [0.9]}, {"lr": "abc"},
-            {"team": "vision"}, [("Eval_DS", "d2", "eval"), ("train_ds", "d1", "training")]),
-    RunSpec("gamma", 2000, "RUNNING", None, "alice", {"acc": [0.3, NAN]}, {"lr": "0.1"},
-            {"team": "nlp"}, [("other", "d3", None)]),
+    RunSpec(
+        "alpha",
+        1000,
+        "FINISHED",
+        1500,
+        "alice",
+        {"acc": [0.2, 0.9], "loss": [0.1]},
+        {"lr": "Abc"},
+        {"team": "Vision"},
+        [("train_ds", "d1", "training")],
+    ),
+    RunSpec(
+        "Beta",
+        1000,
+        "FINISHED",
+        1600,
+        "bob",
+        {"acc": [0.9]},
+        {"lr": "abc"},
+        {"team": "vision"},
+        [("Eval_DS", "d2", "eval"), ("train_ds", "d1", "training")],
+    ),
+    RunSpec(
+        "gamma",
+        2000,
+        "RUNNING",
+        None,
+        "alice",
+        {"acc": [0.3, NAN]},
+        {"lr": "0.1"},
+        {"team": "nlp"},
+        [("other", "d3", None)],
+    ),
     RunSpec("delta", 3000, "FAILED", 3100, "Carol", {"acc": [0.5], "loss": [NAN]}),
-    RunSpec("eps", 3000, "FINISHED", 3200, "alice", {"loss": [0.7]}, {"lr": "xyz"},
-            {"team": ""}),
-    RunSpec("zeta", 500, "KILLED", 600, "bob", {"acc": [-1.5], "loss": [2.0]}, {"lr": "10"},
-            {"team": "Vision"}, [("train_ds", "d9", "training")]),
+    RunSpec("eps", 3000, "FINISHED", 3200, "alice", {"loss": [0.7]}, {"lr": "xyz"}, {"team": ""}),
+    RunSpec(
+        "zeta",
+        500,
+        "KILLED",
+        600,
+        "bob",
+        {"acc": [-1.5], "loss": [2.0]},
+        {"lr": "10"},
+        {"team": "Vision"},
+        [("train_ds", "d9", "training")],
+    ),
     RunSpec("eta", 1000, "RUNNING", None, "bob", {"acc": [100.0]}, {"lr": "a_c"}),
-    RunSpec("theta", 4000, "FINISHED", 4100, "alice", {"acc": [0.0]}, {"lr": "ABC"},
-            {"team": "NLP"}),
-    RunSpec("iota", 2500, "FINISHED", 2600, "bob", {"acc": [0.7]}, {"lr": "abc"},
-            {"team": "vision"}, deleted=True),
-    RunSpec("kappa", 5000, "FINISHED", 5100, "alice", {"acc": [0.95]}, {"lr": "abc"},
-            {"team": "vision"}, experiment="B"),
+    RunSpec(
+        "theta", 4000, "FINISHED", 4100, "alice", {"acc": [0.0]}, {"lr": "ABC"}, {"team": "NLP"}
+    ),
+    RunSpec(
+        "iota",
+        2500,
+        "FINISHED",
+        2600,
+        "bob",
+        {"acc": [0.7]},
+        {"lr": "abc"},
+        {"team": "vision"},
+        deleted=True,
+    ),
+    RunSpec(
+        "kappa",
+        5000,
+        "FINISHED",
+        5100,
+        "alice",
+        {"acc": [0.95]},
+        {"lr": "abc"},
+        {"team": "vision"},
+        experiment="B",
+    ),
 ]
 
 # name -> (creation_time, last_update_time, tags, deleted); "A"/"B" hold the runs above.
@@ -90,10 +143,10 @@ class Reference:
         return [by_id[r.info.run_id] for r in runs]
 
 
-def _build_reference(tmp: Path) -> Reference:
+def build_reference(tmp: Path) -> Reference:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from mlflow import MlflowClient
-    from mlflow.entities import Dataset, DatasetInput, InputTag, Metric
+    from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, RunStatus
     from mlflow.store.tracking.dbmodels.models import SqlExperiment
 
     client = MlflowClient(f"sqlite:///{tmp / 'reference.db'}")
@@ -126,11 +179,13 @@ def _build_reference(tmp: Path) -> Reference:
             ]
             client.log_inputs(run_id, datasets=inputs)
         if spec.status != "RUNNING" or spec.end_time is not None:
-            store.update_run_info(run_id, spec.status, spec.end_time, spec.name)
+            store.update_run_info(
+                run_id, RunStatus.from_string(spec.status), spec.end_time, spec.name
+            )
         if spec.deleted:
             client.delete_run(run_id)
 
-    for name, (created, updated, _, deleted) in EXPERIMENT_SPECS.items():
+    for name, (_, _, _, deleted) in EXPERIMENT_SPECS.items():
         if deleted:
             client.delete_experiment(str(experiment_ids[name]))
     with store.ManagedSessionMaker() as session:
@@ -145,7 +200,7 @@ def _build_reference(tmp: Path) -> Reference:
     return Reference(client, experiment_ids, run_ids)
 
 
-async def _mirror(conn: asyncpg.Connection, ref: Reference) -> None:
+async def mirror(conn: asyncpg.Connection, ref: Reference) -> None:
     """Copy the reference store's runs and experiments into the read-model tables."""
     from mlflow.entities import ViewType
 
@@ -153,43 +208,63 @@ async def _mirror(conn: asyncpg.Connection, ref: Reference) -> None:
     for exp in client.search_experiments(ViewType.ALL, max_results=1000):
         await conn.execute(
             "INSERT INTO rm_experiments.experiments VALUES ($1, $2, $3, $4, $5, $6)",
-            int(exp.experiment_id), exp.name, exp.artifact_location, exp.lifecycle_stage,
-            exp.creation_time, exp.last_update_time,
+            int(exp.experiment_id),
+            exp.name,
+            exp.artifact_location,
+            exp.lifecycle_stage,
+            exp.creation_time,
+            exp.last_update_time,
         )
         for key, value in exp.tags.items():
             await conn.execute(
                 "INSERT INTO rm_experiments.experiment_tags VALUES ($1, $2, $3)",
-                int(exp.experiment_id), key, value,
+                int(exp.experiment_id),
+                key,
+                value,
             )
     for run_id in ref.run_ids.values():
         run = client.get_run(run_id)
         info = run.info
         await conn.execute(
             "INSERT INTO rm_runs.runs VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            info.run_id, int(info.experiment_id), info.run_name, info.user_id, info.status,
-            info.start_time, info.end_time, info.artifact_uri, info.lifecycle_stage, None,
+            info.run_id,
+            int(info.experiment_id),
+            info.run_name,
+            info.user_id,
+            info.status,
+            info.start_time,
+            info.end_time,
+            info.artifact_uri,
+            info.lifecycle_stage,
+            None,
         )
         for key, value in run.data.params.items():
-            await conn.execute("INSERT INTO rm_runs.params VALUES ($1, $2, $3)",
-                               run_id, key, value)
+            await conn.execute("INSERT INTO rm_runs.params VALUES ($1, $2, $3)", run_id, key, value)
         for key, value in run.data.tags.items():
             await conn.execute("INSERT INTO rm_runs.tags VALUES ($1, $2, $3)", run_id, key, value)
         for key, value in run.data.metrics.items():
             is_nan = math.isnan(value)
             await conn.execute(
                 "INSERT INTO rm_runs.latest_metrics VALUES ($1, $2, $3, $4, $5, $6)",
-                run_id, key, 0.0 if is_nan else value, 0, 0, is_nan,
+                run_id,
+                key,
+                0.0 if is_nan else value,
+                0,
+                0,
+                is_nan,
             )
         for ds_input in run.inputs.dataset_inputs:
             ds = ds_input.dataset
-            context = next(
-                (t.value for t in ds_input.tags if t.key == "mlflow.data.context"), None
-            )
+            context = next((t.value for t in ds_input.tags if t.key == "mlflow.data.context"), None)
             await conn.execute(
                 "INSERT INTO rm_runs.dataset_inputs (run_id, name, digest, source_type, source,"
                 " schema, profile, context) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                run_id, ds.name, ds.digest, ds.source_type, ds.source, ds.schema, ds.profile,
+                run_id,
+                ds.name,
+                ds.digest,
+                ds.source_type,
+                ds.source,
+                ds.schema,
+                ds.profile,
                 context,
             )
-
-

@@ -1,9 +1,6 @@
-"""Fixtures for the search tests: a throwaway PostgreSQL database with the read-model schemas, and
-a reference MLflow store (SQLite, in process) holding the same runs and experiments.
-
-The Postgres tests compare evtrack's compiled SQL with what MLflow itself returns on identical
-data, so the data is created *through MLflow* first (its run ids, its latest-metric rules, its
-timestamps) and then copied row by row into the ``rm_runs`` / ``rm_experiments`` tables.
+"""Fixtures for the search tests: a throwaway PostgreSQL database with the read-model schemas,
+and a reference MLflow store (SQLite, in process) holding the same runs and experiments as the
+read models (sample data in ``_search_support.py``).
 
 The database is created with an ICU ``en-US`` default collation when the server supports it:
 under that collation ``'alpha' < 'Beta'``, so any text ordering that forgot ``COLLATE "C"`` shows
@@ -12,17 +9,15 @@ up as a mismatch with MLflow (whose SQLite store orders by code point).
 
 from __future__ import annotations
 
-import math
 import os
 import secrets
 import tempfile
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
+from _search_support import Reference, SearchDb, build_reference, mirror
 
 _REPO = Path(__file__).resolve().parents[2]
 _DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -91,11 +86,11 @@ def reference() -> Iterator[Reference]:
     """MLflow's own SQLite store with the sample runs and experiments."""
     pytest.importorskip("mlflow")
     with tempfile.TemporaryDirectory(prefix="evtrack-search-ref-") as tmp:
-        yield _build_reference(Path(tmp))
+        yield build_reference(Path(tmp))
 
 
 @pytest.fixture(scope="session")
 async def mirrored(search_db: SearchDb, reference: Reference) -> Reference:
     """The reference data, also present in the Postgres read models."""
-    await _mirror(search_db.conn, reference)
+    await mirror(search_db.conn, reference)
     return reference

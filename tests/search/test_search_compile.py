@@ -79,7 +79,10 @@ _ORDER_ATTRS = (
     ("order_by", "message"),
     [
         ([""], "Invalid order_by clause ''. Could not be parsed."),
-        (["metrics.m,params.p"], "Invalid order_by clause 'metrics.m,params.p'. Could not be parsed."),
+        (
+            ["metrics.m,params.p"],
+            "Invalid order_by clause 'metrics.m,params.p'. Could not be parsed.",
+        ),
         (
             ["metrics.m DESC NULLS"],
             "Invalid order_by clause 'metrics.m DESC NULLS'. Could not be parsed.",
@@ -298,8 +301,9 @@ def test_query_shape_and_paging_fields() -> None:
     query = _runs(max_results=7, page_token=encode_page_token(14))
     assert (query.offset, query.limit) == (14, 7)
     assert query.args[-2:] == (8, 14)  # LIMIT limit+1 OFFSET offset
-    assert query.sql.rstrip().endswith(f"LIMIT ${len(query.args) - 1}::bigint OFFSET "
-                                       f"${len(query.args)}::bigint")
+    assert query.sql.rstrip().endswith(
+        f"LIMIT ${len(query.args) - 1}::bigint OFFSET ${len(query.args)}::bigint"
+    )
 
 
 def test_user_text_never_reaches_the_sql() -> None:
@@ -314,15 +318,13 @@ def test_user_text_never_reaches_the_sql() -> None:
     )
     assert "zz_marker" not in query.sql
     assert marker in query.args
-    exp_query = _experiments(
-        filter_string=f'tags.`{marker}` = "{marker}" AND name != "{marker}"'
-    )
+    exp_query = _experiments(filter_string=f'tags.`{marker}` = "{marker}" AND name != "{marker}"')
     assert "zz_marker" not in exp_query.sql
 
 
 def test_validation_order_matches_mlflow() -> None:
     # max_results is checked before the filter, the filter before order_by and the token.
-    assert _message(_runs, max_results=0, filter_string="bad") .startswith("Invalid value 0")
+    assert _message(_runs, max_results=0, filter_string="bad").startswith("Invalid value 0")
     assert _message(_runs, filter_string="x.y = 1", order_by=["bad bad bad"]).startswith(
         "Invalid entity type 'x'"
     )

@@ -33,7 +33,7 @@ def _error(fn: Any, *args: Any) -> str:
         ("metrics.`my metric` <= 2", [Comparison("metric", "my metric", "<=", 2.0)]),
         ('metrics."a.b" = 1', [Comparison("metric", "a.b", "=", 1.0)]),
         ("params.lr = '0.1'", [Comparison("parameter", "lr", "=", "0.1")]),
-        ("param.lr != \"x\"", [Comparison("parameter", "lr", "!=", "x")]),
+        ('param.lr != "x"', [Comparison("parameter", "lr", "!=", "x")]),
         ("parameters.lr like 'a%'", [Comparison("parameter", "lr", "LIKE", "a%")]),
         ("parameter.lr ILIKE '%A'", [Comparison("parameter", "lr", "ILIKE", "%A")]),
         ("params.lr IS NULL", [Comparison("parameter", "lr", "IS NULL", None)]),
@@ -48,10 +48,13 @@ def _error(fn: Any, *args: Any) -> str:
         ("status = 'FINISHED'", [Comparison("attribute", "status", "=", "FINISHED")]),
         ("attributes.status = 'x'", [Comparison("attribute", "status", "=", "x")]),
         ("attribute.user_id LIKE 'a%'", [Comparison("attribute", "user_id", "LIKE", "a%")]),
-        ("attr.artifact_uri ILIKE 's3%'", [Comparison("attribute", "artifact_uri", "ILIKE", "s3%")]),
+        (
+            "attr.artifact_uri ILIKE 's3%'",
+            [Comparison("attribute", "artifact_uri", "ILIKE", "s3%")],
+        ),
         ("run.run_name = 'a'", [Comparison("attribute", "run_name", "=", "a")]),
         ("`run name` = 'a'", [Comparison("attribute", "run_name", "=", "a")]),
-        ('"Run name" = \'a\'', [Comparison("attribute", "run_name", "=", "a")]),
+        ("\"Run name\" = 'a'", [Comparison("attribute", "run_name", "=", "a")]),
         ("attributes.`Run Name` != 'a'", [Comparison("attribute", "run_name", "!=", "a")]),
         ("created > 5", [Comparison("attribute", "start_time", ">", 5)]),
         ("Created >= 5.5", [Comparison("attribute", "start_time", ">=", 5.5)]),
@@ -118,8 +121,10 @@ _RUN_ATTRS = (
         ("metrics.a > 0x10", "Invalid clause(s) in filter string: 'metrics.a', '>', '0x10'"),
         ("metrics.a > 1.5.5", "Invalid clause(s) in filter string: '.5'"),
         ("metrics.a = 1;", "Invalid clause(s) in filter string: ';'"),
-        ("tags.a = 'unterminated", "Invalid clause(s) in filter string: 'tags.a', '=', "
-         "''', 'unterminated'"),
+        (
+            "tags.a = 'unterminated",
+            "Invalid clause(s) in filter string: 'tags.a', '=', ''', 'unterminated'",
+        ),
         (" ", "Invalid filter ' '. Could not be parsed."),
         (
             "bogus.a = 'x'",
@@ -190,8 +195,7 @@ _RUN_ATTRS = (
         ),
         (
             "datasets.name IS NULL",
-            "IS NULL / IS NOT NULL is only supported for tags and params, "
-            "not for 'dataset' 'name'",
+            "IS NULL / IS NOT NULL is only supported for tags and params, not for 'dataset' 'name'",
         ),
         (
             "metrics.a LIKE 1",
@@ -261,7 +265,10 @@ _EXP_ATTRS = "'{'creation_time', 'experiment_id', 'last_update_time', 'name'}'"
             "experiment_id IN ('1', '2')",
             [Comparison("attribute", "experiment_id", "IN", ("1", "2"))],
         ),
-        ("experiment_id not in ('1')", [Comparison("attribute", "experiment_id", "NOT IN", ("1",))]),
+        (
+            "experiment_id not in ('1')",
+            [Comparison("attribute", "experiment_id", "NOT IN", ("1",))],
+        ),
         ("creation_time > 5", [Comparison("attribute", "creation_time", ">", 5)]),
         (
             "last_update_time <= 5 AND name != 'x'",
@@ -297,8 +304,10 @@ def test_experiment_filter_accepted(text: str, expected: list[Comparison]) -> No
             "name IS NULL",
             "IS NULL / IS NOT NULL is only supported for tags, not for attribute 'name'",
         ),
-        ("tags.k IN ('v')", "Expected a quoted string value for tag (e.g. 'my-value'). "
-         "Got value ('v')"),
+        (
+            "tags.k IN ('v')",
+            "Expected a quoted string value for tag (e.g. 'my-value'). Got value ('v')",
+        ),
         ("tags.k > 'v'", "Invalid comparator for tag: >"),
         (
             "name IN ('a')",
@@ -367,7 +376,7 @@ _CORPUS = [
     "tags.a = 1",
     "tags.mlflow.runName = 'r'",
     "tags.`mlflow.runName` = 'r'",
-    'tags."mlflow.runName" = \'r\'',
+    "tags.\"mlflow.runName\" = 'r'",
     "tags.'mlflow.runName' = 'r'",
     "`tags`.a = 'r'",
     "tags.`my tag` = 'r'",
@@ -397,7 +406,7 @@ _CORPUS = [
     "attr.status = 'FINISHED'",
     "run.status = 'FINISHED'",
     "`run name` = 'x'",
-    '"run name" = \'x\'',
+    "\"run name\" = 'x'",
     "attributes.`Run Name` = 'x'",
     "created > 5",
     "Created >= 5.5",
