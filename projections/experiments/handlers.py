@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncpg
-
-from evtrack.eventlog import RecordedEvent
+from evtrack.eventlog import Conn, RecordedEvent
 from evtrack.events import (
     ExperimentCreated,
     ExperimentDeleted,
@@ -19,7 +17,7 @@ projection = Projection("experiments", load_schema("evtrack.projections.experime
 
 
 @projection.on(ExperimentCreated)
-async def _created(conn: asyncpg.Connection, e: ExperimentCreated, rec: RecordedEvent) -> None:
+async def _created(conn: Conn, e: ExperimentCreated, rec: RecordedEvent) -> None:
     await conn.execute(
         """INSERT INTO experiments (experiment_id, name, artifact_location, lifecycle_stage,
                                     creation_time, last_update_time)
@@ -37,7 +35,7 @@ async def _created(conn: asyncpg.Connection, e: ExperimentCreated, rec: Recorded
 
 
 @projection.on(ExperimentRenamed)
-async def _renamed(conn: asyncpg.Connection, e: ExperimentRenamed, rec: RecordedEvent) -> None:
+async def _renamed(conn: Conn, e: ExperimentRenamed, rec: RecordedEvent) -> None:
     await conn.execute(
         "UPDATE experiments SET name = $2, last_update_time = $3 WHERE experiment_id = $1",
         e.experiment_id,
@@ -47,16 +45,16 @@ async def _renamed(conn: asyncpg.Connection, e: ExperimentRenamed, rec: Recorded
 
 
 @projection.on(ExperimentDeleted)
-async def _deleted(conn: asyncpg.Connection, e: ExperimentDeleted, rec: RecordedEvent) -> None:
+async def _deleted(conn: Conn, e: ExperimentDeleted, rec: RecordedEvent) -> None:
     await _set_lifecycle(conn, e.experiment_id, "deleted", rec.recorded_at_ms)
 
 
 @projection.on(ExperimentRestored)
-async def _restored(conn: asyncpg.Connection, e: ExperimentRestored, rec: RecordedEvent) -> None:
+async def _restored(conn: Conn, e: ExperimentRestored, rec: RecordedEvent) -> None:
     await _set_lifecycle(conn, e.experiment_id, "active", rec.recorded_at_ms)
 
 
-async def _set_lifecycle(conn: asyncpg.Connection, experiment_id: int, stage: str, at: int) -> None:
+async def _set_lifecycle(conn: Conn, experiment_id: int, stage: str, at: int) -> None:
     await conn.execute(
         """UPDATE experiments SET lifecycle_stage = $2, last_update_time = $3
            WHERE experiment_id = $1""",
@@ -67,7 +65,7 @@ async def _set_lifecycle(conn: asyncpg.Connection, experiment_id: int, stage: st
 
 
 @projection.on(ExperimentTagSet)
-async def _tag_set(conn: asyncpg.Connection, e: ExperimentTagSet, rec: RecordedEvent) -> None:
+async def _tag_set(conn: Conn, e: ExperimentTagSet, rec: RecordedEvent) -> None:
     await conn.execute(
         """INSERT INTO experiment_tags VALUES ($1, $2, $3)
            ON CONFLICT (experiment_id, key) DO UPDATE SET value = excluded.value""",
@@ -78,7 +76,7 @@ async def _tag_set(conn: asyncpg.Connection, e: ExperimentTagSet, rec: RecordedE
 
 
 @projection.on(ExperimentTagDeleted)
-async def _tag_deleted(conn: asyncpg.Connection, e: ExperimentTagDeleted, rec: RecordedEvent) -> None:
+async def _tag_deleted(conn: Conn, e: ExperimentTagDeleted, rec: RecordedEvent) -> None:
     await conn.execute(
         "DELETE FROM experiment_tags WHERE experiment_id = $1 AND key = $2", e.experiment_id, e.key
     )

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import asyncpg
-
-from evtrack.eventlog import RecordedEvent
+from evtrack.eventlog import Conn, RecordedEvent
 from evtrack.events import RunDataLogged
 from evtrack.projector import Projection, load_schema
 
@@ -14,7 +12,7 @@ projection = Projection("metrics", load_schema("evtrack.projections.metrics"))
 
 
 @projection.on_batch(RunDataLogged)
-async def _points(conn: asyncpg.Connection, records: Sequence[RecordedEvent]) -> None:
+async def _points(conn: Conn, records: Sequence[RecordedEvent]) -> None:
     runs: list[str] = []
     keys: list[str] = []
     steps: list[int] = []

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import asyncpg
 import msgspec
 
-from evtrack.eventlog import RecordedEvent
+from evtrack.eventlog import Conn, RecordedEvent
 from evtrack.events import (
     ExperimentDeleted,
     ExperimentRestored,
@@ -33,7 +32,7 @@ projection = Projection("runs", load_schema("evtrack.projections.runs"))
 
 
 @projection.on(RunCreated)
-async def _created(conn: asyncpg.Connection, e: RunCreated, rec: RecordedEvent) -> None:
+async def _created(conn: Conn, e: RunCreated, rec: RecordedEvent) -> None:
     await conn.execute(
         """INSERT INTO runs (run_id, experiment_id, run_name, user_id, status, start_time,
                              artifact_uri, lifecycle_stage)
@@ -49,7 +48,7 @@ async def _created(conn: asyncpg.Connection, e: RunCreated, rec: RecordedEvent) 
 
 
 @projection.on(RunUpdated)
-async def _updated(conn: asyncpg.Connection, e: RunUpdated, rec: RecordedEvent) -> None:
+async def _updated(conn: Conn, e: RunUpdated, rec: RecordedEvent) -> None:
     await conn.execute(
         """UPDATE runs SET status = COALESCE($2, status), end_time = COALESCE($3, end_time),
                            run_name = COALESCE($4, run_name)
@@ -64,7 +63,7 @@ async def _updated(conn: asyncpg.Connection, e: RunUpdated, rec: RecordedEvent) 
 
 
 @projection.on(RunDeleted)
-async def _deleted(conn: asyncpg.Connection, e: RunDeleted, rec: RecordedEvent) -> None:
+async def _deleted(conn: Conn, e: RunDeleted, rec: RecordedEvent) -> None:
     await conn.execute(
         "UPDATE runs SET lifecycle_stage = 'deleted', deleted_time = $2 WHERE run_id = $1",
         e.run_id,
@@ -73,7 +72,7 @@ async def _deleted(conn: asyncpg.Connection, e: RunDeleted, rec: RecordedEvent) 
 
 
 @projection.on(RunRestored)
-async def _restored(conn: asyncpg.Connection, e: RunRestored, rec: RecordedEvent) -> None:
+async def _restored(conn: Conn, e: RunRestored, rec: RecordedEvent) -> None:
     await conn.execute(
         "UPDATE runs SET lifecycle_stage = 'active', deleted_time = NULL WHERE run_id = $1",
         e.run_id,
@@ -81,7 +80,7 @@ async def _restored(conn: asyncpg.Connection, e: RunRestored, rec: RecordedEvent
 
 
 @projection.on(ExperimentDeleted)
-async def _experiment_deleted(conn: asyncpg.Connection, e: ExperimentDeleted, rec: RecordedEvent) -> None:
+async def _experiment_deleted(conn: Conn, e: ExperimentDeleted, rec: RecordedEvent) -> None:
     await conn.execute(
         """UPDATE runs SET lifecycle_stage = 'deleted', deleted_time = $2
            WHERE experiment_id = $1""",
@@ -91,7 +90,7 @@ async def _experiment_deleted(conn: asyncpg.Connection, e: ExperimentDeleted, re
 
 
 @projection.on(ExperimentRestored)
-async def _experiment_restored(conn: asyncpg.Connection, e: ExperimentRestored, rec: RecordedEvent) -> None:
+async def _experiment_restored(conn: Conn, e: ExperimentRestored, rec: RecordedEvent) -> None:
     await conn.execute(
         """UPDATE runs SET lifecycle_stage = 'active', deleted_time = NULL
            WHERE experiment_id = $1""",
@@ -100,7 +99,7 @@ async def _experiment_restored(conn: asyncpg.Connection, e: ExperimentRestored, 
 
 
 @projection.on_batch(RunDataLogged)
-async def _data_logged(conn: asyncpg.Connection, records: Sequence[RecordedEvent]) -> None:
+async def _data_logged(conn: Conn, records: Sequence[RecordedEvent]) -> None:
     params: list[tuple[str, str, str]] = []
     tags: dict[tuple[str, str], str] = {}
     latest: dict[tuple[str, str], tuple[int, int, float, bool]] = {}
@@ -143,7 +142,7 @@ async def _data_logged(conn: asyncpg.Connection, records: Sequence[RecordedEvent
         )
 
 
-async def _upsert_tags(conn: asyncpg.Connection, rows: list[tuple[str, str, str]]) -> None:
+async def _upsert_tags(conn: Conn, rows: list[tuple[str, str, str]]) -> None:
     if not rows:
         return
     await conn.execute(
@@ -158,12 +157,12 @@ async def _upsert_tags(conn: asyncpg.Connection, rows: list[tuple[str, str, str]
 
 
 @projection.on(RunTagDeleted)
-async def _tag_deleted(conn: asyncpg.Connection, e: RunTagDeleted, rec: RecordedEvent) -> None:
+async def _tag_deleted(conn: Conn, e: RunTagDeleted, rec: RecordedEvent) -> None:
     await conn.execute("DELETE FROM tags WHERE run_id = $1 AND key = $2", e.run_id, e.key)
 
 
 @projection.on(RunInputsLogged)
-async def _inputs(conn: asyncpg.Connection, e: RunInputsLogged, rec: RecordedEvent) -> None:
+async def _inputs(conn: Conn, e: RunInputsLogged, rec: RecordedEvent) -> None:
     for d in e.datasets:
         context = next((t.value for t in d.tags if t.key == DATASET_CONTEXT_TAG), None)
         await conn.execute(
@@ -190,7 +189,7 @@ async def _inputs(conn: asyncpg.Connection, e: RunInputsLogged, rec: RecordedEve
 
 
 @projection.on(RunOutputsLogged)
-async def _outputs(conn: asyncpg.Connection, e: RunOutputsLogged, rec: RecordedEvent) -> None:
+async def _outputs(conn: Conn, e: RunOutputsLogged, rec: RecordedEvent) -> None:
     await conn.executemany(
         """INSERT INTO model_outputs VALUES ($1, $2, $3)
            ON CONFLICT (run_id, model_id) DO UPDATE SET step = excluded.step""",

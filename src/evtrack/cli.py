@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+from typing import Any
 from collections.abc import Sequence
 
 import asyncpg
@@ -37,7 +38,9 @@ def _add_database_flag(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="evtrack", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="evtrack",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"evtrack {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -48,8 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the tracking server. Stops gracefully on SIGTERM/SIGINT, letting "
         "in-flight requests finish.",
     )
-    server.add_argument("--host", default=env("HOST", "127.0.0.1"), help="address to bind (env EVTRACK_HOST; default 127.0.0.1)")
-    server.add_argument("--port", type=int, default=int(env("PORT", "5000") or 5000), help="port (env EVTRACK_PORT; default 5000)")
+    server.add_argument(
+        "--host",
+        default=env("HOST", "127.0.0.1"),
+        help="address to bind (env EVTRACK_HOST; default 127.0.0.1)",
+    )
+    server.add_argument(
+        "--port",
+        type=int,
+        default=int(env("PORT", "5000") or 5000),
+        help="port (env EVTRACK_PORT; default 5000)",
+    )
     _add_database_flag(server)
     server.add_argument(
         "--artifacts-uri",
@@ -62,15 +74,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not run projectors in this process (use with `evtrack projections run` workers)",
     )
-    server.add_argument("--log-level", default=env("LOG_LEVEL", "info"), help="debug, info, warning or error")
+    server.add_argument(
+        "--log-level", default=env("LOG_LEVEL", "info"), help="debug, info, warning or error"
+    )
 
     db = commands.add_parser("db", help="database schema management")
     db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     upgrade = db_commands.add_parser("upgrade", help="apply pending event-log migrations")
     _add_database_flag(upgrade)
 
-    projections = commands.add_parser("projections", help="inspect, rebuild and run read-model projectors")
-    p_commands = projections.add_subparsers(dest="projections_command", metavar="ACTION", required=True)
+    projections = commands.add_parser(
+        "projections", help="inspect, rebuild and run read-model projectors"
+    )
+    p_commands = projections.add_subparsers(
+        dest="projections_command", metavar="ACTION", required=True
+    )
     status = p_commands.add_parser("status", help="show each projection's position and lag")
     _add_database_flag(status)
     rebuild = p_commands.add_parser(
@@ -92,7 +110,10 @@ def resolve_database_url(url: str | None) -> str:
     from evtrack._embedded_postgres import start_embedded_postgres
 
     data_dir = default_data_dir() / "postgres"
-    print(f"evtrack: no database URL given; using the embedded PostgreSQL in {data_dir}", file=sys.stderr)
+    print(
+        f"evtrack: no database URL given; using the embedded PostgreSQL in {data_dir}",
+        file=sys.stderr,
+    )
     return start_embedded_postgres(data_dir).dsn
 
 
@@ -161,11 +182,10 @@ async def _projections_status(dsn: str) -> int:
     conn = await asyncpg.connect(dsn)
     try:
         await upgrade(conn)
-        rows = {
-            r["name"]: r
-            for r in await conn.fetch("SELECT * FROM projection_checkpoints")
-        }
-        print(f"{'projection':<14} {'position':>12} {'behind':>10} {'owner':<8} {'schema':<9} updated")
+        rows = {r["name"]: r for r in await conn.fetch("SELECT * FROM projection_checkpoints")}
+        print(
+            f"{'projection':<14} {'position':>12} {'behind':>10} {'owner':<8} {'schema':<9} updated"
+        )
         for projection in all_projections():
             row = rows.get(projection.name)
             if row is None:
@@ -178,13 +198,15 @@ async def _projections_status(dsn: str) -> int:
                 row["global_position"],
             )
             held = await conn.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objid = $1::bigint::oid AND granted)",
+                """SELECT EXISTS (SELECT 1 FROM pg_locks
+                   WHERE locktype = 'advisory' AND objid = $1::bigint::oid AND granted)""",
                 lease_key(projection.name) & 0xFFFFFFFF,
             )
             schema = "current" if row["schema_hash"] == projection.schema_hash else "outdated"
             print(
                 f"{projection.name:<14} {row['global_position']:>12} {behind:>10} "
-                f"{'leased' if held else 'none':<8} {schema:<9} {row['updated_at']:%Y-%m-%d %H:%M:%S}"
+                f"{'leased' if held else 'none':<8} {schema:<9} "
+                f"{row['updated_at']:%Y-%m-%d %H:%M:%S}"
             )
     finally:
         await conn.close()
@@ -209,10 +231,12 @@ async def _projections_rebuild(dsn: str, name: str) -> int:
             return 2
         total = await conn.fetchval("SELECT COALESCE(max(global_position), 0) FROM events")
         for projection in targets:
-            with tqdm(total=total, unit="ev", desc=f"rebuild {projection.name}", file=sys.stderr) as bar:
+            with tqdm(
+                total=total, unit="ev", desc=f"rebuild {projection.name}", file=sys.stderr
+            ) as bar:
                 seen = 0
 
-                def progress(position: object, bar: tqdm = bar) -> None:
+                def progress(position: object, bar: tqdm[Any] = bar) -> None:
                     nonlocal seen
                     done = getattr(position, "global_position", 0)
                     bar.update(max(0, done - seen))
@@ -252,4 +276,3 @@ async def _projections_run(dsn: str) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(main())
-

@@ -6,10 +6,10 @@ status MLflow's client expects for each code (its retry and fallback logic keys 
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class ErrorCode(str, Enum):
+class ErrorCode(StrEnum):
     INVALID_PARAMETER_VALUE = "INVALID_PARAMETER_VALUE"
     RESOURCE_ALREADY_EXISTS = "RESOURCE_ALREADY_EXISTS"
     RESOURCE_DOES_NOT_EXIST = "RESOURCE_DOES_NOT_EXIST"

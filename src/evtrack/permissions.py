@@ -6,10 +6,10 @@ route table can be walked by a test and by the auth layer when it lands.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class Permission(str, Enum):
+class Permission(StrEnum):
     """The permission a route requires, on the resource the request names."""
 
     NONE = "none"  # health, version, server-info: no resource involved

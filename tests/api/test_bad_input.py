@@ -10,7 +10,6 @@ from typing import Any
 import asyncpg
 import pytest
 import requests
-
 from _support.server import EvtrackServer
 
 
@@ -73,7 +72,10 @@ BAD_BATCHES: list[tuple[str, dict[str, Any]]] = [
     ("key escapes", {"params": [{"key": "../x", "value": "v"}]}),
     ("key too long", {"params": [{"key": "k" * 251, "value": "v"}]}),
     ("duplicate params", {"params": [{"key": "p", "value": "1"}, {"key": "p", "value": "2"}]}),
-    ("one bad point spoils the batch", {"metrics": [_metric(0), {"key": "m", "value": None, "timestamp": 1}]}),
+    (
+        "one bad point spoils the batch",
+        {"metrics": [_metric(0), {"key": "m", "value": None, "timestamp": 1}]},
+    ),
 ]
 
 
@@ -88,14 +90,18 @@ def test_bad_batches_are_rejected_whole(
     assert _event_count(evtrack_server.dsn) == before
 
 
-def test_oversize_body_is_rejected(api: tuple[str, str, str], evtrack_server: EvtrackServer) -> None:
+def test_oversize_body_is_rejected(
+    api: tuple[str, str, str], evtrack_server: EvtrackServer
+) -> None:
     base, _, run_id = api
     before = _event_count(evtrack_server.dsn)
     tags = [{"key": f"t{i}", "value": "x" * 8000} for i in range(100)]
     params = [{"key": f"p{i}", "value": "y" * 6000} for i in range(100)]
     payload = json.dumps({"run_id": run_id, "tags": tags, "params": params})
     assert len(payload) > 1_000_000
-    resp = requests.post(f"{base}/runs/log-batch", data=payload, headers={"Content-Type": "application/json"})
+    resp = requests.post(
+        f"{base}/runs/log-batch", data=payload, headers={"Content-Type": "application/json"}
+    )
     body = _assert_error(resp, 400, "INVALID_PARAMETER_VALUE")
     assert "at most 1000000 bytes" in body["message"]
     assert _event_count(evtrack_server.dsn) == before
@@ -105,36 +111,64 @@ def test_oversize_body_is_rejected(api: tuple[str, str, str], evtrack_server: Ev
     ("path", "data", "content_type"),
     [
         ("runs/log-metric", "{not json", "application/json"),
-        ("runs/log-metric", '{"run_id": 5, "key": "m", "value": 1, "timestamp": 1}', "application/json"),
+        (
+            "runs/log-metric",
+            '{"run_id": 5, "key": "m", "value": 1, "timestamp": 1}',
+            "application/json",
+        ),
         ("runs/log-parameter", '{"key": "p", "value": "v"}', "application/json"),
         ("runs/log-metric", '{"key": "m", "value": 1, "timestamp": 1}', "text/plain"),
         ("experiments/create", '{"name": ""}', "application/json"),
         ("experiments/create", '{"name": 12}', "application/json"),
         ("runs/set-tag", '{"run_id": "RUN", "key": "", "value": "v"}', "application/json"),
         ("runs/create", '{"experiment_id": "not-a-number"}', "application/json"),
-        ("runs/log-metric", '{"run_id": "RUN", "key": "m", "value": true, "timestamp": 1}', "application/json"),
+        (
+            "runs/log-metric",
+            '{"run_id": "RUN", "key": "m", "value": true, "timestamp": 1}',
+            "application/json",
+        ),
     ],
 )
 def test_malformed_requests_get_400_and_change_nothing(
-    api: tuple[str, str, str], evtrack_server: EvtrackServer, path: str, data: str, content_type: str
+    api: tuple[str, str, str],
+    evtrack_server: EvtrackServer,
+    path: str,
+    data: str,
+    content_type: str,
 ) -> None:
     base, _, run_id = api
     before = _event_count(evtrack_server.dsn)
-    resp = requests.post(f"{base}/{path}", data=data.replace("RUN", run_id), headers={"Content-Type": content_type})
+    resp = requests.post(
+        f"{base}/{path}", data=data.replace("RUN", run_id), headers={"Content-Type": content_type}
+    )
     _assert_error(resp, 400, "INVALID_PARAMETER_VALUE")
     assert _event_count(evtrack_server.dsn) == before
 
 
 def test_unknown_routes_are_endpoint_not_found(evtrack_server: EvtrackServer) -> None:
-    for url in ("/api/2.0/mlflow/nope", "/ajax-api/2.0/mlflow/runs/nope", "/api/2.0/mlflow/traces/x"):
+    for url in (
+        "/api/2.0/mlflow/nope",
+        "/ajax-api/2.0/mlflow/runs/nope",
+        "/api/2.0/mlflow/traces/x",
+    ):
         _assert_error(requests.get(evtrack_server.url + url), 404, "ENDPOINT_NOT_FOUND")
 
 
 def test_missing_resources_are_resource_does_not_exist(api: tuple[str, str, str]) -> None:
     base, _, _ = api
-    _assert_error(requests.get(f"{base}/runs/get", params={"run_id": "f" * 32}), 404, "RESOURCE_DOES_NOT_EXIST")
-    _assert_error(requests.get(f"{base}/experiments/get", params={"experiment_id": "999"}), 404, "RESOURCE_DOES_NOT_EXIST")
-    resp = requests.post(f"{base}/runs/log-metric", json={"run_id": "f" * 32, "key": "m", "value": 1, "timestamp": 1})
+    _assert_error(
+        requests.get(f"{base}/runs/get", params={"run_id": "f" * 32}),
+        404,
+        "RESOURCE_DOES_NOT_EXIST",
+    )
+    _assert_error(
+        requests.get(f"{base}/experiments/get", params={"experiment_id": "999"}),
+        404,
+        "RESOURCE_DOES_NOT_EXIST",
+    )
+    resp = requests.post(
+        f"{base}/runs/log-metric", json={"run_id": "f" * 32, "key": "m", "value": 1, "timestamp": 1}
+    )
     _assert_error(resp, 404, "RESOURCE_DOES_NOT_EXIST")
 
 

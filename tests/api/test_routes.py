@@ -29,5 +29,9 @@ def test_routes_are_mounted_under_api_and_ajax_prefixes() -> None:
     app = web.Application()
     mount(app, all_routes())
     paths = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
-    for needed in ("/api/2.0/mlflow/runs/log-batch", "/ajax-api/2.0/mlflow/runs/search", "/api/3.0/mlflow/server-info"):
+    for needed in (
+        "/api/2.0/mlflow/runs/log-batch",
+        "/ajax-api/2.0/mlflow/runs/search",
+        "/api/3.0/mlflow/server-info",
+    ):
         assert needed in paths

@@ -37,7 +37,9 @@ async def _count(pool: asyncpg.Pool) -> int:
     return int(await pool.fetchval("SELECT count(*) FROM events"))
 
 
-async def test_events_cannot_be_updated_deleted_or_truncated(store: EventStore, pool: asyncpg.Pool) -> None:
+async def test_events_cannot_be_updated_deleted_or_truncated(
+    store: EventStore, pool: asyncpg.Pool
+) -> None:
     async def append(uow: UnitOfWork) -> None:
         uow.append("s-1", [_tag(1)], expected_version=0)
 
@@ -52,7 +54,9 @@ async def test_events_cannot_be_updated_deleted_or_truncated(store: EventStore, 
     assert await pool.fetchval("SELECT actor FROM events") == "tester"
 
 
-async def test_metadata_records_actor_request_and_client(store: EventStore, pool: asyncpg.Pool) -> None:
+async def test_metadata_records_actor_request_and_client(
+    store: EventStore, pool: asyncpg.Pool
+) -> None:
     async def append(uow: UnitOfWork) -> None:
         uow.append("s-1", [_tag(1)], expected_version=0)
 
@@ -89,7 +93,10 @@ async def test_concurrent_duplicates_append_once(store: EventStore, pool: asyncp
 
     key = IdempotencyKey.from_parts("tester", "/route", b"same", derived=True)
     answers = await asyncio.gather(
-        *(store.execute(command, metadata=META, result_type=int, idempotency_key=key) for _ in range(5))
+        *(
+            store.execute(command, metadata=META, result_type=int, idempotency_key=key)
+            for _ in range(5)
+        )
     )
     assert answers == [7] * 5
     assert await _count(pool) == 1
@@ -139,7 +146,9 @@ async def test_stale_expected_version_is_a_conflict(pool: asyncpg.Pool) -> None:
     assert await _count(pool) == 1
 
 
-async def test_conflicting_commands_are_retried_on_fresh_state(store: EventStore, pool: asyncpg.Pool) -> None:
+async def test_conflicting_commands_are_retried_on_fresh_state(
+    store: EventStore, pool: asyncpg.Pool
+) -> None:
     """Read-decide-append under contention: every command lands, in a gap-free stream."""
 
     async def create(uow: UnitOfWork) -> None:
@@ -152,10 +161,14 @@ async def test_conflicting_commands_are_retried_on_fresh_state(store: EventStore
         assert head.state is not None
         value = int(head.state) + 1
         await asyncio.sleep(0)
-        uow.append("counter", [_tag(value)], expected_version=head.version, state=str(value).encode())
+        uow.append(
+            "counter", [_tag(value)], expected_version=head.version, state=str(value).encode()
+        )
 
     store.conflict_retries = 50
-    await asyncio.gather(*(store.execute(increment, metadata=META, result_type=type(None)) for _ in range(10)))
+    await asyncio.gather(
+        *(store.execute(increment, metadata=META, result_type=type(None)) for _ in range(10))
+    )
     assert await pool.fetchval("SELECT state FROM streams WHERE stream_id = 'counter'") == b"10"
     positions = [r[0] for r in await pool.fetch("SELECT stream_position FROM events ORDER BY 1")]
     assert positions == list(range(1, 12))

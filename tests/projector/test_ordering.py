@@ -33,7 +33,11 @@ async def _drain(conn: asyncpg.Connection, projection: Projection) -> int:
     total = 0
     while True:
         count, _ = await apply_next_batch(
-            conn, projection, schema=projection.schema_name, checkpoint=projection.name, batch_size=100
+            conn,
+            projection,
+            schema=projection.schema_name,
+            checkpoint=projection.name,
+            batch_size=100,
         )
         total += count
         if count == 0:
@@ -55,13 +59,21 @@ async def test_a_late_committer_is_seen_exactly_once_in_its_place(
     release_slow = asyncio.Event()
 
     async def slow(uow: UnitOfWork) -> None:
-        uow.append("s-slow", [ExperimentTagSet(experiment_id=1, key="slow", value="")], expected_version=ANY_VERSION)
+        uow.append(
+            "s-slow",
+            [ExperimentTagSet(experiment_id=1, key="slow", value="")],
+            expected_version=ANY_VERSION,
+        )
         await uow._flush()  # the row exists, uncommitted, with the older transaction id
         slow_inserted.set()
         await release_slow.wait()
 
     async def fast(uow: UnitOfWork) -> None:
-        uow.append("s-fast", [ExperimentTagSet(experiment_id=1, key="fast", value="")], expected_version=ANY_VERSION)
+        uow.append(
+            "s-fast",
+            [ExperimentTagSet(experiment_id=1, key="fast", value="")],
+            expected_version=ANY_VERSION,
+        )
 
     slow_task = asyncio.create_task(store.execute(slow, metadata=META, result_type=type(None)))
     await slow_inserted.wait()
@@ -78,19 +90,23 @@ async def test_a_late_committer_is_seen_exactly_once_in_its_place(
     assert await _seen(pool) == ["slow", "fast"]
 
 
-async def test_many_concurrent_writers_are_all_projected_once(store: EventStore, pool: asyncpg.Pool) -> None:
+async def test_many_concurrent_writers_are_all_projected_once(
+    store: EventStore, pool: asyncpg.Pool
+) -> None:
     projection = recording_projection()
     async with pool.acquire() as conn:
         await install(conn, projection, schema=projection.schema_name, checkpoint=projection.name)
 
     async def writer(w: int) -> None:
         for i in range(20):
+
             async def command(uow: UnitOfWork, i: int = i) -> None:
                 uow.append(
                     f"s-{w}",
                     [ExperimentTagSet(experiment_id=w, key=f"{w}:{i}", value="")],
                     expected_version=ANY_VERSION,
                 )
+
             await store.execute(command, metadata=META, result_type=type(None))
 
     async def projector(stop: asyncio.Event) -> None:
@@ -113,13 +129,21 @@ async def test_many_concurrent_writers_are_all_projected_once(store: EventStore,
         assert mine == sorted(mine)
 
 
-async def test_two_projector_owners_cannot_apply_a_batch_twice(store: EventStore, pool: asyncpg.Pool) -> None:
+async def test_two_projector_owners_cannot_apply_a_batch_twice(
+    store: EventStore, pool: asyncpg.Pool
+) -> None:
     projection = recording_projection()
     async with pool.acquire() as conn:
         await install(conn, projection, schema=projection.schema_name, checkpoint=projection.name)
     for i in range(50):
+
         async def command(uow: UnitOfWork, i: int = i) -> None:
-            uow.append("s", [ExperimentTagSet(experiment_id=1, key=str(i), value="")], expected_version=ANY_VERSION)
+            uow.append(
+                "s",
+                [ExperimentTagSet(experiment_id=1, key=str(i), value="")],
+                expected_version=ANY_VERSION,
+            )
+
         await store.execute(command, metadata=META, result_type=type(None))
 
     async def owner() -> int:
@@ -127,7 +151,11 @@ async def test_two_projector_owners_cannot_apply_a_batch_twice(store: EventStore
             total = 0
             while True:
                 count, _ = await apply_next_batch(
-                    conn, projection, schema=projection.schema_name, checkpoint=projection.name, batch_size=7
+                    conn,
+                    projection,
+                    schema=projection.schema_name,
+                    checkpoint=projection.name,
+                    batch_size=7,
                 )
                 total += count
                 if count == 0:

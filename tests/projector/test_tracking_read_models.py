@@ -33,7 +33,11 @@ async def _catch_up(pool: asyncpg.Pool) -> None:
         for projection in all_projections():
             while True:
                 count, _ = await apply_next_batch(
-                    conn, projection, schema=projection.schema_name, checkpoint=projection.name, batch_size=500
+                    conn,
+                    projection,
+                    schema=projection.schema_name,
+                    checkpoint=projection.name,
+                    batch_size=500,
                 )
                 if count == 0:
                     break
@@ -44,10 +48,14 @@ async def _workload(store: EventStore) -> list[str]:
     rng = random.Random(7)
     root = "mlflow-artifacts:"
     await store.execute(
-        lambda uow: tracking.ensure_default_experiment(uow, artifact_root=root), metadata=META, result_type=bool
+        lambda uow: tracking.ensure_default_experiment(uow, artifact_root=root),
+        metadata=META,
+        result_type=bool,
     )
     exp = await store.execute(
-        lambda uow: tracking.create_experiment(uow, "fold", None, [("team", "ml")], artifact_root=root),
+        lambda uow: tracking.create_experiment(
+            uow, "fold", None, [("team", "ml")], artifact_root=root
+        ),
         metadata=META,
         result_type=int,
     )
@@ -82,11 +90,31 @@ async def _workload(store: EventStore) -> list[str]:
             )
 
     await asyncio.gather(*(writer(w) for w in range(6)))
-    await store.execute(lambda uow: tracking.delete_run_tag(uow, run_ids[0], "stage"), metadata=META, result_type=type(None))
-    await store.execute(lambda uow: tracking.set_run_lifecycle(uow, run_ids[1], delete=True), metadata=META, result_type=type(None))
-    await store.execute(lambda uow: tracking.set_experiment_lifecycle(uow, exp, delete=True), metadata=META, result_type=type(None))
-    await store.execute(lambda uow: tracking.set_experiment_lifecycle(uow, exp, delete=False), metadata=META, result_type=type(None))
-    await store.execute(lambda uow: tracking.set_run_lifecycle(uow, run_ids[2], delete=True), metadata=META, result_type=type(None))
+    await store.execute(
+        lambda uow: tracking.delete_run_tag(uow, run_ids[0], "stage"),
+        metadata=META,
+        result_type=type(None),
+    )
+    await store.execute(
+        lambda uow: tracking.set_run_lifecycle(uow, run_ids[1], delete=True),
+        metadata=META,
+        result_type=type(None),
+    )
+    await store.execute(
+        lambda uow: tracking.set_experiment_lifecycle(uow, exp, delete=True),
+        metadata=META,
+        result_type=type(None),
+    )
+    await store.execute(
+        lambda uow: tracking.set_experiment_lifecycle(uow, exp, delete=False),
+        metadata=META,
+        result_type=type(None),
+    )
+    await store.execute(
+        lambda uow: tracking.set_run_lifecycle(uow, run_ids[2], delete=True),
+        metadata=META,
+        result_type=type(None),
+    )
     return run_ids
 
 
@@ -138,7 +166,13 @@ def _fold(records: list[Any]) -> dict[str, Any]:
             for run_id, exp in experiment_of.items():
                 if exp == e.experiment_id:
                     lifecycle[run_id] = stage
-    return {"params": params, "tags": tags, "latest": latest, "points": points, "lifecycle": lifecycle}
+    return {
+        "params": params,
+        "tags": tags,
+        "latest": latest,
+        "points": points,
+        "lifecycle": lifecycle,
+    }
 
 
 async def _answers(pool: asyncpg.Pool) -> dict[str, list[tuple[Any, ...]]]:
@@ -181,7 +215,9 @@ async def test_read_models_equal_a_fold_of_the_log_and_survive_rebuild(
     # The write model's snapshots are folds of their streams too.
     for run_id in run_ids:
         stream = await store.read_stream(run_stream(run_id))
-        snapshot = await pool.fetchval("SELECT state FROM streams WHERE stream_id = $1", run_stream(run_id))
+        snapshot = await pool.fetchval(
+            "SELECT state FROM streams WHERE stream_id = $1", run_stream(run_id)
+        )
         assert decode_run(snapshot) == fold_run(r.event for r in stream)
 
     async with pool.acquire() as conn:
@@ -205,9 +241,14 @@ async def test_rebuild_swaps_atomically_and_the_live_projector_continues(
     # New events after the swap are applied on top of the rebuilt model.
     run_id = before["runs"][0][0]
     await store.execute(
-        lambda uow: tracking.set_run_lifecycle(uow, run_id, delete=True), metadata=META, result_type=type(None)
+        lambda uow: tracking.set_run_lifecycle(uow, run_id, delete=True),
+        metadata=META,
+        result_type=type(None),
     )
     await _catch_up(pool)
-    assert await pool.fetchval("SELECT lifecycle_stage FROM rm_runs.runs WHERE run_id = $1", run_id) == "deleted"
+    assert (
+        await pool.fetchval("SELECT lifecycle_stage FROM rm_runs.runs WHERE run_id = $1", run_id)
+        == "deleted"
+    )
     checkpoints = {r[0] for r in await pool.fetch("SELECT name FROM projection_checkpoints")}
     assert checkpoints == {p.name for p in projections}

@@ -47,7 +47,10 @@ def all_routes() -> list[Route]:
 
 
 def _error_body(code: ErrorCode | str, message: str) -> dict[str, str]:
-    return {"error_code": str(code.value if isinstance(code, ErrorCode) else code), "message": message}
+    return {
+        "error_code": str(code.value if isinstance(code, ErrorCode) else code),
+        "message": message,
+    }
 
 
 @web.middleware
@@ -66,25 +69,34 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     except web.HTTPNotFound:
         status = 404
         response = json_response(
-            _error_body(ErrorCode.ENDPOINT_NOT_FOUND, f"No API endpoint matches {request.method} {request.path}"),
+            _error_body(
+                ErrorCode.ENDPOINT_NOT_FOUND,
+                f"No API endpoint matches {request.method} {request.path}",
+            ),
             status=404,
         )
     except web.HTTPMethodNotAllowed as exc:
         status = 405
         response = json_response(
-            _error_body(ErrorCode.BAD_REQUEST, f"Method {request.method} is not allowed on {request.path}"),
+            _error_body(
+                ErrorCode.BAD_REQUEST, f"Method {request.method} is not allowed on {request.path}"
+            ),
             status=405,
         )
         response.headers["Allow"] = ",".join(sorted(exc.allowed_methods))
     except web.HTTPRequestEntityTooLarge as exc:
         status = 413
-        response = json_response(_error_body(ErrorCode.INVALID_PARAMETER_VALUE, exc.text or "Request too large"), status=413)
+        response = json_response(
+            _error_body(ErrorCode.INVALID_PARAMETER_VALUE, exc.text or "Request too large"),
+            status=413,
+        )
     except web.HTTPException as exc:
         raise exc
     except Exception:
         log.exception("request.failed", request_id=request_id, path=request.path)
         response = json_response(
-            _error_body(ErrorCode.INTERNAL_ERROR, f"Internal error (request id {request_id})"), status=500
+            _error_body(ErrorCode.INTERNAL_ERROR, f"Internal error (request id {request_id})"),
+            status=500,
         )
     response.headers["X-Request-Id"] = request_id
     log.info(
@@ -143,9 +155,7 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
         pool = await create_pool(dsn, settings.pool_size)
         async with pool.acquire() as conn:
             await upgrade(conn)
-        runtime = (
-            ProjectorRuntime(dsn, all_projections()) if settings.run_projectors else None
-        )
+        runtime = ProjectorRuntime(dsn, all_projections()) if settings.run_projectors else None
         store = EventStore(pool, derived_key_ttl_s=settings.derived_key_ttl_s)
         doorbell = Doorbell(pool, runtime)
         store.on_commit = doorbell.ring

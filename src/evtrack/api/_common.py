@@ -11,8 +11,8 @@ import msgspec
 from aiohttp import web
 
 from evtrack.api._state import SERVICES, Services
-from evtrack.eventlog import IdempotencyKey, UnitOfWork, WrongExpectedVersion
 from evtrack.errors import conflict, invalid
+from evtrack.eventlog import IdempotencyKey, UnitOfWork, WrongExpectedVersion
 from evtrack.events import Metadata
 
 R = TypeVar("R")

@@ -23,7 +23,9 @@ class Doorbell:
     where it would take Postgres's global notify lock at commit), at most once per interval.
     """
 
-    def __init__(self, pool: asyncpg.Pool, runtime: ProjectorRuntime | None, interval_s: float = 0.02) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, runtime: ProjectorRuntime | None, interval_s: float = 0.02
+    ) -> None:
         self._pool = pool
         self._runtime = runtime
         self._interval_s = interval_s
@@ -48,7 +50,9 @@ class Doorbell:
 class Freshness:
     """Read-your-writes: wait until read models include everything committed before a read."""
 
-    def __init__(self, store: EventStore, runtime: ProjectorRuntime | None, timeout_s: float) -> None:
+    def __init__(
+        self, store: EventStore, runtime: ProjectorRuntime | None, timeout_s: float
+    ) -> None:
         self._store = store
         self._runtime = runtime
         self._timeout_s = timeout_s

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from evtrack.api._common import empty, json_response, run_command, services, wait_fresh
+from evtrack.api._common import empty, json_response, run_command, services
 from evtrack.api._requests import Args, read_args
-from evtrack.api._routing import Route
+from evtrack.api._routing import Handler, Route
 from evtrack.domain import tracking
 from evtrack.domain._validation import parse_experiment_id
 from evtrack.errors import invalid, not_found
@@ -41,7 +41,9 @@ async def create(request: web.Request) -> web.Response:
     async def command(uow: UnitOfWork) -> int:
         return await tracking.create_experiment(uow, name, location, tags, artifact_root=root)
 
-    experiment_id = await run_command(request, command, result_type=int, raw=args.raw, derive_key=False)
+    experiment_id = await run_command(
+        request, command, result_type=int, raw=args.raw, derive_key=False
+    )
     return json_response({"experiment_id": str(experiment_id)})
 
 
@@ -132,7 +134,7 @@ async def update(request: web.Request) -> web.Response:
     return empty()
 
 
-def _lifecycle(delete: bool) -> web.RequestHandler:  # type: ignore[name-defined]
+def _lifecycle(delete: bool) -> Handler:
     async def handler(request: web.Request) -> web.Response:
         args = await read_args(request)
         experiment_id = parse_experiment_id(args.required_string("experiment_id"))
@@ -150,7 +152,11 @@ EXPERIMENTS = ("experiments",)
 
 
 def experiment_routes() -> list[Route]:
-    read, edit, manage = Permission.EXPERIMENT_READ, Permission.EXPERIMENT_EDIT, Permission.EXPERIMENT_MANAGE
+    read, edit, manage = (
+        Permission.EXPERIMENT_READ,
+        Permission.EXPERIMENT_EDIT,
+        Permission.EXPERIMENT_MANAGE,
+    )
     base = "/mlflow/experiments"
     return [
         Route("POST", f"{base}/create", create, Permission.NONE),

@@ -10,6 +10,7 @@ from evtrack.api._routing import Route
 from evtrack.errors import invalid
 from evtrack.permissions import Permission
 from evtrack.queries import metrics as queries
+from evtrack.wire import mlflow as wire
 
 MAX_RUNS_PER_BULK_REQUEST = 100
 MAX_RESULTS_PER_RUN = 2500
@@ -93,15 +94,17 @@ async def get_history_bulk(request: web.Request) -> web.Response:
     if key is None:
         raise invalid("GetMetricHistoryBulk request must specify a metric_key.")
     try:
-        max_results = min(int(request.query.get("max_results", MAX_HISTORY_RESULTS)), MAX_HISTORY_RESULTS)
+        max_results = min(
+            int(request.query.get("max_results", MAX_HISTORY_RESULTS)), MAX_HISTORY_RESULTS
+        )
     except ValueError as exc:
         raise invalid("max_results must be an integer.") from exc
     pool = services(request).pool
-    points = []
+    points: list[wire.Metric] = []
     for run_id in sorted(run_ids):
         page, _ = await queries.metric_history_page(pool, run_id, key, offset=0, limit=max_results)
         points.extend(
-            p.__class__(key=p.key, value=p.value, timestamp=p.timestamp, step=p.step, run_id=run_id)
+            wire.Metric(key=p.key, value=p.value, timestamp=p.timestamp, step=p.step, run_id=run_id)
             for p in sorted(page, key=lambda p: (p.step, p.timestamp))
         )
     return json_response({"metrics": points[:max_results]})

@@ -13,7 +13,13 @@ from aiohttp import web
 from evtrack.api._common import json_response, services
 from evtrack.api._requests import read_args
 from evtrack.api._routing import Route
-from evtrack.api.artifacts import ARTIFACT_STORE, file_info_to_json, list_directory
+from evtrack.api.artifacts import (
+    ARTIFACT_STORE,
+    content_disposition,
+    file_info_to_json,
+    guess_mime_type,
+    list_directory,
+)
 from evtrack.artifacts import normalize_artifact_path
 from evtrack.errors import not_found
 from evtrack.permissions import Permission
@@ -69,7 +75,11 @@ async def get_artifact(request: web.Request) -> web.StreamResponse:
     rel = normalize_artifact_path(request.query.get("path", ""))
     size, chunks = await request.app[ARTIFACT_STORE].open(posixpath.join(root, rel))
     response = web.StreamResponse()
-    response.content_type = "text/plain" if rel.endswith((".txt", ".log", ".yaml", ".yml", ".json", ".md", "MLmodel")) else "application/octet-stream"
+    response.content_type = (
+        "text/plain"
+        if rel.endswith((".txt", ".log", ".yaml", ".yml", ".json", ".md", "MLmodel"))
+        else "application/octet-stream"
+    )
     response.content_length = size
     await response.prepare(request)
     async for chunk in chunks:

@@ -289,7 +289,9 @@ async def log_inputs(request: web.Request) -> web.Response:
     args = await read_args(request)
     run_id = args.run_id()
     datasets = _dataset_inputs(args.array("datasets"))
-    model_ids = [m["model_id"] for m in args.array("models") if isinstance(m, dict) and m.get("model_id")]
+    model_ids = [
+        m["model_id"] for m in args.array("models") if isinstance(m, dict) and m.get("model_id")
+    ]
 
     async def command(uow: UnitOfWork) -> None:
         await tracking.log_inputs(uow, run_id, datasets, model_ids)
@@ -343,7 +345,7 @@ async def search(request: web.Request) -> web.Response:
 
 
 def run_routes() -> list[Route]:
-    read, edit, manage = Permission.EXPERIMENT_READ, Permission.EXPERIMENT_EDIT, Permission.EXPERIMENT_MANAGE
+    read, edit = Permission.EXPERIMENT_READ, Permission.EXPERIMENT_EDIT
     base = "/mlflow/runs"
     return [
         Route("POST", f"{base}/create", create, edit),
@@ -361,4 +363,3 @@ def run_routes() -> list[Route]:
         Route("POST", f"{base}/search", search, read, reads=RUNS),
         Route("GET", f"{base}/search", search, read, reads=RUNS),
     ]
-

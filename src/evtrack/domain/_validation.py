@@ -73,7 +73,9 @@ def validate_entity_name(name: str | None, path: str, *, kind: str) -> str:
     """Metric, param and tag keys: a safe character set, and no path tricks."""
     if name is None:
         if kind == "metric":
-            raise invalid(invalid_value(path, None, f"Metric name cannot be None. {_MISSING_KEY_NAME}"))
+            raise invalid(
+                invalid_value(path, None, f"Metric name cannot be None. {_MISSING_KEY_NAME}")
+            )
         if kind == "param":
             raise invalid(invalid_value(path, "", _MISSING_KEY_NAME))
         raise invalid(missing_value(path))
@@ -188,7 +190,9 @@ def validate_experiment_name(name: Any) -> str:
     if not isinstance(name, str):
         raise invalid(f"Invalid experiment name: {name}. Expects a string.")
     if len(name) > MAX_EXPERIMENT_NAME_LENGTH:
-        raise invalid(f"'name' exceeds the maximum length of {MAX_EXPERIMENT_NAME_LENGTH} characters")
+        raise invalid(
+            f"'name' exceeds the maximum length of {MAX_EXPERIMENT_NAME_LENGTH} characters"
+        )
     return name
 
 

@@ -140,7 +140,9 @@ async def create_experiment(
     state = ExperimentState(
         experiment_id, valid_name, location, tag_keys={t.key for t in checked_tags}
     )
-    uow.append(experiment_stream(experiment_id), [event], expected_version=0, state=encode_state(state))
+    uow.append(
+        experiment_stream(experiment_id), [event], expected_version=0, state=encode_state(state)
+    )
     return experiment_id
 
 
@@ -156,7 +158,10 @@ async def rename_experiment(uow: UnitOfWork, experiment_id: int, new_name: objec
     event = ExperimentRenamed(experiment_id=experiment_id, name=valid_name)
     state.apply(event)
     uow.append(
-        experiment_stream(experiment_id), [event], expected_version=version, state=encode_state(state)
+        experiment_stream(experiment_id),
+        [event],
+        expected_version=version,
+        state=encode_state(state),
     )
 
 
@@ -164,7 +169,9 @@ async def set_experiment_lifecycle(uow: UnitOfWork, experiment_id: int, *, delet
     state, version = await _load_experiment(uow, experiment_id, lock=True)
     if delete:
         if experiment_id == DEFAULT_EXPERIMENT_ID:
-            raise invalid("Cannot delete the default experiment '0'. This is an internal experiment.")
+            raise invalid(
+                "Cannot delete the default experiment '0'. This is an internal experiment."
+            )
         if state.lifecycle_stage != ACTIVE:
             raise invalid(
                 f"The experiment {experiment_id} must be in the 'active' state. "
@@ -182,7 +189,10 @@ async def set_experiment_lifecycle(uow: UnitOfWork, experiment_id: int, *, delet
         event = ExperimentRestored(experiment_id=experiment_id)
     state.apply(event)
     uow.append(
-        experiment_stream(experiment_id), [event], expected_version=version, state=encode_state(state)
+        experiment_stream(experiment_id),
+        [event],
+        expected_version=version,
+        state=encode_state(state),
     )
 
 
@@ -193,7 +203,10 @@ async def set_experiment_tag(uow: UnitOfWork, experiment_id: int, key: str, valu
     event = ExperimentTagSet(experiment_id=experiment_id, key=key, value=value)
     state.apply(event)
     uow.append(
-        experiment_stream(experiment_id), [event], expected_version=version, state=encode_state(state)
+        experiment_stream(experiment_id),
+        [event],
+        expected_version=version,
+        state=encode_state(state),
     )
 
 
@@ -205,7 +218,10 @@ async def delete_experiment_tag(uow: UnitOfWork, experiment_id: int, key: str) -
     event = ExperimentTagDeleted(experiment_id=experiment_id, key=key)
     state.apply(event)
     uow.append(
-        experiment_stream(experiment_id), [event], expected_version=version, state=encode_state(state)
+        experiment_stream(experiment_id),
+        [event],
+        expected_version=version,
+        state=encode_state(state),
     )
 
 
@@ -274,7 +290,9 @@ async def set_run_lifecycle(uow: UnitOfWork, run_id: str, *, delete: bool) -> No
     loaded = await _load_run(uow, run_id)
     generation = loaded.experiment.generation
     if delete:
-        event: RunDeleted | RunRestored = RunDeleted(run_id=run_id, experiment_generation=generation)
+        event: RunDeleted | RunRestored = RunDeleted(
+            run_id=run_id, experiment_generation=generation
+        )
     else:
         if loaded.lifecycle != DELETED:
             raise invalid(
@@ -285,7 +303,11 @@ async def set_run_lifecycle(uow: UnitOfWork, run_id: str, *, delete: bool) -> No
     _append_run(uow, loaded, event)
 
 
-def _append_run(uow: UnitOfWork, loaded: _LoadedRun, event: RunUpdated | RunDeleted | RunRestored | RunDataLogged | RunTagDeleted) -> None:
+def _append_run(
+    uow: UnitOfWork,
+    loaded: _LoadedRun,
+    event: RunUpdated | RunDeleted | RunRestored | RunDataLogged | RunTagDeleted,
+) -> None:
     loaded.run.apply(event)
     uow.append(
         run_stream(loaded.run.run_id),
@@ -323,9 +345,9 @@ async def log_run_data(uow: UnitOfWork, run_id: str, data: RunData) -> None:
         if len(data.params) == 1:
             p = data.params[0]
             raise invalid(
-                "Changing param values is not allowed. Param with key='{}' was already"
-                " logged with value='{}' for run ID='{}'. Attempted logging new value"
-                " '{}'.".format(p.key, loaded.run.params[p.key], run_id, p.value)
+                f"Changing param values is not allowed. Param with key='{p.key}' was already"
+                f" logged with value='{loaded.run.params[p.key]}' for run ID='{run_id}'."
+                f" Attempted logging new value '{p.value}'."
             )
         raise invalid(
             "Changing param values is not allowed. Params were already"

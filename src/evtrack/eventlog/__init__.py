@@ -1,5 +1,6 @@
 """The event log: storage and ordering of events, knowing nothing of what they mean."""
 
+from evtrack.eventlog._db import Conn
 from evtrack.eventlog._migrations import available_migrations, upgrade
 from evtrack.eventlog._positions import LOG_START, LogPosition
 from evtrack.eventlog._records import RecordedEvent
@@ -16,6 +17,7 @@ from evtrack.eventlog._store import (
 __all__ = [
     "ANY_VERSION",
     "LOG_START",
+    "Conn",
     "EventStore",
     "IdempotencyKey",
     "LogPosition",

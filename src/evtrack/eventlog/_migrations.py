@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import resources
 
-import asyncpg
+from evtrack.eventlog._db import Conn
 
 _LOCK_KEY = 0x65767472  # "evtr": serialises concurrent upgraders
 
@@ -31,14 +31,14 @@ def available_migrations() -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
-async def applied_versions(conn: asyncpg.Connection) -> set[int]:
+async def applied_versions(conn: Conn) -> set[int]:
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
     if not exists:
         return set()
     return {row[0] for row in await conn.fetch("SELECT version FROM schema_migrations")}
 
 
-async def upgrade(conn: asyncpg.Connection) -> list[Migration]:
+async def upgrade(conn: Conn) -> list[Migration]:
     """Apply every migration not yet applied; return the ones this call applied."""
     applied: list[Migration] = []
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from evtrack.events import Event, decode_event
 from evtrack.eventlog._positions import LogPosition
+from evtrack.events import Event, decode_event
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,9 +18,10 @@ from typing import Any, TypeVar
 import asyncpg
 import msgspec
 
-from evtrack.events import Event, Metadata, encode_event
+from evtrack.eventlog._db import Conn
 from evtrack.eventlog._positions import LogPosition
 from evtrack.eventlog._records import RecordedEvent, record_from_row
+from evtrack.events import Event, Metadata, encode_event
 
 R = TypeVar("R")
 
@@ -73,18 +74,20 @@ class _PendingAppend:
     stream_id: str
     events: list[Event]
     expected: int | None
-    state: bytes | None | Any
+    state: bytes | Any | None
 
 
 @dataclass
 class UnitOfWork:
     """The transaction a command runs in. Reads see committed state; appends are buffered."""
 
-    conn: asyncpg.Connection
+    conn: Conn
     metadata: Metadata
     _pending: list[_PendingAppend] = field(default_factory=list)
 
-    async def heads(self, stream_ids: Sequence[str], *, lock: bool = False) -> dict[str, StreamHead]:
+    async def heads(
+        self, stream_ids: Sequence[str], *, lock: bool = False
+    ) -> dict[str, StreamHead]:
         """Current heads of ``stream_ids`` (version 0 for streams that do not exist yet).
 
         ``lock`` holds the heads until commit, for streams that many writers decide on at
@@ -105,7 +108,7 @@ class UnitOfWork:
         events: Sequence[Event],
         *,
         expected_version: int | None,
-        state: bytes | None | Any = _KEEP,
+        state: bytes | Any | None = _KEEP,
     ) -> None:
         """Buffer events for ``stream_id``; ``state`` is the aggregate snapshot after them."""
         if events:
@@ -310,7 +313,7 @@ class EventStore:
         )
         return [record_from_row(r) for r in rows]
 
-    async def last_visible_position(self, conn: asyncpg.Connection | None = None) -> LogPosition:
+    async def last_visible_position(self, conn: Conn | None = None) -> LogPosition:
         """The position of the newest event committed as of now (the read-your-writes target)."""
         executor: Any = conn if conn is not None else self.pool
         row = await executor.fetchrow(
@@ -329,7 +332,7 @@ _RECORD_COLUMNS = (
 
 
 async def read_after(
-    conn: asyncpg.Connection,
+    conn: Conn,
     after: LogPosition,
     limit: int,
     payload_types: Sequence[str] | None,

@@ -14,14 +14,12 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, TypeVar
 
-import asyncpg
-
-from evtrack.eventlog import RecordedEvent
+from evtrack.eventlog import Conn, RecordedEvent
 from evtrack.events import Event
 
 E = TypeVar("E", bound=Event)
-Handler = Callable[[asyncpg.Connection, Any, RecordedEvent], Awaitable[None]]
-BatchHandler = Callable[[asyncpg.Connection, Sequence[RecordedEvent]], Awaitable[None]]
+Handler = Callable[[Conn, Any, RecordedEvent], Awaitable[None]]
+BatchHandler = Callable[[Conn, Sequence[RecordedEvent]], Awaitable[None]]
 
 
 @dataclass
@@ -43,10 +41,14 @@ class Projection:
     def event_types(self) -> frozenset[str]:
         return frozenset(self.handlers) | frozenset(self.batch_handlers)
 
-    def on(self, event_type: type[E]) -> Callable[[Callable[[asyncpg.Connection, E, RecordedEvent], Awaitable[None]]], Handler]:
+    def on(
+        self, event_type: type[E]
+    ) -> Callable[[Callable[[Conn, E, RecordedEvent], Awaitable[None]]], Handler]:
         """Register a handler called once per event of ``event_type``, in log order."""
 
-        def register(fn: Callable[[asyncpg.Connection, E, RecordedEvent], Awaitable[None]]) -> Handler:
+        def register(
+            fn: Callable[[Conn, E, RecordedEvent], Awaitable[None]],
+        ) -> Handler:
             self.handlers[event_type.type_name()] = fn
             return fn
 
@@ -65,7 +67,7 @@ class Projection:
 
         return register
 
-    async def apply(self, conn: asyncpg.Connection, records: Sequence[RecordedEvent]) -> None:
+    async def apply(self, conn: Conn, records: Sequence[RecordedEvent]) -> None:
         group: list[RecordedEvent] = []
         group_type: str | None = None
         for record in records:
@@ -87,9 +89,7 @@ class Projection:
         if group:
             await self._flush(conn, group_type, group)
 
-    async def _flush(
-        self, conn: asyncpg.Connection, event_type: str | None, group: list[RecordedEvent]
-    ) -> None:
+    async def _flush(self, conn: Conn, event_type: str | None, group: list[RecordedEvent]) -> None:
         assert event_type is not None
         await self.batch_handlers[event_type](conn, group)
 

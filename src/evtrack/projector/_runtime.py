@@ -14,11 +14,12 @@ import asyncio
 import contextlib
 import zlib
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import asyncpg
 import structlog
 
-from evtrack.eventlog import LOG_START, LogPosition, read_after
+from evtrack.eventlog import LOG_START, Conn, LogPosition, read_after
 from evtrack.projector._projection import Projection
 
 log = structlog.get_logger("evtrack.projector")
@@ -30,7 +31,7 @@ def lease_key(name: str) -> int:
     return zlib.crc32(f"evtrack-projection:{name}".encode())
 
 
-async def install(conn: asyncpg.Connection, projection: Projection, *, schema: str, checkpoint: str) -> None:
+async def install(conn: Conn, projection: Projection, *, schema: str, checkpoint: str) -> None:
     """Create ``schema`` with the projection's tables and a checkpoint at the log's start."""
     async with conn.transaction():
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
@@ -48,7 +49,7 @@ async def install(conn: asyncpg.Connection, projection: Projection, *, schema: s
 
 
 async def apply_next_batch(
-    conn: asyncpg.Connection,
+    conn: Conn,
     projection: Projection,
     *,
     schema: str,
@@ -63,7 +64,7 @@ async def apply_next_batch(
 
 
 async def _apply_in_transaction(
-    conn: asyncpg.Connection,
+    conn: Conn,
     projection: Projection,
     *,
     schema: str,
@@ -96,7 +97,7 @@ async def _apply_in_transaction(
 
 
 async def rebuild(
-    conn: asyncpg.Connection,
+    conn: Conn,
     projection: Projection,
     *,
     batch_size: int = 2000,
@@ -155,7 +156,7 @@ async def rebuild(
     return position
 
 
-async def ensure_current(conn: asyncpg.Connection, projection: Projection) -> None:
+async def ensure_current(conn: Conn, projection: Projection) -> None:
     """Install a projection that is missing; rebuild one whose schema changed."""
     row = await conn.fetchrow(
         "SELECT schema_hash FROM projection_checkpoints WHERE name = $1", projection.name
@@ -198,7 +199,9 @@ class ProjectorRuntime:
 
     async def start(self) -> None:
         for projection in self.projections.values():
-            self._tasks.append(asyncio.create_task(self._run(projection), name=f"projector:{projection.name}"))
+            self._tasks.append(
+                asyncio.create_task(self._run(projection), name=f"projector:{projection.name}")
+            )
 
     async def stop(self) -> None:
         self._stopping = True
@@ -241,9 +244,11 @@ class ProjectorRuntime:
                 await asyncio.sleep(1.0)
 
     async def _own_and_follow(self, projection: Projection) -> None:
-        conn: asyncpg.Connection = await asyncpg.connect(self._dsn)
+        conn: Conn = await asyncpg.connect(self._dsn)
         try:
-            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", lease_key(projection.name)):
+            while not await conn.fetchval(
+                "SELECT pg_try_advisory_lock($1)", lease_key(projection.name)
+            ):
                 if self._stopping:
                     return
                 await asyncio.sleep(self._lease_retry_s)
@@ -274,7 +279,9 @@ class ProjectorRuntime:
             with contextlib.suppress(Exception):
                 await conn.close()
 
-    async def _apply_retrying(self, conn: asyncpg.Connection, projection: Projection) -> tuple[int, LogPosition | None]:
+    async def _apply_retrying(
+        self, conn: Conn, projection: Projection
+    ) -> tuple[int, LogPosition | None]:
         for attempt in range(3):
             try:
                 return await apply_next_batch(
@@ -291,14 +298,16 @@ class ProjectorRuntime:
         return 0, None
 
 
-async def _checkpoint(conn: asyncpg.Connection, name: str) -> LogPosition:
+async def _checkpoint(conn: Conn, name: str) -> LogPosition:
     row = await conn.fetchrow(
         "SELECT transaction_id, global_position FROM projection_checkpoints WHERE name = $1", name
     )
     return LOG_START if row is None else LogPosition(row["transaction_id"], row["global_position"])
 
 
-async def read_checkpoints(conn: asyncpg.Connection | asyncpg.Pool, names: Sequence[str]) -> dict[str, LogPosition]:
+async def read_checkpoints(
+    conn: Conn | asyncpg.Pool[Any], names: Sequence[str]
+) -> dict[str, LogPosition]:
     rows = await conn.fetch(
         """SELECT name, transaction_id, global_position FROM projection_checkpoints
            WHERE name = ANY($1::text[])""",

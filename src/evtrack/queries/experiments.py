@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
+from evtrack.eventlog import Conn
 from evtrack.wire import mlflow as wire
 
-Executor = asyncpg.Connection | asyncpg.Pool
+Executor: TypeAlias = "Conn | asyncpg.Pool[Any]"
 
 
 async def get_experiments(db: Executor, ids: Sequence[int]) -> list[wire.Experiment]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
+from evtrack.eventlog import Conn
 from evtrack.wire import mlflow as wire
 
-Executor = asyncpg.Connection | asyncpg.Pool
+Executor: TypeAlias = "Conn | asyncpg.Pool[Any]"
 
 
 def _point(row: Any, *, with_run: bool = False) -> wire.Metric:

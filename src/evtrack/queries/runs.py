@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 import msgspec
 
+from evtrack.eventlog import Conn
 from evtrack.wire import mlflow as wire
 
-Executor = asyncpg.Connection | asyncpg.Pool
+Executor: TypeAlias = "Conn | asyncpg.Pool[Any]"
 
 
 async def get_runs(db: Executor, run_ids: Sequence[str]) -> list[wire.Run]:
@@ -40,7 +41,8 @@ async def get_runs(db: Executor, run_ids: Sequence[str]) -> list[wire.Run]:
         )
     datasets: dict[str, list[wire.DatasetInput]] = defaultdict(list)
     for d in await db.fetch(
-        "SELECT * FROM rm_runs.dataset_inputs WHERE run_id = ANY($1::text[]) ORDER BY run_id, name, digest",
+        """SELECT * FROM rm_runs.dataset_inputs WHERE run_id = ANY($1::text[])
+           ORDER BY run_id, name, digest""",
         ids,
     ):
         datasets[d["run_id"]].append(
@@ -94,7 +96,8 @@ async def get_run_info(db: Executor, run_id: str) -> wire.RunInfo | None:
 async def _pairs(db: Executor, table: str, ids: list[str]) -> dict[str, list[wire.KeyValue]]:
     out: dict[str, list[wire.KeyValue]] = defaultdict(list)
     for row in await db.fetch(
-        f"SELECT run_id, key, value FROM rm_runs.{table} WHERE run_id = ANY($1::text[]) ORDER BY run_id, key",
+        f"""SELECT run_id, key, value FROM rm_runs.{table}
+            WHERE run_id = ANY($1::text[]) ORDER BY run_id, key""",
         ids,
     ):
         out[row["run_id"]].append(wire.KeyValue(row["key"], row["value"]))

@@ -218,7 +218,7 @@ def _run_order(keys: Sequence[OrderKey], params: _Params) -> tuple[list[str], li
                 terms.append(f"{_RUN_NUMERIC_COLUMNS[key.key]} {direction} NULLS LAST")
             else:
                 column = _RUN_TEXT_COLUMNS[key.key]
-                terms.append(f'{column} COLLATE "C" {direction} NULLS LAST')
+                terms.append(f'{column} {direction} NULLS LAST')
             continue
         alias = f"o{len(joins) + 1}"
         table = _KEY_VALUE_TABLES[key.entity]
@@ -233,7 +233,7 @@ def _run_order(keys: Sequence[OrderKey], params: _Params) -> tuple[list[str], li
             )
             terms.append(f"{alias}.value {direction}")
         else:
-            terms.append(f'{alias}.value COLLATE "C" {direction} NULLS LAST')
+            terms.append(f'{alias}.value {direction} NULLS LAST')
     return joins, terms
 
 
@@ -322,7 +322,7 @@ def _experiment_order(keys: Sequence[OrderKey]) -> list[str]:
         direction = _direction(key.ascending)
         if key.key in _EXPERIMENT_TEXT_COLUMNS:
             column = _EXPERIMENT_TEXT_COLUMNS[key.key]
-            terms.append(f'{column} COLLATE "C" {direction} NULLS LAST')
+            terms.append(f'{column} {direction} NULLS LAST')
         else:
             terms.append(f"{_EXPERIMENT_NUMERIC_COLUMNS[key.key]} {direction} NULLS LAST")
     return terms
