@@ -292,6 +292,8 @@ def test_view_types() -> None:
     assert _runs(view_type="ALL").args[1:2] != ("active",)
     assert "deleted" in _runs(view_type="DELETED_ONLY").args
     assert "active" in _experiments(view_type="active_only").args
+    assert "deleted" in _experiments(view_type="2").args
+    assert _runs(view_type="3").args == _runs(view_type="ALL").args
     assert _message(_runs, view_type="BOGUS") == (
         "Invalid view_type 'BOGUS'. Valid values are ['ACTIVE_ONLY', 'DELETED_ONLY', 'ALL']"
     )

@@ -118,14 +118,22 @@ class _Params:
         return self.add(float(value), "::double precision")
 
 
+# The proto enum numbers, for clients that send ``view_type=1`` rather than the name.
+_VIEW_NUMBERS: Final = {"1": "ACTIVE_ONLY", "2": "DELETED_ONLY", "3": "ALL"}
+
+
 def _view_stages(view_type: str) -> tuple[str, ...]:
-    stages = _VIEW_STAGES.get(view_type.upper()) if isinstance(view_type, str) else None
+    """Lifecycle stages a view type selects; names are case-insensitive."""
+    name = view_type.strip().upper() if isinstance(view_type, str) else ""
+    stages = _VIEW_STAGES.get(_VIEW_NUMBERS.get(name, name))
     if stages is None:
         raise invalid(f"Invalid view_type '{view_type}'. Valid values are {list(_VIEW_STAGES)}")
     return stages
 
 
 def _check_run_max_results(max_results: int) -> None:
+    """1..50000, with the wording a REST client of MLflow sees for each side of the range (the
+    upper bound is checked by MLflow's handler, the lower one by its store)."""
     if max_results < 1:
         raise invalid(
             f"Invalid value {max_results} for parameter 'max_results' supplied. "
@@ -140,6 +148,7 @@ def _check_run_max_results(max_results: int) -> None:
 
 
 def _check_experiment_max_results(max_results: int) -> None:
+    """1..50000; MLflow's handler does not check experiments, so both messages are the store's."""
     if max_results < 1:
         raise invalid(
             f"Invalid value {max_results} for parameter 'max_results' supplied. "
@@ -218,7 +227,7 @@ def _run_order(keys: Sequence[OrderKey], params: _Params) -> tuple[list[str], li
                 terms.append(f"{_RUN_NUMERIC_COLUMNS[key.key]} {direction} NULLS LAST")
             else:
                 column = _RUN_TEXT_COLUMNS[key.key]
-                terms.append(f'{column} {direction} NULLS LAST')
+                terms.append(f'{column} COLLATE "C" {direction} NULLS LAST')
             continue
         alias = f"o{len(joins) + 1}"
         table = _KEY_VALUE_TABLES[key.entity]
@@ -233,7 +242,7 @@ def _run_order(keys: Sequence[OrderKey], params: _Params) -> tuple[list[str], li
             )
             terms.append(f"{alias}.value {direction}")
         else:
-            terms.append(f'{alias}.value {direction} NULLS LAST')
+            terms.append(f'{alias}.value COLLATE "C" {direction} NULLS LAST')
     return joins, terms
 
 
@@ -322,7 +331,7 @@ def _experiment_order(keys: Sequence[OrderKey]) -> list[str]:
         direction = _direction(key.ascending)
         if key.key in _EXPERIMENT_TEXT_COLUMNS:
             column = _EXPERIMENT_TEXT_COLUMNS[key.key]
-            terms.append(f'{column} {direction} NULLS LAST')
+            terms.append(f'{column} COLLATE "C" {direction} NULLS LAST')
         else:
             terms.append(f"{_EXPERIMENT_NUMERIC_COLUMNS[key.key]} {direction} NULLS LAST")
     return terms
