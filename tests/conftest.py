@@ -26,6 +26,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -147,24 +148,29 @@ def evtrack_server_factory(
                 **kwargs,
             )
         except ServerStartError as exc:
-            pytest.fail(str(exc), pytrace=False)
-        servers.append(server)
-        return server
+            failure = str(exc)
+        else:
+            servers.append(server)
+            return server
+        pytest.fail(failure, pytrace=False)  # outside `except`: no chained duplicate
 
     yield factory
 
     crashed = []
     for server in servers:
-        died_on_its_own = not server.stopped_on_purpose and not server.is_running()
+        if server.stopped_on_purpose:  # the test stopped or killed it and saw the result
+            server.stop()
+            continue
+        died_on_its_own = not server.is_running()
         code = server.stop()
         if died_on_its_own:
             crashed.append(
                 f"evtrack server on port {server.port} exited with code {code} "
                 f"during the test\n{server.log_tail()}"
             )
-        elif code not in (0, -15):  # -15: SIGTERM unhandled, still a clean enough stop
+        elif code not in (0, -signal.SIGTERM):
             log.warning(
-                "evtrack server on port %s exited with %s at teardown\n%s",
+                "evtrack server on port %s exited with %s after SIGTERM\n%s",
                 server.port,
                 code,
                 server.log_tail(),

@@ -16,9 +16,11 @@ How pgserver behaves, which is why the code below looks the way it does:
 * The server listens on a unix socket only (``-h ""``), in the data directory itself, or in a
   short per-user runtime directory when the data directory's path is too long for a socket.
   Authentication is ``trust``: the socket's directory permissions are the access control.
-* Run as root, it creates a system user ``pgserver`` (``useradd``), ``chown``\\s the data
-  directory to it, runs ``initdb``/``pg_ctl`` as that user, and adds ``o+rx`` to *every*
-  parent directory of the data directory so that user can reach it. That is why root's
+* Run as root, it creates a system user ``pgserver`` (``useradd``), makes it the owner of
+  the data directory, runs ``initdb``/``pg_ctl`` as that user (uid only: the group stays
+  root's), and adds ``o+rx`` to *every* parent directory of the data directory so that user
+  can reach it; anything that later takes those bits away (a pytest run as root resets
+  ``/tmp/pytest-of-root`` to 0700) cuts the server off from its files. That is why root's
   default data directory is ``/var/lib/evtrack`` rather than ``/root/.local/share``: the
   latter would make ``/root`` world-listable.
 * Sharing is per data directory: an inter-process file lock serialises start-up, and

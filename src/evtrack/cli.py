@@ -75,6 +75,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not run projectors in this process (use with `evtrack projections run` workers)",
     )
     server.add_argument(
+        "--require-approval",
+        action="append",
+        metavar="STAGE",
+        default=[x for x in (env("APPROVAL_REQUIRED_STAGES") or "").split(",") if x],
+        help="a stage (e.g. Production) that model versions may only enter through an approved "
+        "transition request; repeatable (env EVTRACK_APPROVAL_REQUIRED_STAGES, comma-separated)",
+    )
+    server.add_argument(
+        "--allow-self-approval",
+        action="store_true",
+        help="let the requester of a transition approve it (default: someone else must)",
+    )
+    server.add_argument(
         "--log-level", default=env("LOG_LEVEL", "info"), help="debug, info, warning or error"
     )
 
@@ -101,7 +114,61 @@ def build_parser() -> argparse.ArgumentParser:
     _add_database_flag(rebuild)
     run = p_commands.add_parser("run", help="run projector workers only (no HTTP server)")
     _add_database_flag(run)
+
+    audit = commands.add_parser(
+        "audit", help="who changed what and when, from the event log of a running server"
+    )
+    a_commands = audit.add_subparsers(dest="audit_command", metavar="WHAT", required=True)
+    a_model = a_commands.add_parser(
+        "model",
+        help="history of a registered model (every version, stage, alias and approval event)",
+        description="Print every event of the registered model NAME in order, with its actor "
+        "and time. With --as-of, print the stages and aliases the model had at that instant.",
+    )
+    a_model.add_argument("name")
+    a_model.add_argument("--version", type=int, help="only events of this version")
+    a_model.add_argument("--as-of", help="instant (ISO 8601 or epoch ms): show the stage map then")
+    a_run = a_commands.add_parser("run", help="history of a run")
+    a_run.add_argument("run_id")
+    a_exp = a_commands.add_parser("experiment", help="history of an experiment")
+    a_exp.add_argument("experiment_id")
+    for p in (a_model, a_run, a_exp):
+        _add_server_flags(p)
+
+    reg = commands.add_parser(
+        "registry", help="promotion approval: request, approve, reject, cancel, list transitions"
+    )
+    r_commands = reg.add_subparsers(dest="registry_command", metavar="ACTION", required=True)
+    r_request = r_commands.add_parser("request", help="request moving a version to a stage")
+    r_request.add_argument("name")
+    r_request.add_argument("version", type=int)
+    r_request.add_argument("stage", help="None, Staging, Production or Archived")
+    r_request.add_argument(
+        "--archive-existing", action="store_true", help="archive versions now in that stage"
+    )
+    r_request.add_argument("--comment")
+    for action in ("approve", "reject", "cancel"):
+        r_action = r_commands.add_parser(action, help=f"{action} a pending transition request")
+        r_action.add_argument("name")
+        r_action.add_argument("request_id")
+        r_action.add_argument("--comment")
+    r_list = r_commands.add_parser("requests", help="list transition requests of a model")
+    r_list.add_argument("name")
+    r_list.add_argument("--status", help="PENDING, APPROVED, REJECTED or CANCELLED")
+    for p in r_commands.choices.values():
+        _add_server_flags(p)
     return parser
+
+
+def _add_server_flags(parser: argparse.ArgumentParser) -> None:
+    from evtrack._http_client import default_server
+
+    parser.add_argument(
+        "--server",
+        default=default_server(),
+        help="evtrack server URL (env EVTRACK_SERVER or MLFLOW_TRACKING_URI; default %(default)s)",
+    )
+    parser.add_argument("--user", help="who you are, recorded as the actor (when auth is off)")
 
 
 def resolve_database_url(url: str | None) -> str:
@@ -121,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "server":
         return _server(args)
+    if args.command in ("audit", "registry"):
+        return _remote(args)
     dsn = resolve_database_url(args.database_url)
     if args.command == "db":
         return asyncio.run(_db_upgrade(dsn))
@@ -129,6 +198,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.projections_command == "rebuild":
         return asyncio.run(_projections_rebuild(dsn, args.name))
     return asyncio.run(_projections_run(dsn))
+
+
+def _canonical_stages(stages: list[str]) -> list[str]:
+    from evtrack.domain.registry import canonical_stage
+
+    return [canonical_stage(s.strip()) for s in stages]
 
 
 def _server(args: argparse.Namespace) -> int:
@@ -144,6 +219,8 @@ def _server(args: argparse.Namespace) -> int:
         database_url=args.database_url,
         artifacts_uri=args.artifacts_uri,
         run_projectors=not args.no_projectors,
+        approval_required_stages=tuple(_canonical_stages(args.require_approval)),
+        distinct_approver=not args.allow_self_approval,
     )
     dsn = resolve_database_url(settings.database_url)
     app = create_app(settings, dsn)
@@ -156,6 +233,77 @@ def _server(args: argparse.Namespace) -> int:
         access_log=None,
     )
     return 0
+
+
+def _remote(args: argparse.Namespace) -> int:
+    """Commands that talk to a running server over its HTTP API."""
+    import json
+
+    from evtrack._http_client import ApiClient, ServerError
+
+    client = ApiClient(args.server, args.user)
+    try:
+        if args.command == "audit":
+            if args.audit_command == "model" and args.as_of:
+                result = client.call(
+                    "GET", "evtrack/audit/registered-models/as-of", name=args.name, at=args.as_of
+                )
+                print(json.dumps(result, indent=2))
+                return 0
+            if args.audit_command == "model":
+                result = client.call(
+                    "GET",
+                    "evtrack/audit/registered-models/history",
+                    name=args.name,
+                    version=args.version,
+                )
+            elif args.audit_command == "run":
+                result = client.call("GET", "evtrack/audit/runs/history", run_id=args.run_id)
+            else:
+                result = client.call(
+                    "GET", "evtrack/audit/experiments/history", experiment_id=args.experiment_id
+                )
+            _print_history(result["events"])
+            return 0
+        base = "evtrack/registry/transition-requests"
+        if args.registry_command == "request":
+            result = client.call(
+                "POST",
+                f"{base}/create",
+                {
+                    "name": args.name,
+                    "version": str(args.version),
+                    "stage": args.stage,
+                    "archive_existing_versions": args.archive_existing,
+                    "comment": args.comment,
+                },
+            )
+        elif args.registry_command == "requests":
+            result = client.call("GET", f"{base}/list", name=args.name, status=args.status)
+        else:
+            result = client.call(
+                "POST",
+                f"{base}/{args.registry_command}",
+                {"name": args.name, "request_id": args.request_id, "comment": args.comment},
+            )
+        print(json.dumps(result, indent=2))
+        return 0
+    except ServerError as exc:
+        print(f"evtrack: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"evtrack: cannot reach {args.server}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _print_history(events: list[dict[str, Any]]) -> None:
+    import json
+
+    for event in events:
+        change = json.dumps(event["change"], sort_keys=True)
+        if len(change) > 160:
+            change = change[:157] + "..."
+        print(f"{event['recorded_at']}  {event['actor']:<16} {event['type']:<28} {change}")
 
 
 async def _db_upgrade(dsn: str) -> int:

@@ -32,6 +32,10 @@ class Settings:
     derived_key_ttl_s: float = 600.0
     # Connection pool size per server process.
     pool_size: int = 20
+    # Stages a model version may only enter through an approved transition request.
+    approval_required_stages: tuple[str, ...] = ()
+    # Whether an approver must be someone other than the requester.
+    distinct_approver: bool = True
     # Grace period for in-flight requests on shutdown.
     shutdown_timeout_s: float = 30.0
 

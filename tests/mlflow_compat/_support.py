@@ -81,8 +81,9 @@ class Server:
 
     def post(self, endpoint: str, body: Any = None, **kwargs: Any) -> Response:
         """POST ``/api/2.0/mlflow/<endpoint>`` with a JSON body (as the client does)."""
-        return self.request("POST", f"{API}/{endpoint}", json=body if body is not None else {},
-                            **kwargs)
+        return self.request(
+            "POST", f"{API}/{endpoint}", json=body if body is not None else {}, **kwargs
+        )
 
     def ok_post(self, endpoint: str, body: Any = None) -> Any:
         r = self.post(endpoint, body)
@@ -134,17 +135,29 @@ class ReferenceServer:
         # The job runner (huey consumers) only serves GenAI jobs and doubles startup time.
         env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
         cmd = [
-            sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", f"sqlite:///{db}",
-            "--artifacts-destination", str(artifacts),
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{db}",
+            "--artifacts-destination",
+            str(artifacts),
             "--serve-artifacts",
-            "--host", "127.0.0.1",
-            "--port", str(port),
-            "--workers", "1",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
         ]
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
-            cmd, cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cmd,
+            cwd=self.workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         log.close()
@@ -247,8 +260,9 @@ def raises_mlflow(
     codes = (code,) if isinstance(code, str) else code
     with pytest.raises(MlflowException, match=match) as info:
         yield info
-    assert error_code(info.value) in codes, f"expected {codes}, got {error_code(info.value)}: " \
-        f"{info.value}"
+    assert error_code(info.value) in codes, (
+        f"expected {codes}, got {error_code(info.value)}: {info.value}"
+    )
 
 
 def assert_error(resp: Response, status: int, code: str, message_contains: str | None = None):

@@ -11,7 +11,8 @@ assert on the global experiment list. Set ``EVTRACK_COMPAT_REFERENCE_URL`` to re
 running reference server instead.
 
 evtrack: the function-scoped ``evtrack_server`` fixture from ``tests/conftest.py`` (a fresh
-database per test). Until it exists, the evtrack parameters are skipped.
+database per test). Until it exists, the evtrack parameters are skipped. Set
+``EVTRACK_COMPAT_EVTRACK_URL`` to test an already running evtrack instead.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ def reference_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve
 
 
 def _evtrack(request: pytest.FixtureRequest) -> Server:
+    external = os.environ.get("EVTRACK_COMPAT_EVTRACK_URL")
+    if external:  # an already running evtrack (its store is shared by the tests: fine)
+        return Server("evtrack", external.rstrip("/"))
     try:
         ev = request.getfixturevalue("evtrack_server")
     except pytest.FixtureLookupError:

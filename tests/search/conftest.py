@@ -1,6 +1,7 @@
 """Fixtures for the search tests: a throwaway PostgreSQL database with the read-model schemas,
-and a reference MLflow store (SQLite, in process) holding the same runs and experiments as the
-read models (sample data in ``_search_support.py``).
+and reference MLflow stores (SQLite, in process) holding the same runs and experiments
+(``_search_support.py``), and the same registry and logged models (``_registry_support.py``),
+as the read models.
 
 The database is created with an ICU ``en-US`` default collation when the server supports it:
 under that collation ``'alpha' < 'Beta'``, so any text ordering that forgot ``COLLATE "C"`` shows
@@ -11,16 +12,39 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
-from _search_support import Reference, SearchDb, build_reference, mirror
+
+# The sample-data modules sit next to this file and are imported by plain name; that works
+# whether or not this directory is a package (``__init__.py``) under pytest's import mode.
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+from _registry_support import (  # noqa: E402
+    RegistryReference,
+    build_registry_reference,
+    mirror_logged_models,
+    mirror_registry,
+)
+from _search_support import Reference, SearchDb, build_reference, mirror  # noqa: E402
 
 _REPO = Path(__file__).resolve().parents[2]
 _DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _registry_schema() -> Path:
+    """The registry projection's schema (its folder was renamed registry -> model_registry)."""
+    for folder in ("model_registry", "registry"):
+        path = _REPO / "projections" / folder / "schema.sql"
+        if path.exists():
+            return path
+    raise FileNotFoundError("projections/model_registry/schema.sql")
 
 
 def _with_database(dsn: str, name: str) -> str:
@@ -56,7 +80,8 @@ async def _create_database(admin: asyncpg.Connection, name: str) -> bool:
 
 @pytest.fixture(scope="session")
 async def search_db(search_admin_dsn: str) -> AsyncIterator[SearchDb]:
-    """A fresh database with the rm_runs / rm_experiments schemas, dropped at the end."""
+    """A fresh database with the rm_runs, rm_experiments, rm_registry and rm_logged_models
+    schemas, dropped at the end."""
     name = f"evtrack_search_test_{secrets.token_hex(6)}"
     admin = await asyncpg.connect(search_admin_dsn)
     try:
@@ -66,6 +91,8 @@ async def search_db(search_admin_dsn: str) -> AsyncIterator[SearchDb]:
             for schema, path in [
                 ("rm_runs", _REPO / "projections" / "runs" / "schema.sql"),
                 ("rm_experiments", _REPO / "projections" / "experiments" / "schema.sql"),
+                ("rm_registry", _registry_schema()),
+                ("rm_logged_models", _REPO / "projections" / "logged_models" / "schema.sql"),
             ]:
                 await conn.execute(
                     f"CREATE SCHEMA {schema}; SET search_path TO {schema};\n" + path.read_text()
@@ -94,3 +121,21 @@ async def mirrored(search_db: SearchDb, reference: Reference) -> Reference:
     """The reference data, also present in the Postgres read models."""
     await mirror(search_db.conn, reference)
     return reference
+
+
+@pytest.fixture(scope="session")
+def registry_reference() -> Iterator[RegistryReference]:
+    """MLflow's own SQLite tracking and registry stores with the sample registry and models."""
+    pytest.importorskip("mlflow")
+    with tempfile.TemporaryDirectory(prefix="evtrack-search-registry-ref-") as tmp:
+        yield build_registry_reference(Path(tmp))
+
+
+@pytest.fixture(scope="session")
+async def registry_mirrored(
+    search_db: SearchDb, registry_reference: RegistryReference
+) -> RegistryReference:
+    """The reference registry and logged models, also present in the Postgres read models."""
+    await mirror_registry(search_db.conn, registry_reference)
+    await mirror_logged_models(search_db.conn, registry_reference)
+    return registry_reference

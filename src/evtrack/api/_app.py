@@ -14,15 +14,19 @@ from aiohttp import web
 from evtrack.api._common import json_response
 from evtrack.api._routing import Handler, Route
 from evtrack.api._state import SERVICES, Doorbell, Freshness, Services
+from evtrack.api.audit import audit_routes
 from evtrack.api.artifacts import ARTIFACT_STORE, artifact_routes
 from evtrack.api.experiments import experiment_routes
+from evtrack.api.logged_models import logged_model_routes
 from evtrack.api.metrics import metric_routes
+from evtrack.api.registry import registry_routes
 from evtrack.api.run_artifacts import run_artifact_routes
 from evtrack.api.runs import run_routes
 from evtrack.api.service import service_routes
 from evtrack.artifacts import LocalArtifactStore
 from evtrack.config import Settings
 from evtrack.domain import tracking
+from evtrack.domain.registry import PromotionPolicy
 from evtrack.errors import ErrorCode, EvtrackError
 from evtrack.eventlog import EventStore, upgrade
 from evtrack.events import Metadata
@@ -40,8 +44,11 @@ def all_routes() -> list[Route]:
         *service_routes(),
         *experiment_routes(),
         *run_routes(),
+        *logged_model_routes(),
         *metric_routes(),
         *run_artifact_routes(),
+        *registry_routes(),
+        *audit_routes(),
         *artifact_routes(),
     ]
 
@@ -173,6 +180,10 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
             runtime=runtime,
             freshness=Freshness(store, runtime, settings.read_wait_timeout_s),
             doorbell=doorbell,
+            policy=PromotionPolicy(
+                approval_required=frozenset(settings.approval_required_stages),
+                distinct_approver=settings.distinct_approver,
+            ),
         )
         settings.artifacts_root.mkdir(parents=True, exist_ok=True)
         app[ARTIFACT_STORE] = LocalArtifactStore(settings.artifacts_root)

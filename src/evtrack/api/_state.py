@@ -12,6 +12,7 @@ import asyncpg
 from aiohttp import web
 
 from evtrack.config import Settings
+from evtrack.domain.registry import PromotionPolicy
 from evtrack.eventlog import EventStore, LogPosition
 from evtrack.projector import DOORBELL_CHANNEL, ProjectorRuntime, read_checkpoints
 
@@ -92,6 +93,7 @@ class Services:
     runtime: ProjectorRuntime | None
     freshness: Freshness
     doorbell: Doorbell
+    policy: PromotionPolicy
 
 
 SERVICES = web.AppKey("services", Services)

@@ -33,15 +33,6 @@ async def server_info(request: web.Request) -> web.Response:
     return json_response(SERVER_INFO)
 
 
-async def search_logged_models(request: web.Request) -> web.Response:
-    """Logged models arrive with the registry; until then every search finds none.
-
-    The client calls this on every artifact listing and download (to resolve ``runs:/``
-    URIs), so it must answer rather than 404.
-    """
-    return json_response({})
-
-
 def service_routes() -> list[Route]:
     root = ("",)
     v3 = ("/api/3.0", "/ajax-api/3.0")
@@ -49,10 +40,4 @@ def service_routes() -> list[Route]:
         Route("GET", "/health", health, Permission.NONE, prefixes=root),
         Route("GET", "/version", version, Permission.NONE, prefixes=root),
         Route("GET", "/mlflow/server-info", server_info, Permission.NONE, prefixes=v3),
-        Route(
-            "POST",
-            "/mlflow/logged-models/search",
-            search_logged_models,
-            Permission.EXPERIMENT_READ,
-        ),
     ]

@@ -4,6 +4,13 @@ The HTTP layer (``evtrack.api.artifacts``) only sees ``ArtifactStore``; which ba
 behind it (a local directory here, S3 later) is the app's choice.
 """
 
+from evtrack.artifacts._factory import (
+    artifact_store_cleanup_ctx,
+    artifact_store_for,
+    close_artifact_store,
+    open_artifact_store,
+    start_artifact_store,
+)
 from evtrack.artifacts._local import LocalArtifactStore
 from evtrack.artifacts._paths import (
     INVALID_PATH_MESSAGE,
@@ -11,6 +18,7 @@ from evtrack.artifacts._paths import (
     invalid_path,
     normalize_artifact_path,
 )
+from evtrack.artifacts._s3 import S3ArtifactStore
 from evtrack.artifacts._store import CHUNK_SIZE, ArtifactStore, FileInfo
 
 __all__ = [
@@ -19,7 +27,13 @@ __all__ = [
     "ArtifactStore",
     "FileInfo",
     "LocalArtifactStore",
+    "S3ArtifactStore",
+    "artifact_store_cleanup_ctx",
+    "artifact_store_for",
+    "close_artifact_store",
     "contained",
     "invalid_path",
     "normalize_artifact_path",
+    "open_artifact_store",
+    "start_artifact_store",
 ]

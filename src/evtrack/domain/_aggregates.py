@@ -19,6 +19,7 @@ from evtrack.events import (
     ExperimentRestored,
     ExperimentTagDeleted,
     ExperimentTagSet,
+    KeyValue,
     RunCreated,
     RunDataLogged,
     RunDeleted,
@@ -29,6 +30,9 @@ from evtrack.events import (
 
 ACTIVE = "active"
 DELETED = "deleted"
+# Run tag holding the legacy (MLflow 2.x ``runs/log-model``) list of models logged to a run.
+# Its value is kept in the run's state because log-model appends to it.
+LOG_MODEL_HISTORY_TAG = "mlflow.log-model.history"
 
 
 def experiment_stream(experiment_id: int) -> str:
@@ -76,6 +80,7 @@ class RunState(msgspec.Struct):
     experiment_generation: int = 0
     params: dict[str, str] = msgspec.field(default_factory=dict)
     tag_keys: set[str] = msgspec.field(default_factory=set)
+    model_history: str | None = None  # value of LOG_MODEL_HISTORY_TAG, if set
 
     def effective_lifecycle(self, experiment: ExperimentState) -> str:
         """The run's lifecycle, overridden by experiment deletes/restores that came later."""
@@ -99,8 +104,12 @@ class RunState(msgspec.Struct):
                     self.params[param.key] = param.value
                 for tag in tags:
                     self.tag_keys.add(tag.key)
+                    if tag.key == LOG_MODEL_HISTORY_TAG:
+                        self.model_history = tag.value
             case RunTagDeleted(key=key):
                 self.tag_keys.discard(key)
+                if key == LOG_MODEL_HISTORY_TAG:
+                    self.model_history = None
             case _:
                 pass
 
@@ -130,10 +139,20 @@ def fold_run(events: Iterable[Event]) -> RunState | None:
                 "RUNNING",
                 event.artifact_uri,
                 tag_keys={t.key for t in event.tags},
+                model_history=model_history_tag(event.tags),
             )
         elif state is not None:
             state.apply(event)
     return state
+
+
+def model_history_tag(tags: Iterable[KeyValue]) -> str | None:
+    """The last value given to LOG_MODEL_HISTORY_TAG in ``tags``, if any."""
+    found = None
+    for tag in tags:
+        if tag.key == LOG_MODEL_HISTORY_TAG:
+            found = tag.value
+    return found
 
 
 _encoder = msgspec.msgpack.Encoder()

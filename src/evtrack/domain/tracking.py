@@ -14,14 +14,17 @@ from dataclasses import dataclass
 from evtrack.domain._aggregates import (
     ACTIVE,
     DELETED,
+    LOG_MODEL_HISTORY_TAG,
     ExperimentState,
     RunState,
     decode_experiment,
     decode_run,
     encode_state,
     experiment_stream,
+    model_history_tag,
     run_stream,
 )
+from evtrack.domain._logged_model_state import require_logged_models
 from evtrack.domain._names import random_run_name
 from evtrack.domain._validation import (
     check_length,
@@ -124,10 +127,7 @@ async def create_experiment(
     """Create an experiment; ``experiment_id`` is given only for the bootstrap Default."""
     valid_name = validate_experiment_name(name)
     if artifact_location and artifact_location.startswith("runs:"):
-        raise invalid(
-            f"Invalid artifact location: '{artifact_location}'. "
-            "Experiment artifact location cannot be a runs:/ URI."
-        )
+        raise invalid(f"Artifact location cannot be a runs:/ URI. Given: '{artifact_location}'")
     checked_tags = [KeyValue(*validate_experiment_tag(k, v)) for k, v in tags]
     if experiment_id is None:
         experiment_id = await uow.next_sequence_value("experiment_ids")
@@ -266,6 +266,7 @@ async def create_run(
         artifact_uri,
         experiment_generation=experiment.generation,
         tag_keys={t.key for t in checked},
+        model_history=model_history_tag(checked),
     )
     uow.append(run_stream(run_id), [event], expected_version=0, state=encode_state(state))
     return run_id
@@ -336,6 +337,8 @@ async def log_run_data(uow: UnitOfWork, run_id: str, data: RunData) -> None:
     loaded = await _load_run(uow, run_id)
     loaded.require_active()
     validate_unique_param_keys([p.key for p in data.params])
+    if data.metrics is not None and data.metrics.model_ids:
+        await require_logged_models(uow, data.metrics.model_ids)
     changed = [
         {"key": p.key, "old_value": loaded.run.params[p.key], "new_value": p.value}
         for p in data.params
@@ -357,7 +360,10 @@ async def log_run_data(uow: UnitOfWork, run_id: str, data: RunData) -> None:
     if data.metrics is None and not new_params and not data.tags:
         return
     event = RunDataLogged(run_id=run_id, metrics=data.metrics, params=new_params, tags=data.tags)
-    if not new_params and not (set(t.key for t in data.tags) - loaded.run.tag_keys):
+    tracked_tags = set(t.key for t in data.tags) - loaded.run.tag_keys
+    if any(t.key == LOG_MODEL_HISTORY_TAG for t in data.tags):
+        tracked_tags.add(LOG_MODEL_HISTORY_TAG)  # its value is part of the run's state
+    if not new_params and not tracked_tags:
         # Nothing the write model tracks changes: append without deciding on a version.
         uow.append(run_stream(run_id), [event], expected_version=ANY_VERSION)
         return

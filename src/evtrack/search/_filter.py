@@ -230,8 +230,8 @@ def _read_clause(text: str, tokens: list[Token], i: int) -> tuple[_RawClause, in
     return _RawClause(ident, comparator, value), end
 
 
-def _split_clauses(filter_string: str, quote_invalid: bool) -> list[_RawClause]:
-    """Pass 1: find the clauses; anything left over is reported in a single error."""
+def _scan_clauses(filter_string: str) -> tuple[list[_RawClause], list[str]]:
+    """Pass 1: the clauses, and the text of every piece that is not part of one."""
     tokens = tokenize(filter_string)
     clauses: list[_RawClause] = []
     invalids: list[str] = []
@@ -256,6 +256,12 @@ def _split_clauses(filter_string: str, quote_invalid: bool) -> list[_RawClause]:
             end = ident[1] if ident is not None else i + 1
         invalids.append(filter_string[tok.start : tokens[end - 1].end])
         i = end
+    return clauses, invalids
+
+
+def _split_clauses(filter_string: str, quote_invalid: bool) -> list[_RawClause]:
+    """Pass 1 with MLflow's common error: anything left over is reported in a single error."""
+    clauses, invalids = _scan_clauses(filter_string)
     if invalids:
         shown = ", ".join(f"'{s}'" if quote_invalid else s for s in invalids)
         raise invalid(f"Invalid clause(s) in filter string: {shown}")
@@ -435,8 +441,14 @@ def parse_run_filter(filter_string: str | None) -> list[Comparison]:
 # --- experiments ------------------------------------------------------------------------------
 
 
-def resolve_experiment_identifier(raw: RawIdentifier) -> tuple[Entity, str]:
-    """Experiments accept only ``attribute``, ``tag`` and ``tags`` as entity, unaliased."""
+def resolve_experiment_identifier(
+    raw: RawIdentifier, valid_attributes: Sequence[str] = EXPERIMENT_ATTRIBUTES
+) -> tuple[Entity, str]:
+    """Experiments accept only ``attribute``, ``tag`` and ``tags`` as entity, unaliased.
+
+    MLflow reuses this resolver (``SearchExperimentsUtils._get_identifier``) for model version
+    ``order_by`` items, with that search's attribute names as ``valid_attributes``.
+    """
     if raw.entity is None:
         entity: Entity = "attribute"
     else:
@@ -446,10 +458,10 @@ def resolve_experiment_identifier(raw: RawIdentifier) -> tuple[Entity, str]:
             )
         entity = "attribute" if raw.entity == "attribute" else "tag"
     key = unquote_key(raw.key)
-    if entity == "attribute" and key not in EXPERIMENT_ATTRIBUTES:
+    if entity == "attribute" and key not in valid_attributes:
         raise invalid(
             f"Invalid attribute key '{key}' specified. "
-            f"Valid keys are '{render_keys(EXPERIMENT_ATTRIBUTES)}'"
+            f"Valid keys are '{render_keys(valid_attributes)}'"
         )
     return entity, key
 

@@ -42,7 +42,12 @@ from evtrack.search._filter import (
     parse_run_filter,
 )
 from evtrack.search._order import OrderKey, parse_experiment_order_by, parse_run_order_by
-from evtrack.search._page_token import decode_page_token, encode_page_token
+from evtrack.search._page_token import (
+    LoggedModelTokenScope,
+    decode_page_token,
+    encode_logged_model_page_token,
+    encode_page_token,
+)
 
 SEARCH_MAX_RESULTS_THRESHOLD: Final = 50000
 
@@ -93,12 +98,14 @@ class SqlQuery:
 
     ``offset`` and ``limit`` are the page's position and size, kept so that
     :func:`next_page_token` can tell from the row count whether another page follows.
+    ``token_scope`` is set for logged-model searches, whose tokens name their request.
     """
 
     sql: str
     args: tuple[object, ...]
     offset: int
     limit: int
+    token_scope: LoggedModelTokenScope | None = None
 
 
 class _Params:
@@ -246,7 +253,13 @@ def _run_order(keys: Sequence[OrderKey], params: _Params) -> tuple[list[str], li
     return joins, terms
 
 
-def _page(sql: str, params: _Params, offset: int, limit: int) -> SqlQuery:
+def _page(
+    sql: str,
+    params: _Params,
+    offset: int,
+    limit: int,
+    token_scope: LoggedModelTokenScope | None = None,
+) -> SqlQuery:
     limit_ref = params.add(limit + 1, "::bigint")
     offset_ref = params.add(offset, "::bigint")
     return SqlQuery(
@@ -254,6 +267,7 @@ def _page(sql: str, params: _Params, offset: int, limit: int) -> SqlQuery:
         args=tuple(params.values),
         offset=offset,
         limit=limit,
+        token_scope=token_scope,
     )
 
 
@@ -373,6 +387,8 @@ def next_page_token(query: SqlQuery, rows_returned: int) -> str | None:
     The query fetches one row more than the page size; getting it back is what proves that
     another page exists. Callers return only the first ``query.limit`` rows.
     """
-    if rows_returned > query.limit:
-        return encode_page_token(query.offset + query.limit)
-    return None
+    if rows_returned <= query.limit:
+        return None
+    if query.token_scope is not None:
+        return encode_logged_model_page_token(query.token_scope, query.offset + query.limit)
+    return encode_page_token(query.offset + query.limit)

@@ -112,3 +112,63 @@ class FileInfo(Struct):
     path: str
     is_dir: bool
     file_size: int | None = None
+
+
+class ModelVersion(Struct):
+    name: str
+    version: str
+    creation_timestamp: int
+    last_updated_timestamp: int
+    current_stage: str
+    source: str
+    status: str
+    user_id: str | None = None
+    description: str | None = None
+    run_id: str | None = None
+    status_message: str | None = None
+    tags: list[KeyValue] = []
+    run_link: str | None = None
+    aliases: list[str] = []
+
+
+class Alias(Struct):
+    alias: str
+    version: str
+
+
+class RegisteredModel(Struct):
+    name: str
+    creation_timestamp: int
+    last_updated_timestamp: int
+    user_id: str | None = None
+    description: str | None = None
+    latest_versions: list[ModelVersion] = []
+    tags: list[KeyValue] = []
+    aliases: list[Alias] = []
+
+
+class LoggedModelInfo(Struct):
+    """``model_type`` and ``source_run_id`` are always present, ``""`` when never given:
+    the reference stores the request's empty strings and so always emits both."""
+
+    model_id: str
+    experiment_id: str
+    name: str
+    creation_timestamp_ms: int
+    last_updated_timestamp_ms: int
+    artifact_uri: str
+    status: str
+    model_type: str
+    source_run_id: str
+    status_message: str | None = None
+    tags: list[KeyValue] = []
+
+
+class LoggedModelData(Struct):
+    params: list[KeyValue] = []
+    metrics: list[Metric] = []
+
+
+class LoggedModel(Struct):
+    info: LoggedModelInfo
+    data: LoggedModelData

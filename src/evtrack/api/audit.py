@@ -1,0 +1,146 @@
+"""Audit routes: histories, time travel, and a live Server-Sent Events stream of the log.
+
+The stream is for CI/CD: subscribe to ``ModelVersionStageChanged`` and deploy on promotion.
+Each event carries its log position as the SSE id; a client that reconnects with
+``Last-Event-ID`` resumes right after it, without loss. Events are read with the same horizon
+rule as the projectors, so a late-committing transaction is delivered in its place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import msgspec
+from aiohttp import web
+
+from evtrack.api._common import json_response, services
+from evtrack.api._requests import read_args
+from evtrack.api._routing import Route
+from evtrack.api._state import SERVICES
+from evtrack.domain import experiment_stream, run_stream
+from evtrack.domain._validation import parse_experiment_id
+from evtrack.errors import invalid
+from evtrack.eventlog import LogPosition, read_after
+from evtrack.permissions import Permission
+from evtrack.queries import audit
+
+HEARTBEAT_S = 15.0
+POLL_S = 0.2
+
+
+async def model_history(request: web.Request) -> web.Response:
+    args = await read_args(request)
+    name = args.required_string("name")
+    version = args.integer("version")
+    events = await audit.model_history(services(request).pool, name, version)
+    return json_response({"name": name, "events": events})
+
+
+async def model_as_of(request: web.Request) -> web.Response:
+    args = await read_args(request)
+    name = args.required_string("name")
+    at = audit.parse_instant(args.required_string("at"))
+    return json_response(await audit.model_as_of(services(request).pool, name, at))
+
+
+async def run_history(request: web.Request) -> web.Response:
+    args = await read_args(request)
+    run_id = args.run_id()
+    return json_response(
+        {
+            "run_id": run_id,
+            "events": await audit.stream_history(services(request).pool, run_stream(run_id)),
+        }
+    )
+
+
+async def experiment_history(request: web.Request) -> web.Response:
+    args = await read_args(request)
+    experiment_id = parse_experiment_id(args.required_string("experiment_id"))
+    events = await audit.stream_history(services(request).pool, experiment_stream(experiment_id))
+    return json_response({"experiment_id": str(experiment_id), "events": events})
+
+
+def _parse_cursor(value: str) -> LogPosition:
+    tx, sep, gp = value.partition("-")
+    if not sep or not tx.isdigit() or not gp.isdigit():
+        raise invalid(f"Invalid event position {value!r}: expected '<transaction>-<position>'.")
+    return LogPosition(int(tx), int(gp))
+
+
+async def event_stream(request: web.Request) -> web.StreamResponse:
+    """``GET /api/2.0/evtrack/events/stream``: the log as Server-Sent Events.
+
+    Filters: ``types`` (comma-separated event types), ``stream`` (exact stream id) and
+    ``stream_prefix``. Start: ``Last-Event-ID`` header or ``after`` (a position), else
+    ``from=start`` for the whole log, else from now.
+    """
+    svc = request.app[SERVICES]
+    types = {t for t in request.query.get("types", "").split(",") if t}
+    stream = request.query.get("stream")
+    prefix = request.query.get("stream_prefix")
+    resume = request.headers.get("Last-Event-ID") or request.query.get("after")
+    if resume:
+        cursor = _parse_cursor(resume)
+    elif request.query.get("from") == "start":
+        cursor = LogPosition(0, 0)
+    else:
+        cursor = await svc.store.last_visible_position()
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    await response.write(b": evtrack event stream\n\n")
+    idle = 0.0
+    async with svc.pool.acquire() as conn:
+        while True:
+            records = await read_after(conn, cursor, 500, None)
+            for record in records:
+                cursor = record.position
+                if types and record.event_type not in types:
+                    continue
+                if stream and record.stream_id != stream:
+                    continue
+                if prefix and not record.stream_id.startswith(prefix):
+                    continue
+                entry = audit.describe(record)
+                data = msgspec.json.encode(entry).decode()
+                message = f"id: {entry['position']}\nevent: {record.event_type}\ndata: {data}\n\n"
+                await response.write(message.encode())
+            if records:
+                idle = 0.0
+                continue
+            if idle >= HEARTBEAT_S:
+                await response.write(b": keep-alive\n\n")
+                idle = 0.0
+            if svc.runtime is not None:
+                with contextlib.suppress(TimeoutError):
+                    await svc.runtime.wait_for_progress(POLL_S)
+            else:
+                await asyncio.sleep(POLL_S)
+            idle += POLL_S
+
+
+def audit_routes() -> list[Route]:
+    model_read, exp_read = Permission.MODEL_READ, Permission.EXPERIMENT_READ
+    base = "/evtrack/audit"
+    return [
+        Route(
+            "GET",
+            f"{base}/registered-models/history",
+            model_history,
+            model_read,
+            reads=("registry",),
+        ),
+        Route(
+            "GET", f"{base}/registered-models/as-of", model_as_of, model_read, reads=("registry",)
+        ),
+        Route("GET", f"{base}/runs/history", run_history, exp_read),
+        Route("GET", f"{base}/experiments/history", experiment_history, exp_read),
+        Route("GET", "/evtrack/events/stream", event_stream, model_read),
+    ]
