@@ -43,10 +43,14 @@ HTTP_STATUS: dict[ErrorCode, int] = {
 class EvtrackError(Exception):
     """A failure with an MLflow error code; the message is shown to the user verbatim."""
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    def __init__(
+        self, code: ErrorCode, message: str, *, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        # Extra response headers, e.g. Retry-After on a 429.
+        self.headers = headers or {}
 
     @property
     def http_status(self) -> int:

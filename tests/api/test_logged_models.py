@@ -21,6 +21,8 @@ import pytest
 import requests
 from _support.server import EvtrackServer
 
+from evtrack.domain._logged_model_state import decode_logged_model, fold_logged_model
+from evtrack.eventlog import EventStore
 from evtrack.projections.registry import projection_named
 from evtrack.projector import rebuild
 
@@ -574,7 +576,8 @@ def test_sklearn_log_model_and_load_model_with_the_official_client(mlflow_at: An
 
 
 def test_read_model_survives_a_rebuild(server: EvtrackServer, base: str, exp: str) -> None:
-    """Invariant 1: replaying the log into a fresh schema gives the same tables."""
+    """Invariant 1: replaying the log into a fresh schema gives the same tables; and the
+    write model's snapshots are folds of their streams."""
     model_id = _create(base, exp, params=[{"key": "p", "value": "1"}])["info"]["model_id"]
     requests.patch(f"{base}/logged-models/{model_id}/tags", json={"tags": [{"key": "t"}]})
     point = {"key": "m", "value": "NaN", "timestamp": 1, "model_id": model_id}
@@ -605,6 +608,21 @@ def test_read_model_survives_a_rebuild(server: EvtrackServer, base: str, exp: st
         finally:
             await conn.close()
 
+    async def snapshots_are_folds() -> None:
+        pool = await asyncpg.create_pool(server.dsn, min_size=1, max_size=2)
+        try:
+            store = EventStore(pool)
+            for row in await pool.fetch(
+                "SELECT stream_id, state FROM streams WHERE stream_id LIKE 'logged_model-%'"
+            ):
+                stream = await store.read_stream(row["stream_id"])
+                assert decode_logged_model(row["state"]) == fold_logged_model(
+                    r.event for r in stream if r.event is not None
+                )
+        finally:
+            await pool.close()
+
+    asyncio.run(snapshots_are_folds())
     before = asyncio.run(tables())
     assert before["logged_models"] and before["logged_model_metrics"]
     asyncio.run(rebuild_model())

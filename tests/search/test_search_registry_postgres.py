@@ -94,7 +94,7 @@ REGISTERED_MODEL_FILTERS: list[str | None] = [
     "name LIKE 'A%'",
     "name ILIKE 'a%'",
     "name LIKE 'a_c'",
-    "name LIKE '%\\%'",  # no escape in SQLite, "\" escape in PostgreSQL: both see '%' then '\%'
+    "name LIKE 'eps%'",
     "name ILIKE '%ETA'",
     "name IN ('alpha', 'Beta', 'nope')",
     "name NOT IN ('alpha')",
@@ -201,6 +201,9 @@ async def test_registered_model_semantics_spelled_out(
     assert await names(f"tags.`{PROMPT}` = 'TRUE'") == ["shouty"]
     # Every other tag keeps "has the tag" semantics: != skips models without it.
     assert await names("tags.team != 'vision'") == ["Beta", "a_c", "gamma"]
+    # LIKE patterns use PostgreSQL's "\" escape (as MLflow on PostgreSQL; SQLite has none).
+    assert await names("name LIKE '%\\%'") == ["eps%"]
+    assert await names("name LIKE 'a\\_c'") == ["a_c"]
     # timestamp and last_updated_timestamp are the same key; ties fall back to name ASC.
     assert await names(None, ["timestamp DESC"]) == [
         "a_c",

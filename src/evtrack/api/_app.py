@@ -14,9 +14,10 @@ from aiohttp import web
 from evtrack.api._common import json_response
 from evtrack.api._routing import Handler, Route
 from evtrack.api._state import SERVICES, Doorbell, Freshness, Services
-from evtrack.api.audit import audit_routes
 from evtrack.api.artifacts import ARTIFACT_STORE, artifact_routes
+from evtrack.api.audit import audit_routes
 from evtrack.api.experiments import experiment_routes
+from evtrack.api.ingest import INGEST_GATE, IngestGate, IngestLimits, ingest_routes
 from evtrack.api.logged_models import logged_model_routes
 from evtrack.api.metrics import metric_routes
 from evtrack.api.registry import registry_routes
@@ -49,6 +50,7 @@ def all_routes() -> list[Route]:
         *run_artifact_routes(),
         *registry_routes(),
         *audit_routes(),
+        *ingest_routes(),
         *artifact_routes(),
     ]
 
@@ -73,6 +75,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     except EvtrackError as exc:
         status = exc.http_status
         response = json_response(_error_body(exc.code, exc.message), status=status)
+        response.headers.update(exc.headers)
     except web.HTTPNotFound:
         status = 404
         response = json_response(
@@ -157,6 +160,7 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
     """Build the app; the database must be reachable at ``dsn`` when it starts."""
     app = web.Application(middlewares=[request_context], client_max_size=64 * 1024 * 1024)
     mount(app, all_routes())
+    app[INGEST_GATE] = IngestGate(IngestLimits())
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         pool = await create_pool(dsn, settings.pool_size)

@@ -144,8 +144,16 @@ async def create(request: web.Request) -> web.Response:
     async def command(uow: UnitOfWork) -> str:
         return await tracking.create_run(uow, experiment_id, user_id, run_name, start_time, tags)
 
+    # No key derived from the body here: two identical create requests (same start time in
+    # milliseconds, no name) are two runs in MLflow, and a client retry cannot be told apart
+    # from them. Clients that want retry-safe creation send an Idempotency-Key.
     run_id = await run_command(
-        request, command, result_type=str, raw=args.raw, declared_user=user_id or None
+        request,
+        command,
+        result_type=str,
+        raw=args.raw,
+        derive_key=False,
+        declared_user=user_id or None,
     )
     return json_response({"run": await _render_run(request, run_id)})
 

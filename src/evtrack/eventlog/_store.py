@@ -84,6 +84,7 @@ class UnitOfWork:
     conn: Conn
     metadata: Metadata
     _pending: list[_PendingAppend] = field(default_factory=list)
+    last_position: int = 0  # global position of the last event this unit appended
 
     async def heads(
         self, stream_ids: Sequence[str], *, lock: bool = False
@@ -157,13 +158,16 @@ class UnitOfWork:
                 versions.append(event.schema_version)
                 payloads.append(encode_event(event))
         if streams:
-            await self.conn.execute(
-                """INSERT INTO events
-                       (stream_id, stream_position, event_type, schema_version, payload,
-                        actor, metadata)
-                   SELECT s, p, t, v, b, $6, $7::jsonb
-                   FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int2[], $5::bytea[])
-                        AS x(s, p, t, v, b)""",
+            self.last_position = await self.conn.fetchval(
+                """WITH appended AS (
+                       INSERT INTO events
+                           (stream_id, stream_position, event_type, schema_version, payload,
+                            actor, metadata)
+                       SELECT s, p, t, v, b, $6, $7::jsonb
+                       FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int2[], $5::bytea[])
+                            AS x(s, p, t, v, b)
+                       RETURNING global_position)
+                   SELECT max(global_position) FROM appended""",
                 streams,
                 positions,
                 types,
@@ -235,6 +239,9 @@ class EventStore:
         self.derived_key_ttl_s = derived_key_ttl_s
         self.conflict_retries = conflict_retries
         self.on_commit = on_commit
+        # The newest global position this process appended: a cheap local view of the head
+        # of the log, for back-pressure decisions.
+        self.last_appended_position = 0
 
     async def execute(
         self,
@@ -297,6 +304,7 @@ class EventStore:
             uow = UnitOfWork(conn, metadata)
             result = await command(uow)
             await uow._flush()
+            self.last_appended_position = max(self.last_appended_position, uow.last_position)
             if key is not None:
                 await conn.execute(
                     "UPDATE idempotency_keys SET result = $2 WHERE key = $1",

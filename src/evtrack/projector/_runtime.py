@@ -225,6 +225,17 @@ class ProjectorRuntime:
     def position(self, name: str) -> LogPosition | None:
         return self._positions.get(name)
 
+    def lag_behind(self, head_global_position: int) -> int:
+        """Roughly how many events the slowest local projection is behind ``head``.
+
+        Global positions are allocated in insertion order, not commit order, so this is an
+        estimate, good for back-pressure, not for correctness.
+        """
+        if not self._positions:
+            return 0
+        slowest = min(p.global_position for p in self._positions.values())
+        return max(0, head_global_position - slowest)
+
     async def wait_for_progress(self, timeout: float) -> None:
         async with self._progress:
             with contextlib.suppress(TimeoutError):

@@ -1,0 +1,251 @@
+"""Native ingestion for training clusters: many runs' data in one request.
+
+Same validation, idempotency and durability as the MLflow routes: the whole request is
+validated first, then appended in one transaction as one event per run, and acknowledged only
+after commit. A request with an ``Idempotency-Key`` (the evtrack client always sends one) is
+applied once however often it is retried. When the server cannot keep up, it says so with
+``429`` and ``Retry-After`` instead of queueing without bound: too many ingest requests in
+flight at once, or read models too far behind the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass
+
+import msgspec
+from aiohttp import web
+
+from evtrack.api._common import json_response, run_command, services
+from evtrack.api._routing import Route
+from evtrack.domain import tracking
+from evtrack.domain._validation import (
+    DOUBLE_MAX,
+    MAX_ENTITY_KEY_LENGTH,
+    MAX_PARAM_VAL_LENGTH,
+    MAX_TAG_VAL_LENGTH,
+    check_length,
+    validate_entity_name,
+    validate_run_id,
+)
+from evtrack.errors import ErrorCode, EvtrackError, invalid
+from evtrack.eventlog import UnitOfWork
+from evtrack.events import KeyValue, MetricColumns
+from evtrack.permissions import Permission
+from evtrack.wire.ingest import (
+    MSGPACK,
+    NDJSON,
+    IngestMetrics,
+    IngestRecord,
+    IngestRequest,
+    IngestResponse,
+    NdjsonRecord,
+)
+
+MAX_BODY_BYTES = 32 * 1024 * 1024
+MAX_POINTS_PER_REQUEST = 1_000_000
+MAX_RUNS_PER_REQUEST = 1000
+
+_msgpack_request = msgspec.msgpack.Decoder(IngestRequest)
+_msgpack_records = msgspec.msgpack.Decoder(list[IngestRecord])
+_ndjson_record = msgspec.json.Decoder(NdjsonRecord)
+_NON_FINITE = {"NaN": math.nan, "Infinity": DOUBLE_MAX, "-Infinity": -DOUBLE_MAX}
+
+
+@dataclass
+class IngestLimits:
+    """Back-pressure thresholds. Past them the server answers 429 with Retry-After."""
+
+    max_in_flight: int = 16
+    queue_wait_s: float = 2.0
+    max_projection_lag_events: int = 50_000
+    retry_after_s: int = 1
+
+
+class IngestGate:
+    """Admission control: a bounded number of ingest requests at once, none when lagging."""
+
+    def __init__(self, limits: IngestLimits) -> None:
+        self.limits = limits
+        self._slots = asyncio.Semaphore(limits.max_in_flight)
+
+    def busy(self, why: str) -> EvtrackError:
+        return EvtrackError(
+            ErrorCode.REQUEST_LIMIT_EXCEEDED,
+            f"Ingestion is throttled: {why}. Retry later.",
+            headers={"Retry-After": str(self.limits.retry_after_s)},
+        )
+
+    async def __aenter__(self) -> None:
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self.limits.queue_wait_s)
+        except TimeoutError:
+            raise self.busy("too many ingest requests in flight") from None
+
+    async def __aexit__(self, *_: object) -> None:
+        self._slots.release()
+
+
+INGEST_GATE = web.AppKey("ingest_gate", IngestGate)
+
+
+async def _body(request: web.Request) -> bytes:
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise invalid(f"Ingest requests must be at most {MAX_BODY_BYTES} bytes.")
+    chunks, size = [], 0
+    try:
+        async for chunk in request.content.iter_chunked(1 << 16):
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise invalid(f"Ingest requests must be at most {MAX_BODY_BYTES} bytes (inflated).")
+            chunks.append(chunk)
+    except (ValueError, zlib.error) as exc:
+        raise invalid(f"Unreadable request body: {exc}") from None
+    # aiohttp inflates a gzip body as it streams in, so the cap above bounds the inflated size
+    # and a small compressed bomb cannot blow up memory.
+    return b"".join(chunks)
+
+
+def _decode(content_type: str, body: bytes) -> list[IngestRecord]:
+    try:
+        if content_type == MSGPACK:
+            # Either {"records": [...]} or a bare array of records.
+            is_array = bool(body) and (0x90 <= body[0] <= 0x9F or body[0] in (0xDC, 0xDD))
+            return (
+                _msgpack_records.decode(body) if is_array else _msgpack_request.decode(body).records
+            )
+        if content_type == NDJSON:
+            return [
+                _from_ndjson(_ndjson_record.decode(line))
+                for line in body.splitlines()
+                if line.strip()
+            ]
+    except msgspec.ValidationError as exc:
+        raise invalid(f"Invalid ingest request: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise invalid(f"Malformed ingest request body: {exc}") from None
+    raise invalid(f"Content-Type must be {MSGPACK} or {NDJSON}, got '{content_type or 'none'}'.")
+
+
+def _from_ndjson(record: NdjsonRecord) -> IngestRecord:
+    metrics = None
+    if record.metrics is not None:
+        values = []
+        for value in record.metrics.values:
+            if isinstance(value, str):
+                if value not in _NON_FINITE:
+                    raise invalid(
+                        f"Invalid metric value {value!r}: "
+                        "use a number, 'NaN', 'Infinity' or '-Infinity'."
+                    )
+                values.append(_NON_FINITE[value])
+            else:
+                values.append(value)
+        metrics = IngestMetrics(
+            record.metrics.keys, values, record.metrics.timestamps, record.metrics.steps
+        )
+    return IngestRecord(record.run_id, metrics, record.params, record.tags)
+
+
+def _validated(records: list[IngestRecord]) -> tuple[dict[str, tracking.RunData], IngestResponse]:
+    """Group records by run and check every value, before anything is written."""
+    keys_seen: set[str] = set()
+    metric_parts: dict[str, list[MetricColumns]] = defaultdict(list)
+    params: dict[str, dict[str, str]] = defaultdict(dict)
+    tags: dict[str, dict[str, str]] = defaultdict(dict)
+    points = n_params = n_tags = 0
+    for index, record in enumerate(records):
+        validate_run_id(record.run_id, f"records[{index}].run_id")
+        m = record.metrics
+        if m is not None:
+            n = len(m.keys)
+            if not (len(m.values) == len(m.timestamps) == len(m.steps) == n):
+                raise invalid(
+                    f"records[{index}].metrics: keys, values, timestamps and steps must have equal lengths."
+                )
+            for key in set(m.keys) - keys_seen:
+                validate_entity_name(key, f"records[{index}].metrics.keys", kind="metric")
+                check_length("Metric name", MAX_ENTITY_KEY_LENGTH, key)
+                keys_seen.add(key)
+            if any(t < 0 for t in m.timestamps):
+                raise invalid(f"records[{index}].metrics: timestamps must be non-negative.")
+            values = [
+                v if math.isfinite(v) or math.isnan(v) else math.copysign(DOUBLE_MAX, v)
+                for v in m.values
+            ]
+            metric_parts[record.run_id].append(
+                MetricColumns(list(m.keys), values, list(m.timestamps), list(m.steps))
+            )
+            points += n
+        for p in record.params:
+            validate_entity_name(p.key, f"records[{index}].params.key", kind="param")
+            value = check_length("Param value", MAX_PARAM_VAL_LENGTH, p.value, truncate=True)
+            if params[record.run_id].setdefault(p.key, value) != value:
+                raise invalid(
+                    f"Duplicate parameter key {p.key!r} with different values for run {record.run_id}."
+                )
+            n_params += 1
+        for t in record.tags:
+            validate_entity_name(t.key, f"records[{index}].tags.key", kind="tag")
+            tags[record.run_id][t.key] = check_length(
+                "Tag value", MAX_TAG_VAL_LENGTH, t.value, truncate=True
+            )
+            n_tags += 1
+    if points > MAX_POINTS_PER_REQUEST:
+        raise invalid(
+            f"An ingest request can carry at most {MAX_POINTS_PER_REQUEST} metric points; got {points}."
+        )
+    runs = set(metric_parts) | set(params) | set(tags)
+    if len(runs) > MAX_RUNS_PER_REQUEST:
+        raise invalid(
+            f"An ingest request can address at most {MAX_RUNS_PER_REQUEST} runs; got {len(runs)}."
+        )
+    grouped = {}
+    for run_id in sorted(runs):
+        parts = metric_parts.get(run_id, [])
+        columns = None
+        if parts:
+            columns = MetricColumns(
+                keys=[k for p in parts for k in p.keys],
+                values=[v for p in parts for v in p.values],
+                timestamps=[t for p in parts for t in p.timestamps],
+                steps=[s for p in parts for s in p.steps],
+            )
+        grouped[run_id] = tracking.RunData(
+            columns,
+            [KeyValue(k, v) for k, v in params.get(run_id, {}).items()],
+            [KeyValue(k, v) for k, v in tags.get(run_id, {}).items()],
+        )
+    return grouped, IngestResponse(len(runs), points, n_params, n_tags)
+
+
+async def ingest(request: web.Request) -> web.Response:
+    gate = request.app[INGEST_GATE]
+    async with gate:
+        svc = services(request)
+        if svc.runtime is not None:
+            lag = svc.runtime.lag_behind(svc.store.last_appended_position)
+            if lag > gate.limits.max_projection_lag_events:
+                raise gate.busy("read models are catching up with the log")
+        body = await _body(request)
+        content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        grouped, summary = _validated(_decode(content_type, body))
+
+        async def command(uow: UnitOfWork) -> IngestResponse:
+            for run_id, data in grouped.items():
+                await tracking.log_run_data(uow, run_id, data)
+            return summary
+
+        result = await run_command(request, command, result_type=IngestResponse, raw=body)
+        return json_response(result)
+
+
+def ingest_routes() -> list[Route]:
+    return [
+        Route(
+            "POST", "/evtrack/ingest", ingest, Permission.EXPERIMENT_EDIT, prefixes=("/api/2.0",)
+        ),
+    ]

@@ -1,0 +1,62 @@
+"""Wire types of evtrack's native ingestion route, shared by the server and ``evtrack.client``.
+
+One request carries records for many runs. Metric points travel as columns (one list per
+field), so a batch of a million points is a handful of arrays, not a million objects.
+MessagePack is the fast path; NDJSON (one record per line) is there for curl and shell
+pipelines, where NaN and infinities may be spelled as the strings "NaN", "Infinity" and
+"-Infinity".
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class IngestMetrics(msgspec.Struct, omit_defaults=True):
+    keys: list[str]
+    values: list[float]
+    timestamps: list[int]
+    steps: list[int]
+
+
+class IngestKeyValue(msgspec.Struct):
+    key: str
+    value: str
+
+
+class IngestRecord(msgspec.Struct, omit_defaults=True):
+    run_id: str
+    metrics: IngestMetrics | None = None
+    params: list[IngestKeyValue] = []
+    tags: list[IngestKeyValue] = []
+
+
+class IngestRequest(msgspec.Struct):
+    records: list[IngestRecord]
+
+
+class IngestResponse(msgspec.Struct):
+    runs: int
+    points: int
+    params: int
+    tags: int
+
+
+# NDJSON lines may spell non-finite values as strings.
+class NdjsonMetrics(msgspec.Struct):
+    keys: list[str]
+    values: list[float | str]
+    timestamps: list[int]
+    steps: list[int]
+
+
+class NdjsonRecord(msgspec.Struct):
+    run_id: str
+    metrics: NdjsonMetrics | None = None
+    params: list[IngestKeyValue] = []
+    tags: list[IngestKeyValue] = []
+
+
+MSGPACK = "application/msgpack"
+NDJSON = "application/x-ndjson"
+INGEST_PATH = "/api/2.0/evtrack/ingest"
