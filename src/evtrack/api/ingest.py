@@ -28,6 +28,7 @@ from evtrack.domain._validation import (
     MAX_PARAM_VAL_LENGTH,
     MAX_TAG_VAL_LENGTH,
     check_length,
+    parse_experiment_id,
     validate_entity_name,
     validate_run_id,
 )
@@ -42,12 +43,15 @@ from evtrack.wire.ingest import (
     IngestRecord,
     IngestRequest,
     IngestResponse,
+    IngestRunEnd,
+    IngestRunStart,
     NdjsonRecord,
 )
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 MAX_POINTS_PER_REQUEST = 1_000_000
 MAX_RUNS_PER_REQUEST = 1000
+ARTIFACT_ROOT = "mlflow-artifacts:"
 
 _msgpack_request = msgspec.msgpack.Decoder(IngestRequest)
 _msgpack_records = msgspec.msgpack.Decoder(list[IngestRecord])
@@ -147,7 +151,42 @@ def _from_ndjson(record: NdjsonRecord) -> IngestRecord:
         metrics = IngestMetrics(
             record.metrics.keys, values, record.metrics.timestamps, record.metrics.steps
         )
-    return IngestRecord(record.run_id, metrics, record.params, record.tags)
+    return IngestRecord(
+        record.run_id, metrics, record.params, record.tags, record.start, record.end
+    )
+
+
+@dataclass
+class _Plan:
+    """What one request will do: runs to create, data to log, runs to end; all validated."""
+
+    starts: dict[str, IngestRunStart]
+    data: dict[str, tracking.RunData]
+    ends: dict[str, IngestRunEnd]
+    summary: IngestResponse
+
+
+def _plan(records: list[IngestRecord]) -> _Plan:
+    grouped, summary = _validated(records)
+    starts: dict[str, IngestRunStart] = {}
+    ends: dict[str, IngestRunEnd] = {}
+    for index, record in enumerate(records):
+        if record.start is not None:
+            start = record.start
+            if not (start.experiment_id or start.experiment_name):
+                raise invalid(f"records[{index}].start needs an experiment_id or experiment_name.")
+            if start.experiment_id is not None:
+                parse_experiment_id(start.experiment_id)
+            starts.setdefault(record.run_id, start)
+        if record.end is not None:
+            if record.end.status not in tracking.RUN_STATUSES:
+                raise invalid(
+                    f"records[{index}].end.status must be one of {list(tracking.RUN_STATUSES)}."
+                )
+            ends[record.run_id] = record.end
+    runs = len(set(grouped) | set(starts) | set(ends))
+    summary = IngestResponse(runs, summary.points, summary.params, summary.tags)
+    return _Plan(starts, grouped, ends, summary)
 
 
 def _validated(records: list[IngestRecord]) -> tuple[dict[str, tracking.RunData], IngestResponse]:
@@ -164,7 +203,8 @@ def _validated(records: list[IngestRecord]) -> tuple[dict[str, tracking.RunData]
             n = len(m.keys)
             if not (len(m.values) == len(m.timestamps) == len(m.steps) == n):
                 raise invalid(
-                    f"records[{index}].metrics: keys, values, timestamps and steps must have equal lengths."
+                    f"records[{index}].metrics: keys, values, timestamps and steps "
+                    "must have equal lengths."
                 )
             for key in set(m.keys) - keys_seen:
                 validate_entity_name(key, f"records[{index}].metrics.keys", kind="metric")
@@ -185,7 +225,8 @@ def _validated(records: list[IngestRecord]) -> tuple[dict[str, tracking.RunData]
             value = check_length("Param value", MAX_PARAM_VAL_LENGTH, p.value, truncate=True)
             if params[record.run_id].setdefault(p.key, value) != value:
                 raise invalid(
-                    f"Duplicate parameter key {p.key!r} with different values for run {record.run_id}."
+                    f"Duplicate parameter key {p.key!r} with different values "
+                    f"for run {record.run_id}."
                 )
             n_params += 1
         for t in record.tags:
@@ -196,7 +237,8 @@ def _validated(records: list[IngestRecord]) -> tuple[dict[str, tracking.RunData]
             n_tags += 1
     if points > MAX_POINTS_PER_REQUEST:
         raise invalid(
-            f"An ingest request can carry at most {MAX_POINTS_PER_REQUEST} metric points; got {points}."
+            f"An ingest request can carry at most {MAX_POINTS_PER_REQUEST} metric points; "
+            f"got {points}."
         )
     runs = set(metric_parts) | set(params) | set(tags)
     if len(runs) > MAX_RUNS_PER_REQUEST:
@@ -232,12 +274,37 @@ async def ingest(request: web.Request) -> web.Response:
                 raise gate.busy("read models are catching up with the log")
         body = await _body(request)
         content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        grouped, summary = _validated(_decode(content_type, body))
+        plan = _plan(_decode(content_type, body))
 
         async def command(uow: UnitOfWork) -> IngestResponse:
-            for run_id, data in grouped.items():
+            for run_id, start in sorted(plan.starts.items()):
+                if await tracking.run_exists(uow, run_id):
+                    continue
+                if start.experiment_id is not None:
+                    experiment_id = parse_experiment_id(start.experiment_id)
+                else:
+                    assert start.experiment_name is not None
+                    experiment_id = await tracking.experiment_id_for_name(
+                        uow, start.experiment_name, artifact_root=ARTIFACT_ROOT
+                    )
+                await tracking.create_run(
+                    uow,
+                    experiment_id,
+                    start.user_id or "",
+                    start.run_name,
+                    start.start_time,
+                    [(t.key, t.value) for t in start.tags],
+                    run_id=run_id,
+                )
+                # The run's later records in this request decide on the version just written.
+                await uow.flush()
+            for run_id, data in plan.data.items():
                 await tracking.log_run_data(uow, run_id, data)
-            return summary
+                if run_id in plan.ends:
+                    await uow.flush()
+            for run_id, end in sorted(plan.ends.items()):
+                await tracking.update_run(uow, run_id, end.status, end.end_time, None)
+            return plan.summary
 
         result = await run_command(request, command, result_type=IngestResponse, raw=body)
         return json_response(result)

@@ -235,7 +235,11 @@ async def create_run(
     run_name: str | None,
     start_time: int | None,
     tags: Sequence[tuple[str, str]],
+    *,
+    run_id: str | None = None,
 ) -> str:
+    """Create a run; ``run_id`` is given by clients that name runs themselves (the native
+    ingestion route, so a training job can start logging while the server is unreachable)."""
     experiment, _ = await _load_experiment(uow, experiment_id)
     _require_active_experiment(experiment)
     checked = [KeyValue(*validate_run_tag(k, v, f"tags[{i}]")) for i, (k, v) in enumerate(tags)]
@@ -248,7 +252,7 @@ async def create_run(
     name = run_name or tag_name or random_run_name()
     if tag_name is None:
         checked.append(KeyValue(RUN_NAME_TAG, name))
-    run_id = uuid.uuid4().hex
+    run_id = run_id or uuid.uuid4().hex
     artifact_uri = f"{experiment.artifact_location.rstrip('/')}/{run_id}/artifacts"
     event = RunCreated(
         run_id=run_id,
@@ -395,6 +399,18 @@ async def log_outputs(uow: UnitOfWork, run_id: str, models: Sequence[ModelOutput
     if models:
         event = RunOutputsLogged(run_id=run_id, models=list(models))
         uow.append(run_stream(run_id), [event], expected_version=ANY_VERSION)
+
+
+async def run_exists(uow: UnitOfWork, run_id: str) -> bool:
+    return bool((await uow.heads([run_stream(run_id)]))[run_stream(run_id)].version)
+
+
+async def experiment_id_for_name(uow: UnitOfWork, name: str, *, artifact_root: str) -> int:
+    """The id of the experiment called ``name``, created if there is none (get-or-create)."""
+    owner = await uow.name_owner(EXPERIMENT_NAMES, name)
+    if owner is not None:
+        return int(owner.removeprefix("experiment-"))
+    return await create_experiment(uow, name, None, [], artifact_root=artifact_root)
 
 
 async def ensure_default_experiment(uow: UnitOfWork, *, artifact_root: str) -> bool:

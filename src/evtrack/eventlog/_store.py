@@ -141,6 +141,10 @@ class UnitOfWork:
         value: int = await self.conn.fetchval("SELECT nextval($1::regclass)", sequence)
         return value
 
+    async def flush(self) -> None:
+        """Write what is buffered now, so later reads in this unit see it (heads included)."""
+        await self._flush()
+
     async def _flush(self) -> None:
         meta_json = msgspec.json.encode(self.metadata).decode()
         streams: list[str] = []

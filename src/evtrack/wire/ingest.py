@@ -24,11 +24,33 @@ class IngestKeyValue(msgspec.Struct):
     value: str
 
 
+class IngestRunStart(msgspec.Struct, omit_defaults=True):
+    """Create the record's run if it does not exist yet (with the client-chosen run_id).
+
+    The experiment is named by id or by name (created if missing), so a job that starts while
+    the server is unreachable can still describe everything it will need.
+    """
+
+    experiment_id: str | None = None
+    experiment_name: str | None = None
+    run_name: str | None = None
+    user_id: str | None = None
+    start_time: int | None = None
+    tags: list[IngestKeyValue] = []
+
+
+class IngestRunEnd(msgspec.Struct, omit_defaults=True):
+    status: str = "FINISHED"
+    end_time: int | None = None
+
+
 class IngestRecord(msgspec.Struct, omit_defaults=True):
     run_id: str
     metrics: IngestMetrics | None = None
     params: list[IngestKeyValue] = []
     tags: list[IngestKeyValue] = []
+    start: IngestRunStart | None = None
+    end: IngestRunEnd | None = None
 
 
 class IngestRequest(msgspec.Struct):
@@ -55,6 +77,8 @@ class NdjsonRecord(msgspec.Struct):
     metrics: NdjsonMetrics | None = None
     params: list[IngestKeyValue] = []
     tags: list[IngestKeyValue] = []
+    start: IngestRunStart | None = None
+    end: IngestRunEnd | None = None
 
 
 MSGPACK = "application/msgpack"
