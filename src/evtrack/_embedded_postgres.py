@@ -49,8 +49,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import quote
 
-# asyncpg ships no type information; the project may add stubs later, hence unused-ignore.
-import asyncpg  # type: ignore[import-untyped, unused-ignore]
+import asyncpg
 
 if TYPE_CHECKING:
     from pgserver.postgres_server import PostgresServer

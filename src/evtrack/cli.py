@@ -7,8 +7,8 @@ import asyncio
 import contextlib
 import signal
 import sys
-from typing import Any
 from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 

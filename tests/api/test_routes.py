@@ -8,7 +8,13 @@ from evtrack.api import all_routes
 from evtrack.api._app import mount
 from evtrack.permissions import Permission
 
-RESOURCE_FREE = {"/health", "/version", "/mlflow/server-info", "/mlflow/experiments/create"}
+RESOURCE_FREE = {
+    "/health",
+    "/version",
+    "/mlflow/server-info",
+    "/mlflow/experiments/create",
+    "/mlflow/registered-models/create",
+}
 
 
 def test_every_route_declares_a_permission() -> None:

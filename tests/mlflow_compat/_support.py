@@ -60,6 +60,7 @@ class Response:
 class Server:
     kind: str  # "reference" | "evtrack"
     url: str
+    log_dir: str | None = None  # where the server's logs are, for failure messages
     session: requests.Session = field(default_factory=requests.Session, repr=False)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Response:

@@ -6,8 +6,8 @@ and JSON body) goes into a transcript; the transcript is normalised and the two 
 
 ``server_pair[reference]`` runs the scenario twice against the reference: this proves the
 normalisation masks all nondeterminism. ``server_pair[evtrack]`` compares the reference with
-evtrack. On a mismatch the unified diff of the two transcripts is shown and both transcripts are
-written next to the test's tmp_path.
+evtrack. On a mismatch the unified diff of the two transcripts is shown (see the end of this
+docstring for where the full transcripts go).
 
 Normalisation (applies to both sides):
   * experiment ids, run ids and server-generated run names are replaced by placeholders in the
@@ -28,6 +28,9 @@ ALLOW-LIST: intentional or tolerated differences (each stripped on both sides):
   * ``errors: null`` in GraphQL answers is treated as absent.
   * GET /version: only the status (evtrack reports its own MLflow-compatible version).
   * GET /api/3.0/mlflow/server-info: only the multipart flags the client reads.
+
+On a mismatch the two transcripts are also written to ``$EVTRACK_COMPAT_TRANSCRIPT_DIR`` (if
+set) or the test's tmp_path.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -501,7 +505,15 @@ def scenario_metric_history(r: Recorder) -> None:
     r.get("history unknown key", "metrics/get-history", {"run_id": runs[0], "metric_key": "x"})
     r.get("history missing key param", "metrics/get-history", {"run_id": runs[0]})
     r.get(
-        "bulk interval", "metrics/get-history-bulk-interval", {"run_ids": runs, "metric_key": "acc"}
+        "history of missing run",
+        "metrics/get-history",
+        {"run_id": "0123456789abcdef0123456789abcdef", "metric_key": "acc"},
+    )
+    # Answers follow the order of the requested run ids (here: descending ids), not id order.
+    r.get(
+        "bulk interval",
+        "metrics/get-history-bulk-interval",
+        {"run_ids": sorted(runs, reverse=True), "metric_key": "acc"},
     )
     r.get(
         "bulk interval sampled",
@@ -720,6 +732,23 @@ def scenario_misc(r: Recorder) -> None:
         "/ajax-api/2.0/mlflow/metrics/get-history-bulk-interval",
         params={"run_ids": run, "metric_key": "acc", "max_results": 320},
     )
+
+
+def scenario_graphql(r: Recorder) -> None:
+    """The operations the MLflow UI bundle sends to /graphql (compat doc §1.9)."""
+    exp = r.post("create experiment", "experiments/create", {"name": r.name("gql")})[
+        "experiment_id"
+    ]
+    run = r.post(
+        "create run",
+        "runs/create",
+        {"experiment_id": exp, "run_name": r.name("gql"), "start_time": 7},
+    )["run"]["info"]["run_id"]
+    r.post(
+        "log metric",
+        "runs/log-metric",
+        {"run_id": run, "key": "acc", "value": 0.5, "timestamp": 9, "step": 1},
+    )
     gql = [
         (
             "graphql experiment",
@@ -773,6 +802,7 @@ SCENARIOS: dict[str, Callable[[Recorder], None]] = {
     "search": scenario_search,
     "artifacts": scenario_artifacts,
     "misc": scenario_misc,
+    "graphql": scenario_graphql,
 }
 
 
@@ -785,6 +815,8 @@ def transcript(server: Server, scenario: Callable[[Recorder], None]) -> list[dic
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_differential(server_pair: tuple[Server, Server], scenario: str, tmp_path: Path) -> None:
     baseline_server, candidate_server = server_pair
+    out_dir = Path(os.environ.get("EVTRACK_COMPAT_TRANSCRIPT_DIR") or tmp_path)
+    out_dir.mkdir(parents=True, exist_ok=True)
     baseline = transcript(baseline_server, SCENARIOS[scenario])
     candidate = transcript(candidate_server, SCENARIOS[scenario])
     assert len(baseline) > 5
@@ -792,8 +824,8 @@ def test_differential(server_pair: tuple[Server, Server], scenario: str, tmp_pat
         return
     a = json.dumps(baseline, indent=1, sort_keys=True).splitlines()
     b = json.dumps(candidate, indent=1, sort_keys=True).splitlines()
-    (tmp_path / f"{scenario}.{baseline_server.kind}.json").write_text("\n".join(a))
-    (tmp_path / f"{scenario}.{candidate_server.kind}.json").write_text("\n".join(b))
+    (out_dir / f"{scenario}.{baseline_server.kind}.json").write_text("\n".join(a))
+    (out_dir / f"{scenario}.{candidate_server.kind}.json").write_text("\n".join(b))
     diff = "\n".join(
         difflib.unified_diff(
             a, b, f"{baseline_server.kind}", f"{candidate_server.kind}", n=8, lineterm=""
@@ -806,5 +838,5 @@ def test_differential(server_pair: tuple[Server, Server], scenario: str, tmp_pat
     )
     step = (baseline + candidate)[first]["step"] if first < len(baseline) else "?"
     pytest.fail(
-        f"transcripts differ from step {first} ({step!r}); files in {tmp_path}\n{diff[:20000]}"
+        f"transcripts differ from step {first} ({step!r}); files in {out_dir}\n{diff[:20000]}"
     )

@@ -723,9 +723,11 @@ def test_metric_history_bulk_interval(tracking_server: Server, exp_id: str) -> N
             for i in range(5)
         ]
     }  # ordered by step
-    body = bulk(run_ids=runs, max_results=3).body
+    # Runs come back in the order they were asked for (here: descending run id), then by step.
+    asked = sorted(runs, reverse=True)
+    body = bulk(run_ids=asked, max_results=3).body
     got = [(m["run_id"], m["step"]) for m in body["metrics"]]
-    assert sorted(got, key=lambda x: (runs.index(x[0]), x[1])) == got  # by run, then step
+    assert sorted(got, key=lambda x: (asked.index(x[0]), x[1])) == got, got
     # At most max_results per run; the first and last steps are kept.
     for rid, last in zip(runs, (4, 9), strict=True):
         steps = [st for r, st in got if r == rid]

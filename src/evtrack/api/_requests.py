@@ -157,9 +157,10 @@ async def read_args(request: web.Request, *, max_body: int | None = None) -> Arg
         return Args({}, from_query=False, raw=body)
     try:
         parsed = msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        # Malformed JSON: the reference treats it as no body, so required fields are missing.
-        return Args({}, from_query=False, raw=body)
+    except msgspec.DecodeError as exc:
+        # The reference silently reads malformed JSON as an empty body and fails later (or
+        # not at all); a clear error is kinder.
+        raise invalid(f"Malformed JSON in request body: {exc}") from None
     if isinstance(parsed, str):
         # Old clients double-encode the body as a JSON string.
         try:

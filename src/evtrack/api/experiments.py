@@ -124,8 +124,11 @@ async def update(request: web.Request) -> web.Response:
     args = await read_args(request)
     experiment_id = parse_experiment_id(args.required_string("experiment_id"))
     new_name = args.string("new_name")
-    if not new_name:
-        return empty()
+    if new_name is None:
+        raise invalid(
+            "Missing value for required parameter 'new_name'. "
+            "See the API docs for more information about request parameters."
+        )
 
     async def command(uow: UnitOfWork) -> None:
         await tracking.rename_experiment(uow, experiment_id, new_name)

@@ -2,13 +2,17 @@
 
 ``mlflow.<flavor>.log_model`` cannot work without these: it creates a logged model, uploads
 the files under the model's artifact location, finalizes it and tags it after registration;
-``load_model("runs:/<run>/<name>")`` finds the model through search. Shapes follow the
-reference server byte for byte where the client or the UI could notice.
+``load_model("runs:/<run>/<name>")`` finds the model through search. Response shapes follow
+the reference server field for field, including its quirks the client or the UI could notice.
 
-None of these writes derives an idempotency key from the body: setting tags, finalizing and
-deleting are idempotent by nature, and two identical create requests are two models (the
-body has no timestamp to tell a retry from a second call). ``runs/log-model`` does derive
-one: its body carries the model's creation time, so an identical body is a retry.
+None of these writes derives an idempotency key from the body (a client-given
+``Idempotency-Key`` is still honoured). Setting tags, finalizing, logging params and deleting
+are idempotent by nature, so a retry is already harmless, while a derived key would swallow a
+legitimate repeat: tag ``a=1``, ``a=2``, ``a=1`` within the key's lifetime would leave ``2``.
+Two identical create requests are two models (the body has no timestamp that could tell a
+retry from a second call). ``runs/log-model`` does derive one: its body carries the model's
+creation time and uuid, so an identical body is a retry, and appending twice would not be
+harmless.
 """
 
 from __future__ import annotations
@@ -65,7 +69,9 @@ def _pairs(items: list[Any], name: str) -> list[tuple[str, str]]:
         key, value = item["key"], item.get("value")
         if not isinstance(key, str):
             raise invalid(invalid_value(f"{name}[{index}].key", key))
-        out.append((key, "" if value is None else value if isinstance(value, str) else str(value)))
+        if value is None:
+            value = ""
+        out.append((key, value if isinstance(value, str) else str(value)))
     return out
 
 

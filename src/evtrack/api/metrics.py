@@ -71,7 +71,7 @@ async def get_history_bulk_interval(request: web.Request) -> web.Response:
         )
     points = await queries.metric_history_sampled(
         services(request).pool,
-        sorted(set(run_ids)),
+        run_ids,
         key,
         max_results=max_results or MAX_RESULTS_PER_RUN,
         start_step=start,

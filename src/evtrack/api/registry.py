@@ -11,8 +11,7 @@ from aiohttp import web
 from evtrack.api._common import actor, empty, json_response, run_command, services, wait_fresh
 from evtrack.api._requests import Args, read_args
 from evtrack.api._routing import Route
-from evtrack.api.artifacts import ARTIFACT_STORE, content_disposition, guess_mime_type
-from evtrack.api.run_artifacts import store_path
+from evtrack.api.run_artifacts import store_path, stream_artifact
 from evtrack.artifacts import normalize_artifact_path
 from evtrack.domain import registry
 from evtrack.domain._registry_state import STAGES
@@ -369,22 +368,7 @@ async def get_model_version_artifact(request: web.Request) -> web.StreamResponse
             f"Artifacts of model {name} version {version} are not stored by this server"
         )
     rel = normalize_artifact_path(request.query.get("path", ""))
-    size, chunks = await request.app[ARTIFACT_STORE].open(posixpath.join(root, rel))
-    try:
-        response = web.StreamResponse(
-            headers={"Content-Disposition": content_disposition(posixpath.basename(rel))}
-        )
-        response.content_type = guess_mime_type(rel)
-        response.content_length = size
-        await response.prepare(request)
-        async for chunk in chunks:
-            await response.write(chunk)
-        await response.write_eof()
-        return response
-    finally:
-        aclose = getattr(chunks, "aclose", None)
-        if aclose is not None:
-            await aclose()
+    return await stream_artifact(request, posixpath.join(root, rel))
 
 
 # --- promotion approval (evtrack) ----------------------------------------------------------

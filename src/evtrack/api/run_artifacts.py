@@ -73,19 +73,26 @@ async def get_artifact(request: web.Request) -> web.StreamResponse:
     if root is None:
         raise not_found("Artifacts of this run are not stored by this server")
     rel = normalize_artifact_path(request.query.get("path", ""))
-    size, chunks = await request.app[ARTIFACT_STORE].open(posixpath.join(root, rel))
-    response = web.StreamResponse()
-    response.content_type = (
-        "text/plain"
-        if rel.endswith((".txt", ".log", ".yaml", ".yml", ".json", ".md", "MLmodel"))
-        else "application/octet-stream"
-    )
-    response.content_length = size
-    await response.prepare(request)
-    async for chunk in chunks:
-        await response.write(chunk)
-    await response.write_eof()
-    return response
+    return await stream_artifact(request, posixpath.join(root, rel))
+
+
+async def stream_artifact(request: web.Request, store_path: str) -> web.StreamResponse:
+    """Send one stored file, streamed, for the UI's preview routes."""
+    size, chunks = await request.app[ARTIFACT_STORE].open(store_path)
+    try:
+        name = posixpath.basename(store_path)
+        response = web.StreamResponse(headers={"Content-Disposition": content_disposition(name)})
+        response.content_type = guess_mime_type(name)
+        response.content_length = size
+        await response.prepare(request)
+        async for chunk in chunks:
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def run_artifact_routes() -> list[Route]:

@@ -134,11 +134,12 @@ async def _render_run(request: web.Request, run_id: str) -> Any:
 
 async def create(request: web.Request) -> web.Response:
     args = await read_args(request)
-    raw_experiment = args.string("experiment_id") or "0"
-    experiment_id = parse_experiment_id(raw_experiment)
+    experiment_id = parse_experiment_id(args.required_string("experiment_id"))
     user_id = args.string("user_id") or ""
     run_name = args.string("run_name") or None
     start_time = args.integer("start_time")
+    if start_time is None:
+        start_time = 0  # what the reference stores for a run created without one
     tags = [(t.key, t.value) for t in _pairs(args.array("tags"), "tags", params=False)]
 
     async def command(uow: UnitOfWork) -> str:
@@ -205,7 +206,12 @@ async def _log(request: web.Request, args: Args, data: tracking.RunData) -> web.
     async def command(uow: UnitOfWork) -> None:
         await tracking.log_run_data(uow, run_id, data)
 
-    await run_command(request, command, result_type=type(None), raw=args.raw)
+    # A key derived from the body is only safe where replaying the same request later is a
+    # no-op whatever happened in between: metric points (identical points are one point) and
+    # params (immutable). Tags are upserts: a=1, a=2, a=1 must end at 1, so no derived key.
+    await run_command(
+        request, command, result_type=type(None), raw=args.raw, derive_key=not data.tags
+    )
     return empty()
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 
 import msgspec
 
-from evtrack.errors import not_found
+from evtrack.errors import EvtrackError, not_found
 from evtrack.eventlog import UnitOfWork
 from evtrack.events import (
     LOGGED_MODEL_PENDING,
@@ -31,7 +31,7 @@ def logged_model_stream(model_id: str) -> str:
     return f"logged_model-{model_id}"
 
 
-def model_not_found(model_id: str) -> Exception:
+def model_not_found(model_id: str) -> EvtrackError:
     return not_found(f"Logged model with ID '{model_id}' not found.")
 
 
@@ -55,7 +55,7 @@ class LoggedModelState(msgspec.Struct):
                 self.tag_keys.discard(key)
             case LoggedModelParamsLogged(params=params):
                 for param in params:
-                    self.params.setdefault(param.key, param.value)
+                    self.params[param.key] = param.value
             case LoggedModelDeleted():
                 self.deleted = True
             case _:

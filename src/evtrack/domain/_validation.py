@@ -12,12 +12,16 @@ import posixpath
 import re
 from typing import Any
 
-from evtrack.errors import EvtrackError, invalid
+from evtrack.errors import EvtrackError, invalid, not_found
 
 MAX_PARAMS_TAGS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
 MAX_ENTITIES_PER_BATCH = 1000
-MAX_BATCH_LOG_REQUEST_SIZE = 1_000_000
+# MLflow names a 1 MB limit for log-batch bodies but its server never enforces it (it checks the
+# number of fields, not bytes), and its client legitimately sends more: up to 100 params and 100
+# tags of maximum length in one request is about 1.5 MB, and longer values are the server's to
+# truncate. evtrack caps the body at a size no well-formed batch reaches, to bound memory.
+MAX_BATCH_LOG_REQUEST_SIZE = 16_000_000
 MAX_PARAM_VAL_LENGTH = 6000
 MAX_TAG_VAL_LENGTH = 8000
 MAX_EXPERIMENT_NAME_LENGTH = 500
@@ -202,14 +206,21 @@ def validate_run_id(run_id: str, path: str = "run_id") -> str:
     return run_id
 
 
+INT64_MAX = 2**63 - 1
+
+
 def parse_experiment_id(experiment_id: Any) -> int:
+    """An experiment id as an integer; ids that cannot exist (negative, beyond int64) parse
+    fine and are then simply not found, as in MLflow."""
     try:
         parsed = int(experiment_id)
     except (TypeError, ValueError):
-        parsed = -1
-    if parsed < 0 or str(experiment_id).strip() != str(experiment_id):
+        parsed = None
+    if parsed is None or str(experiment_id).strip() != str(experiment_id):
         raise EvtrackError(
             invalid("").code,
             f"Invalid experiment ID '{experiment_id}'. Experiment ID must be a valid integer.",
         )
+    if not -INT64_MAX <= parsed <= INT64_MAX:
+        raise not_found(f"No Experiment with id={parsed} exists")
     return parsed

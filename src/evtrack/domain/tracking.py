@@ -148,7 +148,8 @@ async def create_experiment(
 
 async def rename_experiment(uow: UnitOfWork, experiment_id: int, new_name: object) -> None:
     state, version = await _load_experiment(uow, experiment_id, lock=True)
-    _require_active_experiment(state)
+    if state.lifecycle_stage != ACTIVE:
+        raise invalid("Cannot rename a non-active experiment.")
     valid_name = validate_experiment_name(new_name)
     if valid_name == state.name:
         return
@@ -166,27 +167,18 @@ async def rename_experiment(uow: UnitOfWork, experiment_id: int, new_name: objec
 
 
 async def set_experiment_lifecycle(uow: UnitOfWork, experiment_id: int, *, delete: bool) -> None:
+    """Soft-delete or restore; as in MLflow, the experiment must be in the opposite state,
+    else it is "not found" (a delete sees only active experiments, a restore only deleted)."""
+    if delete and experiment_id == DEFAULT_EXPERIMENT_ID:
+        raise invalid("Cannot delete the default experiment '0'. This is an internal experiment.")
     state, version = await _load_experiment(uow, experiment_id, lock=True)
-    if delete:
-        if experiment_id == DEFAULT_EXPERIMENT_ID:
-            raise invalid(
-                "Cannot delete the default experiment '0'. This is an internal experiment."
-            )
-        if state.lifecycle_stage != ACTIVE:
-            raise invalid(
-                f"The experiment {experiment_id} must be in the 'active' state. "
-                f"Current state is {state.lifecycle_stage}."
-            )
-        event: ExperimentDeleted | ExperimentRestored = ExperimentDeleted(
-            experiment_id=experiment_id
-        )
-    else:
-        if state.lifecycle_stage != DELETED:
-            raise invalid(
-                f"Cannot restore an active experiment. The experiment {experiment_id} "
-                f"must be in the 'deleted' state. Current state is {state.lifecycle_stage}."
-            )
-        event = ExperimentRestored(experiment_id=experiment_id)
+    if state.lifecycle_stage != (ACTIVE if delete else DELETED):
+        raise not_found(f"No Experiment with id={experiment_id} exists")
+    event: ExperimentDeleted | ExperimentRestored = (
+        ExperimentDeleted(experiment_id=experiment_id)
+        if delete
+        else ExperimentRestored(experiment_id=experiment_id)
+    )
     state.apply(event)
     uow.append(
         experiment_stream(experiment_id),
@@ -292,19 +284,17 @@ async def update_run(
 
 
 async def set_run_lifecycle(uow: UnitOfWork, run_id: str, *, delete: bool) -> None:
+    """Soft-delete or restore a run. Like MLflow, doing it twice is not an error; the second
+    time records nothing, since nothing changes."""
     loaded = await _load_run(uow, run_id)
     generation = loaded.experiment.generation
-    if delete:
-        event: RunDeleted | RunRestored = RunDeleted(
-            run_id=run_id, experiment_generation=generation
-        )
-    else:
-        if loaded.lifecycle != DELETED:
-            raise invalid(
-                f"The run {run_id} must be in the 'deleted' state. "
-                f"Current state is {loaded.lifecycle}."
-            )
-        event = RunRestored(run_id=run_id, experiment_generation=generation)
+    if loaded.lifecycle == (DELETED if delete else ACTIVE):
+        return
+    event: RunDeleted | RunRestored = (
+        RunDeleted(run_id=run_id, experiment_generation=generation)
+        if delete
+        else RunRestored(run_id=run_id, experiment_generation=generation)
+    )
     _append_run(uow, loaded, event)
 
 

@@ -53,28 +53,48 @@ async def metric_history_sampled(
     start_step: int | None,
     end_step: int | None,
 ) -> list[wire.Metric]:
-    """Up to ``max_results`` points per run, evenly spread by row, first and last kept."""
+    """Up to ``max_results`` points per run, for charts, in the runs' request order.
+
+    Points are ordered by (step, timestamp, value) and split into ``max_results`` buckets of
+    near-equal size; the first point of each bucket is kept, and the last point always is
+    (replacing the last sample when the answer is full), as MLflow does.
+    """
     out: list[wire.Metric] = []
     for run_id in run_ids:
         rows = await db.fetch(
             """SELECT key, value, timestamp, step, is_nan, run_id FROM rm_metrics.points
                WHERE run_id = $1 AND key = $2
                  AND ($3::bigint IS NULL OR step BETWEEN $3 AND $4)
-               ORDER BY step, timestamp, value""",
+               ORDER BY step, timestamp, value, is_nan""",
             run_id,
             key,
             start_step,
             end_step,
         )
-        out.extend(_point(r, with_run=True) for r in _sample(rows, max_results))
+        out.extend(_point(r, with_run=True) for r in sample_rows(rows, max_results))
     return out
 
 
-def _sample(rows: list[Any], n: int) -> list[Any]:
-    if len(rows) <= n:
-        return rows
-    if n == 1:
+def bucket_starts(total: int, buckets: int) -> list[int]:
+    """Index of the first row of each of ``buckets`` near-equal buckets (SQL's NTILE)."""
+    if total <= buckets:
+        return list(range(total))
+    size, extra = divmod(total, buckets)
+    return [
+        b * (size + 1) if b < extra else extra * (size + 1) + (b - extra) * size
+        for b in range(buckets)
+    ]
+
+
+def sample_rows(rows: list[Any], max_results: int) -> list[Any]:
+    if not rows:
+        return []
+    if max_results <= 1:
         return [rows[-1]]
-    last = len(rows) - 1
-    picks = sorted({round(i * last / (n - 1)) for i in range(n)})
-    return [rows[i] for i in picks]
+    picked = [rows[i] for i in bucket_starts(len(rows), max_results)]
+    if picked[-1] is not rows[-1]:
+        if len(picked) >= max_results:
+            picked[-1] = rows[-1]
+        else:
+            picked.append(rows[-1])
+    return picked

@@ -47,7 +47,6 @@ from evtrack.search._filter import (
     _list_value,
     _number,
     _Operand,
-    _RawClause,
     _split_clauses,
     _string_value,
     render_keys,
@@ -182,7 +181,6 @@ def _parse_clauses(
         return []
     _check_parseable(filter_string)
     comparisons: list[Comparison] = []
-    clause: _RawClause
     for clause in _split_clauses(filter_string, quote_invalid=False):
         entity, key = _resolve_identifier(clause.ident, valid_attributes)
         comparator = clause.comparator.upper()

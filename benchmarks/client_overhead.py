@@ -1,0 +1,154 @@
+"""What a log call costs the training thread: evtrack.client vs mlflow's async logging.
+
+Times every single call with ``perf_counter_ns`` (p50/p99 of individual calls, not an
+average over a loop), while each client's background machinery runs as it would in
+training: evtrack's sender decodes and posts batches to a live server, mlflow's async queue
+drains into its store. Also reports how long each needs afterwards to deliver everything
+(evtrack ``flush``, mlflow ``flush_async_logging``).
+
+    python benchmarks/client_overhead.py --server http://127.0.0.1:5077
+    python benchmarks/client_overhead.py --server URL --mlflow-uri URL  # mlflow to a server
+
+``--mlflow-uri`` defaults to a temporary SQLite store (mlflow 3 refuses new file stores). Without ``--server`` evtrack's sender
+has nobody to talk to (an unreachable port), which measures spooling alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+
+_ns = time.perf_counter_ns
+
+
+def measure(call: Callable[[int], None], n: int) -> list[int]:
+    """Per-call latencies in ns (the timer's own cost is measured separately)."""
+    out = [0] * n
+    gc_was = gc.isenabled()
+    gc.disable()  # a GC pause is not the logger's cost; both sides get the same treatment
+    try:
+        for i in range(n):
+            t0 = _ns()
+            call(i)
+            out[i] = _ns() - t0
+    finally:
+        if gc_was:
+            gc.enable()
+    return out
+
+
+def summary(samples: list[int]) -> dict[str, float]:
+    s = sorted(samples)
+    n = len(s)
+
+    def q(p: float) -> float:
+        return s[min(n - 1, int(p * n))] / 1000
+
+    return {
+        "p50": q(0.50),
+        "p90": q(0.90),
+        "p99": q(0.99),
+        "p99.9": q(0.999),
+        "max": s[-1] / 1000,
+        "mean": sum(s) / n / 1000,
+    }
+
+
+def bench_evtrack(server: str, n: int, spool: str) -> tuple[dict[str, float], float]:
+    from evtrack.client import Client
+
+    client = Client(server, spool_dir=spool, close_timeout=120)
+    run = client.start_run(experiment_name="Default", run_name="client-overhead")
+    log_metric = run.log_metric
+    for i in range(2000):  # warm up: intern the key, fault in code paths
+        log_metric("warmup", 0.1, step=i)
+    client.flush(30)
+    stats = summary(measure(lambda i: log_metric("loss", 1.0 / (i + 1), step=i), n))
+    t0 = time.perf_counter()
+    delivered = client.flush(120)
+    drain = time.perf_counter() - t0
+    run.end()
+    client.close(30)
+    if not delivered:
+        drain = float("nan")
+    return stats, drain
+
+
+def bench_mlflow(uri: str, n: int) -> tuple[dict[str, float], float]:
+    os.environ["MLFLOW_ENABLE_ASYNC_LOGGING"] = "true"
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(run_name="client-overhead"):
+        for i in range(200):
+            mlflow.log_metric("warmup", 0.1, step=i)
+        mlflow.flush_async_logging()
+        stats = summary(measure(lambda i: mlflow.log_metric("loss", 1.0 / (i + 1), step=i), n))
+        t0 = time.perf_counter()
+        mlflow.flush_async_logging()
+        drain = time.perf_counter() - t0
+    return stats, drain
+
+
+def bench_lock(n: int) -> dict[str, float]:
+    lock = threading.Lock()
+
+    def call(_: int) -> None:
+        with lock:
+            pass
+
+    return summary(measure(call, n))
+
+
+def bench_timer(n: int) -> dict[str, float]:
+    return summary(measure(lambda _: None, n))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--server", default=os.environ.get("EVTRACK_SERVER"))
+    parser.add_argument("--calls", type=int, default=200_000)
+    parser.add_argument("--mlflow-uri", help="default: a temporary SQLite store")
+    parser.add_argument("--mlflow-calls", type=int, help="default: --calls")
+    parser.add_argument("--skip-mlflow", action="store_true")
+    args = parser.parse_args()
+
+    rows: list[tuple[str, dict[str, float], float | None]] = []
+    rows.append(("empty call (timer overhead)", bench_timer(args.calls), None))
+    rows.append(("threading.Lock acquire+release", bench_lock(args.calls), None))
+    with tempfile.TemporaryDirectory(prefix="evtrack-bench-") as tmp:
+        server = args.server or "http://127.0.0.1:9"
+        if not args.server:
+            print("no --server: evtrack's sender cannot deliver; measuring spooling alone")
+        stats, drain = bench_evtrack(server, args.calls, os.path.join(tmp, "spool"))
+        rows.append(("evtrack Run.log_metric", stats, drain if args.server else None))
+        if not args.skip_mlflow:
+            uri = args.mlflow_uri or f"sqlite:///{tmp}/mlflow.db"
+            stats, drain = bench_mlflow(uri, args.mlflow_calls or args.calls)
+            rows.append(("mlflow.log_metric (async)", stats, drain))
+
+    cols = ["p50", "p90", "p99", "p99.9", "max", "mean"]
+    print(f"\n{args.calls} calls, per call in microseconds (python {sys.version.split()[0]})")
+    print(f"{'':32}" + "".join(f"{c:>10}" for c in cols) + f"{'drain s':>10}")
+    for name, stats, drain in rows:
+        tail = f"{drain:>10.2f}" if drain is not None else f"{'':>10}"
+        print(f"{name:32}" + "".join(f"{stats[c]:>10.2f}" for c in cols) + tail)
+    named = {name: stats for name, stats, _ in rows}
+    ev, ml = named.get("evtrack Run.log_metric"), named.get("mlflow.log_metric (async)")
+    if ev and ml:
+        print(
+            f"\nmlflow / evtrack: p50 {ml['p50'] / ev['p50']:.1f}x, p99 {ml['p99'] / ev['p99']:.1f}x,"
+            f" mean {ml['mean'] / ev['mean']:.1f}x"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
