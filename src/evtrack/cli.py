@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 
 from evtrack import __version__
-from evtrack.config import Settings, default_data_dir, env
+from evtrack.config import Settings, env
 
 _DESCRIPTION = """\
 evtrack: an event-sourced ML experiment tracking server and model registry.
@@ -66,8 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument(
         "--artifacts-uri",
         default=env("ARTIFACTS_URI"),
-        help="where artifacts are stored: a local directory (env EVTRACK_ARTIFACTS_URI; "
-        "default <data dir>/artifacts)",
+        help="where artifacts are stored: a local directory or s3://bucket/prefix (endpoint "
+        "and credentials from the usual AWS settings; clients never need them) "
+        "(env EVTRACK_ARTIFACTS_URI; default <data dir>/artifacts)",
     )
     server.add_argument(
         "--no-projectors",
@@ -174,9 +175,10 @@ def _add_server_flags(parser: argparse.ArgumentParser) -> None:
 def resolve_database_url(url: str | None) -> str:
     if url:
         return url
+    from evtrack._embedded_postgres import default_data_dir as postgres_data_dir
     from evtrack._embedded_postgres import start_embedded_postgres
 
-    data_dir = default_data_dir() / "postgres"
+    data_dir = postgres_data_dir()
     print(
         f"evtrack: no database URL given; using the embedded PostgreSQL in {data_dir}",
         file=sys.stderr,

@@ -8,11 +8,10 @@ from pathlib import Path
 
 
 def default_data_dir() -> Path:
-    base = os.environ.get("EVTRACK_DATA_DIR")
-    if base:
-        return Path(base)
-    xdg = os.environ.get("XDG_DATA_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "evtrack"
+    """evtrack's local state (embedded PostgreSQL, default artifact store): see ``data_root``."""
+    from evtrack._embedded_postgres import data_root
+
+    return data_root()
 
 
 @dataclass(frozen=True)
@@ -40,11 +39,9 @@ class Settings:
     shutdown_timeout_s: float = 30.0
 
     @property
-    def artifacts_root(self) -> Path:
-        uri = self.artifacts_uri or str(default_data_dir() / "artifacts")
-        if uri.startswith("file://"):
-            uri = uri[len("file://") :]
-        return Path(uri).expanduser().resolve()
+    def resolved_artifacts_uri(self) -> str:
+        """Where artifacts live: a local directory or ``s3://bucket/prefix``."""
+        return self.artifacts_uri or str(default_data_dir() / "artifacts")
 
 
 def env(name: str, default: str | None = None) -> str | None:

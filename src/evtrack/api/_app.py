@@ -24,7 +24,7 @@ from evtrack.api.registry import registry_routes
 from evtrack.api.run_artifacts import run_artifact_routes
 from evtrack.api.runs import run_routes
 from evtrack.api.service import service_routes
-from evtrack.artifacts import LocalArtifactStore
+from evtrack.artifacts import artifact_store_for, close_artifact_store, start_artifact_store
 from evtrack.config import Settings
 from evtrack.domain import tracking
 from evtrack.domain.registry import PromotionPolicy
@@ -189,10 +189,12 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
                 distinct_approver=settings.distinct_approver,
             ),
         )
-        settings.artifacts_root.mkdir(parents=True, exist_ok=True)
-        app[ARTIFACT_STORE] = LocalArtifactStore(settings.artifacts_root)
-        log.info("server.started", artifacts_root=str(settings.artifacts_root))
+        artifact_store = artifact_store_for(settings.resolved_artifacts_uri)
+        await start_artifact_store(artifact_store)
+        app[ARTIFACT_STORE] = artifact_store
+        log.info("server.started", artifacts_uri=settings.resolved_artifacts_uri)
         yield
+        await close_artifact_store(artifact_store)
         if runtime is not None:
             await runtime.stop()
         await pool.close()

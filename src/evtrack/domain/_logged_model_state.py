@@ -35,6 +35,9 @@ def model_not_found(model_id: str) -> EvtrackError:
     return not_found(f"Logged model with ID '{model_id}' not found.")
 
 
+MODEL_VERSIONS_TAG = "mlflow.modelVersions"
+
+
 class LoggedModelState(msgspec.Struct):
     model_id: str
     experiment_id: int
@@ -44,6 +47,8 @@ class LoggedModelState(msgspec.Struct):
     deleted: bool = False
     params: dict[str, str] = msgspec.field(default_factory=dict)
     tag_keys: set[str] = msgspec.field(default_factory=set)
+    # The value of the ``mlflow.modelVersions`` tag: registering a version appends to it.
+    model_versions_tag: str | None = None
 
     def apply(self, event: Event) -> None:
         match event:
@@ -51,8 +56,13 @@ class LoggedModelState(msgspec.Struct):
                 self.status = status
             case LoggedModelTagsSet(tags=tags):
                 self.tag_keys.update(t.key for t in tags)
+                for tag in tags:
+                    if tag.key == MODEL_VERSIONS_TAG:
+                        self.model_versions_tag = tag.value
             case LoggedModelTagDeleted(key=key):
                 self.tag_keys.discard(key)
+                if key == MODEL_VERSIONS_TAG:
+                    self.model_versions_tag = None
             case LoggedModelParamsLogged(params=params):
                 for param in params:
                     self.params[param.key] = param.value
@@ -70,6 +80,7 @@ def new_logged_model_state(event: LoggedModelCreated) -> LoggedModelState:
         source_run_id=event.source_run_id,
         params={p.key: p.value for p in event.params},
         tag_keys={t.key for t in event.tags},
+        model_versions_tag=next((t.value for t in event.tags if t.key == MODEL_VERSIONS_TAG), None),
     )
 
 

@@ -8,6 +8,7 @@ with the version they read.
 
 from __future__ import annotations
 
+import json
 import re
 import urllib.parse
 import uuid
@@ -17,6 +18,11 @@ from dataclasses import dataclass, field
 import msgspec
 
 from evtrack.domain._aggregates import decode_run, run_stream
+from evtrack.domain._logged_model_state import (
+    MODEL_VERSIONS_TAG,
+    decode_logged_model,
+    logged_model_stream,
+)
 from evtrack.domain._registry_state import (
     ACTIVE_STAGES,
     STAGES,
@@ -32,6 +38,7 @@ from evtrack.domain._validation import (
     missing_value,
     validate_entity_name,
 )
+from evtrack.domain.logged_models import set_logged_model_tags
 from evtrack.errors import ErrorCode, EvtrackError, already_exists, conflict, invalid, not_found
 from evtrack.eventlog import UnitOfWork
 from evtrack.events import (
@@ -321,6 +328,8 @@ async def create_model_version(uow: UnitOfWork, name: str, new: NewVersion, acto
             storage_location = await _registered_source_location(uow, new.source)
     loaded = await _load(uow, name)
     version = loaded.state.max_version + 1
+    if new.model_id:
+        await _note_version_on_logged_model(uow, new.model_id, name, version)
     loaded.record(
         uow,
         [
@@ -339,6 +348,25 @@ async def create_model_version(uow: UnitOfWork, name: str, new: NewVersion, acto
         actor,
     )
     return version
+
+
+async def _note_version_on_logged_model(
+    uow: UnitOfWork, model_id: str, name: str, version: int
+) -> None:
+    """Append ``{"name", "version"}`` to the logged model's ``mlflow.modelVersions`` tag, as
+    the reference server does when a version is registered from a logged model."""
+    head = (await uow.heads([logged_model_stream(model_id)]))[logged_model_stream(model_id)]
+    if head.state is None:
+        return
+    current = decode_logged_model(head.state).model_versions_tag
+    try:
+        entries = json.loads(current) if current else []
+    except ValueError:
+        entries = []
+    if not isinstance(entries, list):
+        entries = []
+    entries.append({"name": name, "version": version})
+    await set_logged_model_tags(uow, model_id, [(MODEL_VERSIONS_TAG, json.dumps(entries))])
 
 
 async def _registered_source_location(uow: UnitOfWork, source: str) -> str:
