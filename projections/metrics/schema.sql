@@ -1,15 +1,41 @@
--- Every metric point, for get-history and the charts. Identical points
--- (run, key, step, timestamp, value) are stored once, as MLflow de-duplicates them.
-CREATE TABLE points (
-    run_id         text             NOT NULL,
-    key            text             NOT NULL,
-    step           bigint           NOT NULL,
-    timestamp      bigint           NOT NULL,
-    value          double precision NOT NULL,
-    is_nan         boolean          NOT NULL,
-    model_id       text,
-    dataset_name   text,
-    dataset_digest text,
-    PRIMARY KEY (run_id, key, timestamp, step, value, is_nan)
+-- Metric series, stored in columnar chunks: one row per (logging request, run, key) holding
+-- that request's points as parallel arrays. Ingesting a 50,000-point batch writes a handful of
+-- rows, not 50,000, and a history page unnests only the chunks it needs.
+CREATE TABLE chunks (
+    run_id          text             NOT NULL,
+    key             text             NOT NULL,
+    seq             bigint           NOT NULL,  -- global position of the event that carried them
+    n               integer          NOT NULL,
+    min_ts          bigint           NOT NULL,
+    max_ts          bigint           NOT NULL,
+    min_step        bigint           NOT NULL,
+    max_step        bigint           NOT NULL,
+    timestamps      bigint[]         NOT NULL,
+    steps           bigint[]         NOT NULL,
+    vals            double precision[] NOT NULL,  -- NaN stays NaN
+    model_ids       text[],
+    dataset_names   text[],
+    dataset_digests text[],
+    PRIMARY KEY (run_id, key, seq)
 );
-CREATE INDEX points_by_step ON points (run_id, key, step, timestamp);
+
+-- One row per series: how many points it received and an evenly strided subset of them (at
+-- most a few thousand), so charts of a million-point series read a few thousand points. The
+-- smallest and largest points by (step, timestamp, value) are kept too: charts always show
+-- both ends.
+CREATE TABLE series (
+    run_id     text             NOT NULL,
+    key        text             NOT NULL,
+    total      bigint           NOT NULL,
+    stride     bigint           NOT NULL,
+    timestamps bigint[]         NOT NULL,
+    steps      bigint[]         NOT NULL,
+    vals       double precision[] NOT NULL,
+    first_ts   bigint           NOT NULL,
+    first_step bigint           NOT NULL,
+    first_val  double precision NOT NULL,
+    last_ts    bigint           NOT NULL,
+    last_step  bigint           NOT NULL,
+    last_val   double precision NOT NULL,
+    PRIMARY KEY (run_id, key)
+);

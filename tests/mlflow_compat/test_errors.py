@@ -61,6 +61,8 @@ CASES: list[Case] = [
         "experiments/create",
         {"data": "{not json", "headers": JSON},
         message="Missing value for required parameter",
+        message_reference_only=True,
+        why="the reference reads malformed JSON as an empty body; evtrack says it is malformed",
     ),
     Case(
         "malformed JSON (runs/create)",

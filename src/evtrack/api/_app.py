@@ -17,6 +17,7 @@ from evtrack.api._state import SERVICES, Doorbell, Freshness, Services
 from evtrack.api.artifacts import ARTIFACT_STORE, artifact_routes
 from evtrack.api.audit import audit_routes
 from evtrack.api.experiments import experiment_routes
+from evtrack.api.graphql import graphql_routes
 from evtrack.api.ingest import INGEST_GATE, IngestGate, IngestLimits, ingest_routes
 from evtrack.api.logged_models import logged_model_routes
 from evtrack.api.metrics import metric_routes
@@ -52,6 +53,7 @@ def all_routes() -> list[Route]:
         *audit_routes(),
         *ingest_routes(),
         *artifact_routes(),
+        *graphql_routes(),
     ]
 
 

@@ -90,21 +90,3 @@ async def wait_fresh(request: web.Request, *names: str) -> None:
     if request.headers.get("X-Evtrack-Consistency", "").lower() == "eventual":
         return
     await services(request).freshness.wait(names)
-
-
-def decode_offset_token(token: str | None) -> int:
-    """Page tokens for offset paging: base64 of ``{"offset": N}``, as the reference uses."""
-    if not token:
-        return 0
-    try:
-        data = msgspec.json.decode(base64.b64decode(token, validate=True))
-        offset = data["offset"]
-        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
-            raise ValueError
-        return offset
-    except (ValueError, KeyError, TypeError, binascii.Error, msgspec.DecodeError) as exc:
-        raise invalid(f"Invalid page token, could not base64-decode or parse: {token!r}") from exc
-
-
-def encode_offset_token(offset: int) -> str:
-    return base64.b64encode(msgspec.json.encode({"offset": offset})).decode()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import msgspec
 from aiohttp import web
 
-from evtrack.api._common import decode_offset_token, encode_offset_token, json_response, services
+from evtrack.api._common import json_response, services
 from evtrack.api._requests import read_args
 from evtrack.api._routing import Route
 from evtrack.errors import invalid
@@ -18,7 +21,7 @@ MAX_HISTORY_RESULTS = 25000
 METRICS = ("metrics",)
 
 
-async def get_history(request: web.Request) -> web.Response:
+async def get_history(request: web.Request) -> web.StreamResponse:
     args = await read_args(request)
     run_id = args.run_id()
     key = args.required_string("metric_key")
@@ -28,16 +31,36 @@ async def get_history(request: web.Request) -> web.Response:
             f"Invalid value {max_results} for parameter 'max_results' supplied. "
             "It must be a positive integer."
         )
-    offset = decode_offset_token(args.string("page_token"))
-    points, more = await queries.metric_history_page(
-        services(request).pool, run_id, key, offset=offset, limit=max_results
+    pool = services(request).pool
+    token = args.string("page_token")
+    if max_results is None and not token:
+        return await _stream_history(request, pool, run_id, key)
+    points, next_token = await queries.metric_history_page(
+        pool, run_id, key, page_token=token, limit=max_results or MAX_HISTORY_RESULTS
     )
     body: dict[str, object] = {}
     if points:
         body["metrics"] = points
-    if more:
-        body["next_page_token"] = encode_offset_token(offset + len(points))
+    if next_token:
+        body["next_page_token"] = next_token
     return json_response(body)
+
+
+async def _stream_history(
+    request: web.Request, pool: Any, run_id: str, key: str
+) -> web.StreamResponse:
+    """The whole series as one JSON answer, written as it is read (bounded memory)."""
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    encoder = msgspec.json.Encoder()
+    opened = False
+    async for piece in queries.stream_metric_history(pool, run_id, key):
+        body = encoder.encode(piece)[1:-1]  # the items, without the list brackets
+        await response.write((b"," if opened else b'{"metrics":[') + body)
+        opened = True
+    await response.write(b"]}" if opened else b"{}")
+    await response.write_eof()
+    return response
 
 
 async def get_history_bulk_interval(request: web.Request) -> web.Response:
@@ -102,7 +125,9 @@ async def get_history_bulk(request: web.Request) -> web.Response:
     pool = services(request).pool
     points: list[wire.Metric] = []
     for run_id in sorted(run_ids):
-        page, _ = await queries.metric_history_page(pool, run_id, key, offset=0, limit=max_results)
+        page, _ = await queries.metric_history_page(
+            pool, run_id, key, page_token=None, limit=max_results
+        )
         points.extend(
             wire.Metric(key=p.key, value=p.value, timestamp=p.timestamp, step=p.step, run_id=run_id)
             for p in sorted(page, key=lambda p: (p.step, p.timestamp))

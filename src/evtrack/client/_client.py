@@ -293,6 +293,7 @@ class Client:
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT_S,
         request_timeout: float = 30.0,
+        retry_max_delay: float = 30.0,
         compress: bool | None = None,
         adopt_orphans: bool = True,
         yield_interval: float = 50e-6,
@@ -319,6 +320,7 @@ class Client:
         self.segment_bytes = segment_bytes
         self.close_timeout = close_timeout
         self.request_timeout = request_timeout
+        self.retry_max_delay = retry_max_delay
         self.compress = compress
         self.adopt_orphans = adopt_orphans
         self.yield_interval = yield_interval
@@ -978,6 +980,7 @@ class _Sender(threading.Thread):
                     pause=self.pause,
                     live=c._live_state,
                     on_progress=c._on_progress,
+                    backoff_cap=c.retry_max_delay,
                 )
             own = self.own
             if own is not None and now >= own_retry and self._due(own, now, next_batch):
@@ -1051,6 +1054,7 @@ class _Sender(threading.Thread):
                     rejected_dir(c.spool_dir),
                     limits=self.limits,
                     pause=self.pause,
+                    backoff_cap=c.retry_max_delay,
                 )
             )
 

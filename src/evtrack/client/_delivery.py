@@ -119,8 +119,10 @@ class Delivery:
         pause: Pause,
         live: LiveState | None = None,
         on_progress: Callable[[], None] | None = None,
+        backoff_cap: float = BACKOFF_CAP_S,
     ) -> None:
         self.folder = folder
+        self.backoff_cap = backoff_cap
         self.transport = transport
         self.rejected_dir = rejected_dir
         self.limits = limits
@@ -391,7 +393,7 @@ class Delivery:
 
     def _backoff(self) -> float:
         self.failures += 1
-        ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * (1 << min(self.failures - 1, 16)))
+        ceiling = min(self.backoff_cap, BACKOFF_BASE_S * (1 << min(self.failures - 1, 16)))
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
     def _transient(self, why: str) -> NoReturn:

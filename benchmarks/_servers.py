@@ -1,0 +1,406 @@
+"""Start and stop the two servers under test, their databases, and watch their memory.
+
+Both servers get a fresh database on the same PostgreSQL (created here, dropped at the end),
+a private artifact directory, and a free loopback port. Their output goes to log files in
+the run's temporary directory; when one fails to start, the tail of its log is shown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from _common import BenchmarkError, say
+
+try:
+    import psutil
+except ImportError:  # pragma: no cover - psutil is optional
+    psutil = None  # type: ignore[assignment]
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+# Where evtrack keeps what the benchmark verifies against (read-model internals).
+EVTRACK_POINTS_TABLE = "rm_metrics.points"
+EVTRACK_RUNS_TABLE = "rm_runs.runs"
+
+
+# --------------------------------------------------------------------------------- databases
+
+
+def _connect(url: str) -> Any:
+    try:
+        import psycopg2
+    except ImportError:
+        raise BenchmarkError(
+            "psycopg2 is needed (the reference MLflow server needs it too): "
+            "pip install psycopg2-binary"
+        ) from None
+    try:
+        return psycopg2.connect(url)
+    except Exception as exc:  # noqa: BLE001
+        raise BenchmarkError(f"cannot connect to PostgreSQL at {redact(url)}: {exc}") from None
+
+
+def redact(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def with_database(url: str, name: str, scheme: str | None = None) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if scheme:
+        parts = parts._replace(scheme=scheme)
+    return urllib.parse.urlunsplit(parts._replace(path="/" + name))
+
+
+class Databases:
+    """Fresh databases for one benchmark run, dropped on ``drop_all``."""
+
+    def __init__(self, admin_url: str) -> None:
+        self.admin_url = admin_url
+        self.created: list[str] = []
+
+    def create(self, name: str) -> str:
+        conn = _connect(self.admin_url)
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                cur.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            conn.close()
+        self.created.append(name)
+        return with_database(self.admin_url, name)
+
+    def drop_all(self) -> None:
+        if not self.created:
+            return
+        try:
+            conn = _connect(self.admin_url)
+        except BenchmarkError as exc:
+            say(f"could not drop databases {self.created}: {exc}")
+            return
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                for name in self.created:
+                    try:
+                        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                    except Exception as exc:  # noqa: BLE001
+                        say(f"could not drop database {name}: {exc}")
+        finally:
+            conn.close()
+        self.created.clear()
+
+    def server_version(self) -> str:
+        conn = _connect(self.admin_url)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SHOW server_version")
+                return str(cur.fetchone()[0])
+        finally:
+            conn.close()
+
+
+class Sql:
+    """A small autocommit connection for the harness's own checks."""
+
+    def __init__(self, url: str) -> None:
+        self.conn = _connect(url)
+        self.conn.autocommit = True
+
+    def one(self, query: str, *args: Any) -> Any:
+        with self.conn.cursor() as cur:
+            cur.execute(query, args or None)
+            row = cur.fetchone()
+            return None if row is None else row[0]
+
+    def all(self, query: str, *args: Any) -> list[tuple[Any, ...]]:
+        with self.conn.cursor() as cur:
+            cur.execute(query, args or None)
+            return list(cur.fetchall())
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+
+# --------------------------------------------------------------------------------- servers
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    name: str  # "mlflow" or "evtrack"
+    cmd: list[str]
+    env: dict[str, str]
+    port: int
+    db_url: str  # plain postgresql:// URL of its database (for the harness's checks)
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    _log: Any = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        say(f"starting {self.name}: {' '.join(self.cmd)}")
+        self.proc = subprocess.Popen(
+            self.cmd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,  # its own process group: stop() ends the whole tree
+        )
+
+    def wait_healthy(self, timeout: float) -> float:
+        assert self.proc is not None
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchmarkError(
+                    f"{self.name} exited with code {self.proc.returncode} during start-up:\n"
+                    + self.log_tail()
+                )
+            with contextlib.suppress(requests.RequestException):
+                r = requests.get(self.url + "/health", timeout=2)
+                if r.status_code == 200:
+                    took = time.monotonic() - t0
+                    say(f"{self.name} is up at {self.url} ({took:.1f}s)")
+                    return took
+            time.sleep(0.25)
+        raise BenchmarkError(
+            f"{self.name} did not answer /health within {timeout:.0f}s:\n" + self.log_tail()
+        )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def check_alive(self) -> None:
+        if not self.alive():
+            code = None if self.proc is None else self.proc.returncode
+            raise BenchmarkError(f"{self.name} died (exit code {code}):\n" + self.log_tail())
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return "\n".join("    " + line for line in text[-lines:])
+
+    def stop(self, timeout: float = 20.0) -> None:
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            say(f"stopping {self.name}")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                say(f"{self.name} did not stop within {timeout:.0f}s; killing it")
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(10)
+        # Workers that outlived their parent are still in the group.
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def evtrack_server(db_url: str, workdir: Path, python: str) -> Server:
+    port = free_port()
+    artifacts = workdir / "evtrack-artifacts"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.setdefault("EVTRACK_LOG_LEVEL", "warning")  # one log line per request costs CPU
+    cmd = [
+        python, "-m", "evtrack", "server",
+        "--database-url", db_url,
+        "--artifacts-uri", str(artifacts),
+        "--host", "127.0.0.1",
+        "--port", str(port),
+    ]  # fmt: skip
+    if env.get("EVTRACK_LOG_LEVEL"):
+        cmd += ["--log-level", env["EVTRACK_LOG_LEVEL"]]
+    return Server("evtrack", cmd, env, port, db_url, workdir / "evtrack.log")
+
+
+def mlflow_server(db_url: str, workdir: Path, python: str, workers: int) -> Server:
+    port = free_port()
+    artifacts = workdir / "mlflow-artifacts"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    # SQLAlchemy 2 maps plain postgresql:// to psycopg 3; MLflow's docs use psycopg2.
+    backend = with_database(db_url, urllib.parse.urlsplit(db_url).path.lstrip("/"),
+                            scheme="postgresql+psycopg2")  # fmt: skip
+    cmd = [
+        python, "-m", "mlflow", "server",
+        "--backend-store-uri", backend,
+        "--artifacts-destination", str(artifacts),
+        "--serve-artifacts",
+        "--workers", str(workers),
+        "--host", "127.0.0.1",
+        "--port", str(port),
+    ]  # fmt: skip
+    return Server("mlflow", cmd, env, port, db_url, workdir / "mlflow.log")
+
+
+# --------------------------------------------------------------------------------- memory
+
+
+def _tree_rss_bytes(pid: int) -> int:
+    """RSS of a process and all its descendants (the MLflow server has uvicorn workers)."""
+    if psutil is not None:
+        try:
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return 0
+        total = 0
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                total += p.memory_info().rss
+        return total
+    # /proc fallback: walk parent links.
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{entry}/status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        ppid = int(fields.get("PPid", "0").strip() or 0)
+        children.setdefault(ppid, []).append(int(entry))
+        vm = fields.get("VmRSS", "0 kB").strip().split()[0]
+        rss[int(entry)] = int(vm) * 1024
+    total, stack = 0, [pid]
+    while stack:
+        p = stack.pop()
+        total += rss.get(p, 0)
+        stack.extend(children.get(p, []))
+    return total
+
+
+class RssSampler:
+    """Samples a server's process-tree RSS every ``interval`` seconds in a thread."""
+
+    def __init__(self, pid: int, interval: float = 0.5) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.monotonic(), _tree_rss_bytes(self.pid)))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def summary_between(self, t_from: float, t_to: float) -> dict[str, float]:
+        """Peak, and flatness: the mean of the last third minus the mean of the middle
+        third (the first third is warm-up), as MiB and MiB per minute, over the samples
+        taken between ``t_from`` and ``t_to`` (monotonic clock)."""
+        mib = [(t, b / (1 << 20)) for t, b in self.samples if b > 0 and t_from <= t <= t_to]
+        if len(mib) < 3:
+            return {"peak_mib": max((m for _, m in mib), default=float("nan")),
+                    "growth_mib": float("nan"), "growth_mib_per_min": float("nan"),
+                    "samples": len(mib)}  # fmt: skip
+        n = len(mib)
+        middle = mib[n // 3 : 2 * n // 3] or mib[: n // 2]
+        last = mib[2 * n // 3 :]
+        m_mid = sum(m for _, m in middle) / len(middle)
+        m_last = sum(m for _, m in last) / len(last)
+        t_mid = sum(t for t, _ in middle) / len(middle)
+        t_last = sum(t for t, _ in last) / len(last)
+        growth = m_last - m_mid
+        per_min = growth / max(1e-9, (t_last - t_mid) / 60)
+        return {
+            "peak_mib": max(m for _, m in mib),
+            "first_mib": mib[0][1],
+            "middle_mean_mib": m_mid,
+            "last_mean_mib": m_last,
+            "growth_mib": growth,
+            "growth_mib_per_min": per_min,
+            "samples": n,
+        }
+
+
+# --------------------------------------------------------------------------------- evtrack
+
+
+def evtrack_projection_behind(sql: Sql, names: tuple[str, ...] = ("metrics", "runs")) -> int:
+    """How many log events the slowest of ``names`` has not applied yet."""
+    value = sql.one(
+        """SELECT COALESCE(max(n), 0) FROM (
+               SELECT (SELECT count(*) FROM events e
+                       WHERE (e.transaction_id, e.global_position)
+                             > (c.transaction_id, c.global_position)) AS n
+               FROM projection_checkpoints c WHERE c.name = ANY(%s)) x""",
+        list(names),
+    )
+    return int(value or 0)
+
+
+def wait_for_projections(
+    sql: Sql, timeout: float, *, names: tuple[str, ...] = ("metrics", "runs")
+) -> float:
+    """Poll until the read models ``names`` include every committed event; return seconds."""
+    t0 = time.monotonic()
+    last_report = t0
+    while True:
+        behind = evtrack_projection_behind(sql, names)
+        now = time.monotonic()
+        if behind == 0:
+            return now - t0
+        if now - t0 > timeout:
+            raise BenchmarkError(
+                f"evtrack read models still {behind} events behind after {timeout:.0f}s"
+            )
+        if now - last_report > 10:
+            say(f"  evtrack projections: {behind} events behind ({now - t0:.0f}s)")
+            last_report = now
+        time.sleep(0.05)
+
+
+def python_executable() -> str:
+    return sys.executable

@@ -1,0 +1,291 @@
+"""(b) evtrack's native ingestion at full speed (MLflow has no equivalent).
+
+Two drivers, each for ``--duration`` seconds with ``--procs-b`` processes, one run each:
+
+* client: ``evtrack.client.Client`` the way a training loop uses it: ``run.log_metrics``
+  with 10 keys per step in a tight loop (each call appends to the local spool; a background
+  thread batches 50k points per request). When the time is up each process calls
+  ``flush()``, which returns once the server has acknowledged (committed) everything.
+  Durable points/s = acknowledged points / (last acknowledgement - start).
+* raw: processes POST pre-built MessagePack ``IngestRequest`` bodies of ``--native-batch``
+  points (default 50,000) with an ``Idempotency-Key`` to ``/api/2.0/evtrack/ingest``; 429
+  answers are retried after ``Retry-After`` with the same key. This is the server's capacity
+  without the client's spool in the way.
+
+Projection lag is the time from the last acknowledgement until evtrack's read models include
+every event (checkpoints of the ``metrics`` and ``runs`` projections vs the log). Afterwards
+the read model must hold exactly the acknowledged points. The MLflow column shows MLflow's
+(a) throughput, its nearest equivalent.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import _mlflow_util as mu
+from _common import BenchmarkError, Row, percentile, run_workers, say
+from _context import Context
+from _servers import EVTRACK_POINTS_TABLE, RssSampler, wait_for_projections
+
+KEYS = 10
+
+
+def client_worker(args: dict[str, Any], ready: Any) -> dict[str, Any]:
+    from evtrack.client import Client
+
+    client = Client(
+        args["url"],
+        spool_dir=args["spool"],
+        on_spool_full="block",  # back-pressure instead of dropping: nothing may be lost
+        close_timeout=60,
+        adopt_orphans=False,
+    )
+    run = client.start_run(experiment_id=args["experiment_id"], run_name=f"native-{args['i']}")
+    keys = [f"m{j}" for j in range(KEYS)]
+    log_metrics = run.log_metrics
+    fromkeys = dict.fromkeys
+    log_metrics(fromkeys(keys, 0.0), 0)  # intern keys and open the segment before the clock
+    step = 1
+    t0 = ready()
+    deadline = t0 + args["duration"]
+    monotonic = time.monotonic
+    while monotonic() < deadline:
+        for _ in range(200):
+            log_metrics(fromkeys(keys, step * 0.5), step)
+            step += 1
+    logged = step * KEYS
+    logged_end = monotonic()
+    delivered_at_deadline = client.stats().delivered_points
+    ok = client.flush(args["flush_timeout"])
+    acked_end = monotonic()
+    stats = client.stats()
+    run.end()
+    client.close(60)
+    return {
+        "run_id": run.run_id,
+        "logged": logged,
+        "delivered": stats.delivered_points,
+        "dropped": stats.dropped,
+        "rejected": stats.rejected_points,
+        "requests": stats.requests,
+        "flushed": ok,
+        "delivered_at_deadline": delivered_at_deadline,
+        "logged_end": logged_end,
+        "acked_end": acked_end,
+    }
+
+
+def raw_worker(args: dict[str, Any], ready: Any) -> dict[str, Any]:
+    import msgspec
+    import requests
+
+    from evtrack.wire.ingest import (
+        INGEST_PATH,
+        MSGPACK,
+        IngestMetrics,
+        IngestRecord,
+        IngestRequest,
+    )
+
+    run_id, n = args["run_id"], args["batch"]
+    per_key = n // KEYS
+    keys = [k for j in range(KEYS) for k in [f"m{j}"] * per_key]
+    rng = random.Random(args["i"])
+    values = [rng.random() for _ in range(n)]
+    encode = msgspec.msgpack.Encoder().encode
+    url = args["url"] + INGEST_PATH
+    session = requests.Session()
+    session.get(args["url"] + "/health", timeout=10)
+    t0 = ready()
+    deadline = t0 + args["duration"]
+    lat: list[float] = []
+    acked = failures = throttled = k = 0
+    first_error = None
+    while time.monotonic() < deadline:
+        ts = mu.now_ms()
+        steps = list(range(k * per_key, (k + 1) * per_key)) * KEYS
+        body = encode(
+            IngestRequest([IngestRecord(run_id, IngestMetrics(keys, values, [ts] * n, steps))])
+        )
+        headers = {"Content-Type": MSGPACK, "Idempotency-Key": f"bench-{run_id}-{k}"}
+        k += 1
+        while True:
+            t = time.perf_counter()
+            try:
+                r = session.post(url, data=body, headers=headers, timeout=300)
+            except requests.RequestException as exc:
+                failures += 1
+                first_error = first_error or repr(exc)[:500]
+                break
+            if r.status_code == 200:
+                lat.append(time.perf_counter() - t)
+                acked += n
+                break
+            if r.status_code == 429:
+                throttled += 1
+                if time.monotonic() > deadline + 300:
+                    failures += 1
+                    first_error = first_error or "still throttled 300s after the deadline"
+                    break
+                time.sleep(float(r.headers.get("Retry-After") or 1))
+                continue
+            failures += 1
+            first_error = first_error or f"{r.status_code} {r.text[:300]}"
+            break
+    return {
+        "run_id": run_id,
+        "acked": acked,
+        "lat": lat,
+        "failures": failures,
+        "throttled": throttled,
+        "error": first_error,
+        "end": time.monotonic(),
+    }
+
+
+def _stored(ctx: Context, run_ids: list[str]) -> int:
+    q = f"SELECT count(*) FROM {EVTRACK_POINTS_TABLE} WHERE run_id = ANY(%s)"
+    return int(ctx.sql(ctx.evtrack).one(q, run_ids))
+
+
+def measure_client(ctx: Context) -> dict[str, Any]:
+    a, server = ctx.args, ctx.evtrack
+    exp = mu.new_experiment(server.url, "bench-b-client")
+    spool = Path(ctx.workdir) / "spool-b"
+    say(f"(b) evtrack.client: {a.procs_b} processes x log_metrics for {a.duration:.0f}s")
+    sampler = RssSampler(server.proc.pid)  # type: ignore[union-attr]
+    with sampler:
+        outcome = run_workers(
+            client_worker,
+            [
+                {"url": server.url, "experiment_id": exp, "spool": str(spool / str(i)),
+                 "duration": a.duration, "flush_timeout": a.lag_timeout + 300, "i": i}  # fmt: skip
+                for i in range(a.procs_b)
+            ],
+            run_timeout=a.duration + a.lag_timeout + 600,
+        )
+        if outcome.errors:
+            raise BenchmarkError("(b) client workers failed:\n" + "\n".join(outcome.errors))
+        server.check_alive()
+        res = outcome.results
+        last_ack = max(r["acked_end"] for r in res)
+        wait_for_projections(ctx.sql(server), a.lag_timeout)
+        lag = time.monotonic() - last_ack
+        t_end = time.monotonic()
+    t0 = outcome.t0
+    logged = sum(r["logged"] for r in res)
+    delivered = sum(r["delivered"] for r in res)
+    stored = _stored(ctx, [r["run_id"] for r in res])
+    out = {
+        "logged": logged,
+        "delivered": delivered,
+        "stored": stored,
+        "dropped": sum(r["dropped"] for r in res),
+        "rejected": sum(r["rejected"] for r in res),
+        "all_flushed": all(r["flushed"] for r in res),
+        "requests": sum(r["requests"] for r in res),
+        "log_rate": logged / max(1e-9, max(r["logged_end"] for r in res) - t0),
+        "points_per_s": delivered / max(1e-9, last_ack - t0),
+        "drain_s": last_ack - max(r["logged_end"] for r in res),
+        "backlog_at_deadline": logged - sum(r["delivered_at_deadline"] for r in res),
+        "lag_s": lag,
+        "rss": sampler.summary_between(t0, t_end),
+    }
+    say(
+        f"(b) evtrack.client: logged {logged:,} ({out['log_rate']:,.0f}/s in the loop), "
+        f"durable {out['points_per_s']:,.0f} points/s, drain after the loop "
+        f"{out['drain_s']:.1f}s, projection lag {lag:.2f}s, stored {stored:,}"
+    )
+    return out
+
+
+def measure_raw(ctx: Context) -> dict[str, Any]:
+    a, server = ctx.args, ctx.evtrack
+    exp = mu.new_experiment(server.url, "bench-b-raw")
+    run_ids = mu.new_runs(server.url, exp, a.procs_b, "native-raw")
+    say(
+        f"(b) raw ingest: {a.procs_b} processes x {a.native_batch:,}-point msgpack requests "
+        f"for {a.duration:.0f}s"
+    )
+    sampler = RssSampler(server.proc.pid)  # type: ignore[union-attr]
+    with sampler:
+        outcome = run_workers(
+            raw_worker,
+            [
+                {"url": server.url, "run_id": r, "batch": a.native_batch,
+                 "duration": a.duration, "i": i}  # fmt: skip
+                for i, r in enumerate(run_ids)
+            ],
+            run_timeout=a.duration + 900,
+        )
+        if outcome.errors:
+            raise BenchmarkError("(b) raw workers failed:\n" + "\n".join(outcome.errors))
+        server.check_alive()
+        res = outcome.results
+        last_ack = max(r["end"] for r in res)
+        wait_for_projections(ctx.sql(server), a.lag_timeout)
+        lag = time.monotonic() - last_ack
+        t_end = time.monotonic()
+    acked = sum(r["acked"] for r in res)
+    lat = [x for r in res for x in r["lat"]]
+    stored = _stored(ctx, run_ids)
+    errors = [r["error"] for r in res if r["error"]]
+    out = {
+        "acked": acked,
+        "stored": stored,
+        "failures": sum(r["failures"] for r in res),
+        "throttled": sum(r["throttled"] for r in res),
+        "first_error": errors[0] if errors else None,
+        "points_per_s": acked / max(1e-9, last_ack - outcome.t0),
+        "p50_ms": percentile(lat, 50) * 1000,
+        "p99_ms": percentile(lat, 99) * 1000,
+        "lag_s": lag,
+        "rss": sampler.summary_between(outcome.t0, t_end),
+    }
+    say(
+        f"(b) raw ingest: {out['points_per_s']:,.0f} durable points/s, request p50 "
+        f"{out['p50_ms']:.0f} ms p99 {out['p99_ms']:.0f} ms, 429s {out['throttled']}, "
+        f"failures {out['failures']}, projection lag {lag:.2f}s, stored {stored:,}"
+    )
+    return out
+
+
+def run(ctx: Context) -> None:
+    c = measure_client(ctx)
+    r = measure_raw(ctx)
+    ctx.shared["b"] = {"client": c, "raw": r}
+    ctx.shared.setdefault("rss", {})["b-client"] = {"evtrack": c["rss"]}
+    ctx.shared.setdefault("rss", {})["b-raw"] = {"evtrack": r["rss"]}
+    m_a = ctx.shared.get("a", {}).get("mlflow", {}).get("points_per_s")
+    n = ctx.args.procs_b
+    ctx.rows += [
+        Row("b", f"evtrack.client x{n} procs: durable points/s", "points/s", m_a,
+            c["points_per_s"], "higher", evtrack_min=300_000, target=">= 300,000/s",
+            note="mlflow column: MLflow's (a) throughput"),
+        Row("b", "evtrack.client: projection lag", "s", None, c["lag_s"], "lower",
+            evtrack_max=2.0, target="< 2 s"),
+        Row("b", "evtrack.client: stored = logged", "count", None, c["stored"], "higher",
+            target="= logged",
+            verdict=(c["stored"] == c["logged"] == c["delivered"] and c["dropped"] == 0)),
+        Row("b", f"raw ingest x{n} procs: durable points/s", "points/s", m_a,
+            r["points_per_s"], "higher", evtrack_min=300_000, target=">= 300,000/s"),
+        Row("b", "raw ingest: projection lag", "s", None, r["lag_s"], "lower",
+            evtrack_max=2.0, target="< 2 s"),
+        Row("b", "raw ingest: stored = acknowledged", "count", None, r["stored"], "higher",
+            target="= acknowledged", verdict=r["stored"] == r["acked"]),
+    ]  # fmt: skip
+    ctx.note(
+        f"(b) evtrack.client: logged {c['logged']:,} points ({c['log_rate']:,.0f}/s inside the "
+        f"loop), delivered {c['delivered']:,} in {c['requests']} requests, dropped "
+        f"{c['dropped']}, rejected {c['rejected']}, backlog when the loop ended "
+        f"{c['backlog_at_deadline']:,} points, drained in {c['drain_s']:.1f}s"
+    )
+    ctx.note(
+        f"(b) raw ingest: acknowledged {r['acked']:,} points, request latency p50 "
+        f"{r['p50_ms']:.0f} ms / p99 {r['p99_ms']:.0f} ms, {r['throttled']} answers were 429, "
+        f"{r['failures']} failed"
+        + (f" (first error: {r['first_error']})" if r["first_error"] else "")
+    )
