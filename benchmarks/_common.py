@@ -65,7 +65,7 @@ class Row:
     unit: str
     mlflow: float | None
     evtrack: float | None
-    better: str = "higher"  # or "lower"
+    better: str = "higher"  # or "lower", or "none" (no meaningful ratio)
     min_ratio: float | None = None
     evtrack_max: float | None = None  # absolute bound on evtrack's value
     evtrack_min: float | None = None
@@ -77,6 +77,8 @@ class Row:
     def ratio(self) -> float | None:
         m, e = self.mlflow, self.evtrack
         if m is None or e is None or not (math.isfinite(m) and math.isfinite(e)):
+            return None
+        if self.better == "none":
             return None
         if self.better == "higher":
             return e / m if m > 0 else None
@@ -121,8 +123,8 @@ def fmt_value(value: float | None, unit: str) -> str:
         return f"{value:,.2f} s"
     if unit == "MiB":
         return f"{value:,.0f} MiB"
-    if unit == "MiB/min":
-        return f"{value:+,.1f} MiB/min"
+    if unit == "MiB+-":
+        return f"{value:+,.1f} MiB"
     if unit == "count":
         return f"{value:,.0f}"
     return f"{value:g} {unit}".strip()

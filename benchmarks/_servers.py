@@ -130,6 +130,10 @@ class Sql:
             row = cur.fetchone()
             return None if row is None else row[0]
 
+    def execute(self, query: str, *args: Any) -> None:
+        with self.conn.cursor() as cur:
+            cur.execute(query, args or None)
+
     def all(self, query: str, *args: Any) -> list[tuple[Any, ...]]:
         with self.conn.cursor() as cur:
             cur.execute(query, args or None)

@@ -17,6 +17,7 @@ Timed, median of ``--reps-history`` (default 3):
 from __future__ import annotations
 
 import random
+import sys
 import time
 from typing import Any
 
@@ -47,7 +48,7 @@ def mlflow_loader(args: dict[str, Any], ready: Any) -> dict[str, Any]:
         if args["report"] and time.monotonic() - last > 15:
             last = time.monotonic()
             done = (hi - start) / (stop - start)
-            print(f"    loading mlflow history: worker 0 at {done:.0%}", flush=True)
+            print(f"    loading mlflow history: worker 0 at {done:.0%}", file=sys.stderr, flush=True)
     return {"points": stop - start}
 
 

@@ -24,8 +24,15 @@ REQUIREMENTS = [f"mlflow-skinny=={MLFLOW_2}", "scikit-learn", "pandas", "numpy<3
 
 
 @pytest.fixture(scope="session")
-def mlflow2_python(request: pytest.FixtureRequest) -> Path:
-    cache = Path(request.config.cache.mkdir("mlflow2-venv"))  # type: ignore[union-attr]
+def mlflow2_python(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    store = request.config.cache
+    cache = (
+        Path(store.mkdir("mlflow2-venv"))
+        if store is not None
+        else tmp_path_factory.mktemp("mlflow2-venv")
+    )
     python = cache / "bin" / "python"
     marker = cache / ".installed"
     wanted = "\n".join(REQUIREMENTS)

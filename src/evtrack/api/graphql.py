@@ -837,11 +837,15 @@ def _fields(
 
 
 def _limits_error(document: DocumentNode) -> str | None:
-    """Why the document is too costly to run, if it is (checked before validation)."""
+    """Why the document is too costly to run, if it is (checked before validation).
+
+    Depth and total selections stop the scan; the root-field count (over all operations) and
+    the most aliases on one level are judged after it, in that order, as the reference does.
+    """
     fragments = {
         d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
     }
-    root_fields = selections = 0
+    root_fields = selections = max_aliases = 0
     for operation in document.definitions:
         if not isinstance(operation, OperationDefinitionNode):
             continue
@@ -851,12 +855,7 @@ def _limits_error(document: DocumentNode) -> str | None:
             if depth > MAX_DEPTH:
                 return f"Query exceeds maximum depth of {MAX_DEPTH}"
             level = _fields(selection_set, fragments)
-            aliases = sum(1 for f in level if f.alias is not None)
-            if aliases > MAX_ALIASES:
-                return (
-                    f"GraphQL queries should have at most {MAX_ALIASES} aliases, "
-                    f"got {aliases} aliases."
-                )
+            max_aliases = max(max_aliases, sum(1 for f in level if f.alias is not None))
             if depth == 1:
                 root_fields += len(level)
             selections += len(level)
@@ -867,6 +866,10 @@ def _limits_error(document: DocumentNode) -> str | None:
         return (
             f"GraphQL queries should have at most {MAX_ROOT_FIELDS} root fields, "
             f"got {root_fields} root fields."
+        )
+    if max_aliases > MAX_ALIASES:
+        return (
+            f"GraphQL queries should have at most {MAX_ALIASES} aliases, got {max_aliases} aliases."
         )
     return None
 

@@ -644,6 +644,7 @@ class Client:
             }
             self._folder = LockedFolder.create(self.spool_dir, self.client_id, meta)
             self._ensure_sender()
+            self._wake.set()  # the sender starts batching this folder's time window now
             _register_multiprocessing_finalizer(self)
         seq = self._seq + 1
         spare, self._spare = self._spare, None

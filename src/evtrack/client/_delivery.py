@@ -134,8 +134,9 @@ class Delivery:
         self.delivered_points = 0
         self.rejected_points = 0
         self.requests = 0
-        # Everything before (segment, offset) is acknowledged (or rejected).
-        self.done_mark: tuple[int, int] = (0, 0)
+        # Everything before (segment, offset) is acknowledged (or rejected). A live client's
+        # first segment is 1; nothing before its first record is pending.
+        self.done_mark: tuple[int, int] = (1, DATA_START) if live is not None else (0, 0)
         self._artifact_roots: dict[str, str | None] = {}
         self.deadline: float | None = None  # set while closing: bounds request timeouts
         self._split_budget = SPLIT_BUDGET

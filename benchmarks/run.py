@@ -1,0 +1,411 @@
+#!/usr/bin/env python
+"""evtrack vs the reference MLflow server: same PostgreSQL, same machine, same run.
+
+    python benchmarks/run.py               # everything (20-40 minutes on 2 cores)
+    python benchmarks/run.py --quick       # smoke run at small scale (a few minutes)
+    python benchmarks/run.py --only a,c    # some workloads
+
+See ``--help`` for the workloads, and benchmarks/README.md for how to read the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # the workload modules sit next to this file
+    sys.path.insert(0, str(HERE))
+
+import _mlflow_util  # noqa: E402,F401 - sets the mlflow client environment first
+from _common import (  # noqa: E402
+    BenchmarkError,
+    Row,
+    cpu_count,
+    markdown_table,
+    say,
+    text_table,
+)
+from _context import Context  # noqa: E402
+from _servers import (  # noqa: E402
+    DEFAULT_DATABASE_URL,
+    Databases,
+    evtrack_server,
+    mlflow_server,
+    redact,
+)
+
+WORKLOADS = "abcdef"
+
+DESCRIPTION = """\
+Benchmark evtrack against the pip-installed reference `mlflow server`.
+
+Both servers run on this machine, on free loopback ports, each with a fresh database on the
+same PostgreSQL (created at the start, dropped at the end). Every workload runs against MLflow,
+then against evtrack, and the script prints ONE table: workload, metric, mlflow, evtrack,
+ratio, target, result. It also writes the table as Markdown and JSON to benchmarks/results/.
+
+ratio is always evtrack's advantage: evtrack/mlflow for throughput, mlflow/evtrack for
+times, so > 1 means evtrack is better. Targets are ratios against MLflow in the same run
+(machines are shared and noisy; absolute numbers move, ratios much less), plus a few
+absolute bounds.
+"""
+
+EPILOG = """\
+workloads (select with --only, e.g. --only a,c,d):
+
+  a  Official mlflow client, --procs-a (8) processes, each with its own MlflowClient and run,
+     calling log_batch(run_id, metrics=[1000 Metric]) in a loop for --duration seconds.
+     Reports acknowledged points/s and per-call latency p50/p99, then checks that each
+     server stores exactly the acknowledged points (evtrack: after its read models catch
+     up; the time that takes is its projection lag).
+     Targets: >= 5x the points/s, <= 1/5 of the p99.
+
+  b  evtrack only (MLflow has no equivalent; its column shows MLflow's (a) throughput):
+     evtrack.client at full speed (run.log_metrics in a tight loop in --procs-b processes,
+     then flush(): durable = acknowledged by the server) and a raw driver POSTing
+     --native-batch point MessagePack requests to /api/2.0/evtrack/ingest.
+     Reports durable points/s end to end and the projection lag after the last ack.
+     Targets: >= 300,000 durable points/s, projection lag < 2 s.
+
+  c  --log-metric-calls (2000) sequential MlflowClient.log_metric calls: p50/p99.
+     Target: p50 <= 1/2 of MLflow's.
+
+  d  get_metric_history of a --history-small (100,000) and a --history-large (1,000,000)
+     point metric: MlflowClient (pages of 25,000, protobuf parsing included) and a raw
+     HTTP paging loop, median of --reps-history (3).
+     Targets: >= 20x faster; the large history under 2 s.
+
+  e  search_runs(filter "metrics.acc > 0.5", order_by "metrics.acc DESC", max_results
+     1000) over --runs-small (10,000) and --runs-large (100,000) runs, MlflowClient and raw
+     HTTP, median of --reps-search (5). MLflow's large set is loaded by SQL cloning (see
+     --mlflow-search-load).
+     Targets: >= 10x faster; the large search under 300 ms.
+
+  f  Server RSS (process tree: MLflow's uvicorn workers count) sampled every 0.5 s during
+     (a) and (b): peak, and growth of the last third over the middle third.
+     Target: flat (growth under max(16 MiB, 5% of the level)). Selecting f runs a and b.
+
+examples:
+  python benchmarks/run.py --quick
+  python benchmarks/run.py --only a,b,f --duration 60
+  python benchmarks/run.py --only e --runs-large 50000 --mlflow-search-load api
+  python benchmarks/run.py --database-url postgresql://bench:secret@db:5432/postgres
+"""
+
+# name: (full default, --quick default)
+SCALE: dict[str, tuple[Any, Any]] = {
+    "duration": (30.0, 5.0),
+    "log_metric_calls": (2000, 200),
+    "history_small": (100_000, 10_000),
+    "history_large": (1_000_000, 100_000),
+    "reps_history": (3, 1),
+    "runs_small": (10_000, 1000),
+    "runs_large": (100_000, 5000),
+    "reps_search": (5, 3),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="benchmarks/run.py",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--only", default=WORKLOADS, metavar="LIST",
+                   help="comma-separated workloads to run, e.g. a,c,d (default: all)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 5 s ingest, 200 log_metric calls, 10k/100k-point "
+                        "histories, 1k/5k runs (explicit flags still win)")
+    p.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL",
+                                                            DEFAULT_DATABASE_URL),
+                   help="PostgreSQL to use (a maintenance database URL; two fresh databases "
+                        "are created next to it and dropped at the end). Default: "
+                        f"{DEFAULT_DATABASE_URL} (env BENCH_DATABASE_URL)")
+    p.add_argument("--keep-databases", action="store_true",
+                   help="do not drop the two databases at the end (for inspection)")
+    scale = p.add_argument_group("scale")
+    scale.add_argument("--duration", type=float, help="seconds of (a) and (b) load (30)")
+    scale.add_argument("--procs-a", type=int, default=8,
+                       help="(a) client processes (default 8)")
+    scale.add_argument("--batch-a", type=int, default=1000,
+                       help="(a) points per log_batch call, a multiple of 10 (default 1000)")
+    scale.add_argument("--procs-b", type=int, default=max(2, cpu_count()),
+                       help="(b) client processes (default: number of CPUs, at least 2)")
+    scale.add_argument("--native-batch", type=int, default=50_000,
+                       help="(b) points per raw native ingest request (default 50,000)")
+    scale.add_argument("--log-metric-calls", type=int, help="(c) calls (2000)")
+    scale.add_argument("--history-small", type=int, help="(d) points (100,000)")
+    scale.add_argument("--history-large", type=int, help="(d) points (1,000,000)")
+    scale.add_argument("--reps-history", type=int, help="(d) repetitions, median (3)")
+    scale.add_argument("--runs-small", type=int, help="(e) runs (10,000)")
+    scale.add_argument("--runs-large", type=int, help="(e) runs (100,000)")
+    scale.add_argument("--reps-search", type=int, help="(e) repetitions, median (5)")
+    scale.add_argument("--mlflow-search-load", choices=("auto", "api", "sql"), default="auto",
+                       help="(e) how MLflow's runs are loaded: api (create_run + log_batch per "
+                            "run), sql (COPY clones of one API-created run), auto (api up to "
+                            "20,000 runs, sql above; default)")
+    scale.add_argument("--load-procs", type=int, default=8,
+                       help="processes loading data into MLflow for (d) and (e) (default 8)")
+    srv = p.add_argument_group("servers")
+    srv.add_argument("--mlflow-workers", type=int, default=2,
+                     help="`mlflow server --workers` (default 2)")
+    srv.add_argument("--python", default=sys.executable,
+                     help="interpreter that runs both servers (default: this one)")
+    srv.add_argument("--start-timeout", type=float, default=240,
+                     help="seconds to wait for /health (default 240)")
+    srv.add_argument("--lag-timeout", type=float, default=600,
+                     help="seconds to wait for evtrack's read models to catch up (default 600)")
+    out = p.add_argument_group("output")
+    out.add_argument("--results-dir", default=str(HERE / "results"),
+                     help="where the Markdown and JSON results go (default benchmarks/results)")
+    out.add_argument("--no-save", action="store_true", help="print the table only")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    for name, (full, quick) in SCALE.items():
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
+    selected = {w.strip().lower() for w in args.only.split(",") if w.strip()}
+    unknown = selected - set(WORKLOADS)
+    if unknown:
+        raise SystemExit(f"run.py: unknown workloads {sorted(unknown)}; choose from a-f")
+    if "f" in selected:
+        selected |= {"a", "b"}
+    args.selected = "".join(sorted(selected))
+    if args.batch_a % 10:
+        raise SystemExit("run.py: --batch-a must be a multiple of 10")
+    if args.native_batch % 10:
+        raise SystemExit("run.py: --native-batch must be a multiple of 10")
+    return args
+
+
+# ------------------------------------------------------------------------------ (f)
+
+
+def _flat(summary: dict[str, float]) -> bool | None:
+    growth, level = summary.get("growth_mib"), summary.get("middle_mean_mib")
+    if growth is None or level is None or math.isnan(growth):
+        return None
+    return growth <= max(16.0, 0.05 * level)
+
+
+def rss_rows(ctx: Context) -> list[Row]:
+    rss = ctx.shared.get("rss", {})
+    rows: list[Row] = []
+    labels = {"a": "(a) log_batch", "b-client": "(b) evtrack.client", "b-raw": "(b) raw ingest"}
+    for phase, label in labels.items():
+        if phase not in rss:
+            continue
+        m = rss[phase].get("mlflow", {})
+        e = rss[phase].get("evtrack", {})
+        rows.append(Row("f", f"peak server RSS during {label}", "MiB", m.get("peak_mib"),
+                        e.get("peak_mib"), "lower", target="bounded"))  # fmt: skip
+        rows.append(Row("f", f"RSS growth during {label}", "MiB+-", m.get("growth_mib"),
+                        e.get("growth_mib"), "none", target="flat", verdict=_flat(e),
+                        note="mean of the last third minus mean of the middle third"))  # fmt: skip
+    return rows
+
+
+# ------------------------------------------------------------------------------ output
+
+
+def _git_rev() -> str:
+    with contextlib.suppress(Exception):
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, text=True,
+                             capture_output=True, timeout=10).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=HERE, text=True,
+                               capture_output=True, timeout=10).stdout.strip()  # fmt: skip
+        return rev + ("+dirty" if dirty else "")
+    return "unknown"
+
+
+def environment(dbs: Databases) -> dict[str, str]:
+    cpu = platform.processor() or "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = "unknown"
+    with contextlib.suppress(Exception):
+        import psutil
+
+        mem = f"{psutil.virtual_memory().total / (1 << 30):.1f} GiB"
+    versions = {}
+    for pkg in ("mlflow", "evtrack"):
+        try:
+            from importlib.metadata import version
+
+            versions[pkg] = version(pkg)
+        except Exception:  # noqa: BLE001
+            versions[pkg] = "?"
+    pg = "?"
+    with contextlib.suppress(Exception):
+        pg = dbs.server_version()
+    return {
+        "cpu": f"{cpu}, {cpu_count()} usable CPUs",
+        "memory": mem,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "postgresql": pg,
+        "mlflow": versions["mlflow"],
+        "evtrack": f"{versions['evtrack']} (git {_git_rev()})",
+    }
+
+
+def render_markdown(ctx: Context, env: dict[str, str], command: str, started: str,
+                    elapsed: float) -> str:  # fmt: skip
+    lines = [
+        f"# evtrack vs MLflow: {started}",
+        "",
+        f"Command: `{command}` ({elapsed / 60:.1f} minutes)",
+        "",
+        "Environment: " + "; ".join(f"{k} {v}" for k, v in env.items()),
+        "",
+        "Both servers ran on this machine against the same PostgreSQL, one after the other per "
+        "workload, with the clients on the same machine. `ratio` is evtrack's advantage "
+        "(evtrack/mlflow for throughput, mlflow/evtrack for times; > 1 is better).",
+        "",
+        markdown_table(ctx.rows),
+        "",
+    ]
+    if ctx.notes:
+        lines += ["Notes:", ""] + [f"- {n}" for n in ctx.notes] + [""]
+    return "\n".join(lines)
+
+
+def save(ctx: Context, env: dict[str, str], command: str, started: dt.datetime,
+         elapsed: float) -> Path:  # fmt: skip
+    out = Path(ctx.args.results_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = started.strftime("%Y-%m-%d") + ("-quick" if ctx.args.quick else "")
+    path, n = out / f"{stem}.md", 2
+    while path.exists() or path.with_suffix(".json").exists():
+        path, n = out / f"{stem}-{n}.md", n + 1
+    stamp = started.strftime("%Y-%m-%d %H:%M UTC")
+    path.write_text(render_markdown(ctx, env, command, stamp, elapsed))
+    settings = {k: v for k, v in vars(ctx.args).items() if k != "database_url"}
+    settings["database_url"] = redact(ctx.args.database_url)
+    path.with_suffix(".json").write_text(json.dumps({
+        "started": started.isoformat(),
+        "elapsed_s": elapsed,
+        "command": command,
+        "environment": env,
+        "settings": settings,
+        "rows": [r.to_json() for r in ctx.rows],
+        "notes": ctx.notes,
+        "raw": ctx.shared,
+    }, indent=2, default=str))  # fmt: skip
+    return path
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import wl_history
+    import wl_log_batch
+    import wl_log_metric
+    import wl_native
+    import wl_search
+
+    modules = {"a": wl_log_batch, "b": wl_native, "c": wl_log_metric, "d": wl_history,
+               "e": wl_search}  # fmt: skip
+    started = dt.datetime.now(dt.UTC)
+    t_start = time.monotonic()
+    command = "python benchmarks/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    workdir = Path(tempfile.mkdtemp(prefix="evtrack-bench-"))
+    dbs = Databases(args.database_url)
+    tag = f"bench_{started:%Y%m%d_%H%M%S}_{os.getpid()}"
+    servers = []
+    ctx: Context | None = None
+    failed = False
+    try:
+        env = environment(dbs)  # also proves the database is reachable
+        say(f"PostgreSQL {env['postgresql']} at {redact(args.database_url)}; work dir {workdir}")
+        ml = mlflow_server(dbs.create(f"{tag}_mlflow"), workdir, args.python, args.mlflow_workers)
+        ev = evtrack_server(dbs.create(f"{tag}_evtrack"), workdir, args.python)
+        servers = [ml, ev]
+        for s in servers:
+            s.start()
+        startup = {s.name: s.wait_healthy(args.start_timeout) for s in servers}
+        ctx = Context(args, ml, ev, workdir)
+        ctx.shared["startup_s"] = startup
+        for w in args.selected:
+            if w not in modules:
+                continue
+            say(f"=== workload ({w}) ===")
+            t = time.monotonic()
+            try:
+                modules[w].run(ctx)
+            except Exception as exc:  # noqa: BLE001 - one broken workload does not hide the rest
+                failed = True
+                detail = traceback.format_exc() if not isinstance(exc, BenchmarkError) else ""
+                say(f"workload ({w}) failed: {exc}\n{detail}")
+                ctx.rows.append(Row(w, f"ERROR: {str(exc).splitlines()[0][:80]}", "", None,
+                                    None, verdict=False))  # fmt: skip
+                ctx.note(f"({w}) failed: {exc}")
+                dead = [s.name for s in servers if not s.alive()]
+                if dead:
+                    say(f"server(s) {dead} died; stopping here")
+                    for s in servers:
+                        if not s.alive():
+                            say(f"{s.name} log tail:\n{s.log_tail()}")
+                    break
+            say(f"=== workload ({w}) done in {time.monotonic() - t:.0f}s ===")
+        ctx.rows += rss_rows(ctx)
+    except BenchmarkError as exc:
+        say(f"error: {exc}")
+        failed = True
+    except KeyboardInterrupt:
+        say("interrupted")
+        failed = True
+    finally:
+        for s in servers:
+            s.stop()
+        if ctx is not None:
+            ctx.close()
+        if args.keep_databases:
+            say(f"kept databases {dbs.created}")
+        else:
+            dbs.drop_all()
+        if failed:
+            say(f"server logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if ctx is None or not ctx.rows:
+        return 2
+    elapsed = time.monotonic() - t_start
+    print()
+    print(text_table(ctx.rows))
+    if ctx.notes:
+        print()
+        for n in ctx.notes:
+            print(f"  * {n}")
+    if not args.no_save:
+        path = save(ctx, env, command, started, elapsed)
+        print(f"\nwritten: {path} and {path.with_suffix('.json').name}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
