@@ -76,6 +76,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not run projectors in this process (use with `evtrack projections run` workers)",
     )
     server.add_argument(
+        "--ingest-max-in-flight",
+        type=int,
+        default=int(env("INGEST_MAX_IN_FLIGHT", "16") or 16),
+        help="native ingestion requests processed at once; more wait up to --ingest-queue-wait "
+        "seconds, then get 429 with Retry-After (env EVTRACK_INGEST_MAX_IN_FLIGHT; default 16)",
+    )
+    server.add_argument(
+        "--ingest-queue-wait",
+        type=float,
+        default=float(env("INGEST_QUEUE_WAIT", "2") or 2),
+        help="seconds an ingestion request may wait for a slot (default 2)",
+    )
+    server.add_argument(
+        "--ingest-max-lag",
+        type=int,
+        default=int(env("INGEST_MAX_LAG_EVENTS", "50000") or 50000),
+        help="answer native ingestion with 429 while the read models are more than this many "
+        "events behind the log (env EVTRACK_INGEST_MAX_LAG_EVENTS; default 50000)",
+    )
+    server.add_argument(
         "--require-approval",
         action="append",
         metavar="STAGE",
@@ -223,6 +243,9 @@ def _server(args: argparse.Namespace) -> int:
         run_projectors=not args.no_projectors,
         approval_required_stages=tuple(_canonical_stages(args.require_approval)),
         distinct_approver=not args.allow_self_approval,
+        ingest_max_in_flight=args.ingest_max_in_flight,
+        ingest_queue_wait_s=args.ingest_queue_wait,
+        ingest_max_lag_events=args.ingest_max_lag,
     )
     dsn = resolve_database_url(settings.database_url)
     app = create_app(settings, dsn)

@@ -35,6 +35,11 @@ class Settings:
     approval_required_stages: tuple[str, ...] = ()
     # Whether an approver must be someone other than the requester.
     distinct_approver: bool = True
+    # Native ingestion back-pressure: requests in flight at once, how long a request may
+    # queue for a slot, and how far (in events) the read models may lag before 429s.
+    ingest_max_in_flight: int = 16
+    ingest_queue_wait_s: float = 2.0
+    ingest_max_lag_events: int = 50_000
     # Grace period for in-flight requests on shutdown.
     shutdown_timeout_s: float = 30.0
 

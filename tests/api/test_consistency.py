@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import requests
-
 from _support.server import EvtrackServer
 
 

@@ -16,7 +16,6 @@ import venv
 from pathlib import Path
 
 import pytest
-
 from _support.server import EvtrackServer
 
 MLFLOW_2 = "2.22.5"

@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import tempfile
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -59,7 +60,7 @@ print(
             "by_run": by_run,
             "history": history,
             "search_rows": len(df),
-            "notes": open(downloaded).read(),
+            "notes": Path(downloaded).read_text(),
             "latest": latest,
             "log_model_history": "mlflow.log-model.history"
             in client.get_run(run.info.run_id).data.tags,

@@ -260,6 +260,7 @@ async def test_rebuild_swaps_atomically_and_the_live_projector_continues(
     before = await _answers(pool)
     async with pool.acquire() as conn:
         await rebuild(conn, projections[1])
+    assert await _answers(pool) == before
     # New events after the swap are applied on top of the rebuilt model.
     run_id = (await _rows(pool))["runs"][0][0]
     await store.execute(

@@ -162,7 +162,13 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
     """Build the app; the database must be reachable at ``dsn`` when it starts."""
     app = web.Application(middlewares=[request_context], client_max_size=64 * 1024 * 1024)
     mount(app, all_routes())
-    app[INGEST_GATE] = IngestGate(IngestLimits())
+    app[INGEST_GATE] = IngestGate(
+        IngestLimits(
+            max_in_flight=settings.ingest_max_in_flight,
+            queue_wait_s=settings.ingest_queue_wait_s,
+            max_projection_lag_events=settings.ingest_max_lag_events,
+        )
+    )
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         pool = await create_pool(dsn, settings.pool_size)

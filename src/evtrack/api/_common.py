@@ -11,7 +11,7 @@ import msgspec
 from aiohttp import web
 
 from evtrack.api._state import SERVICES, Services
-from evtrack.errors import conflict, invalid
+from evtrack.errors import conflict
 from evtrack.eventlog import IdempotencyKey, UnitOfWork, WrongExpectedVersion
 from evtrack.events import Metadata
 

@@ -26,7 +26,8 @@ Deliberate differences from the reference, which has bugs here:
   (the reference reads them from the URL's query string and so ignores them), and reports a NaN
   value as null without also raising "Float cannot represent non numeric value";
 * ``runViewType`` works (the reference fails on any value); unset deployment-job enums are null
-  instead of errors; a missing ``input`` is an empty one, not a Python ``TypeError``;
+  instead of errors; a missing ``input`` is an empty one, not a Python ``TypeError``; an
+  experiment lookup without an id is an invalid-id error (the reference answers experiment 0);
 * ``mlflowSearchDatasets`` is not offered: evtrack has no dataset-summary read yet.
 """
 

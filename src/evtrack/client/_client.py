@@ -988,6 +988,9 @@ class _Sender(threading.Thread):
                 own.deadline = c._close_deadline if c._closing else None
                 step = own.step()
                 if step.kind == "sent":
+                    # The time window is spent; only a full batch, a flush or close sends on
+                    # before it ends again (else a steady trickle would be sent point by point).
+                    next_batch = time.monotonic() + c.batch_interval
                     continue
                 if step.kind == "retry":
                     own_retry = time.monotonic() + step.delay
