@@ -10,6 +10,7 @@ import asyncpg
 import msgspec
 import structlog
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from evtrack.api._common import json_response
 from evtrack.api._routing import Handler, Route
@@ -101,6 +102,13 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         response = json_response(
             _error_body(ErrorCode.INVALID_PARAMETER_VALUE, exc.text or "Request too large"),
             status=413,
+        )
+    except RequestPayloadError as exc:
+        # A body that cannot be read as declared (e.g. Content-Encoding: gzip that is not).
+        status = 400
+        response = json_response(
+            _error_body(ErrorCode.INVALID_PARAMETER_VALUE, f"Unreadable request body: {exc}"),
+            status=400,
         )
     except web.HTTPException as exc:
         raise exc

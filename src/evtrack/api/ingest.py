@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import msgspec
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from evtrack.api._common import json_response, run_command, services
 from evtrack.api._routing import Route
@@ -106,7 +107,7 @@ async def _body(request: web.Request) -> bytes:
             if size > MAX_BODY_BYTES:
                 raise invalid(f"Ingest requests must be at most {MAX_BODY_BYTES} bytes (inflated).")
             chunks.append(chunk)
-    except (ValueError, zlib.error) as exc:
+    except (ValueError, zlib.error, HttpProcessingError) as exc:
         raise invalid(f"Unreadable request body: {exc}") from None
     # aiohttp inflates a gzip body as it streams in, so the cap above bounds the inflated size
     # and a small compressed bomb cannot blow up memory.

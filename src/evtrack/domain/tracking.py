@@ -400,7 +400,9 @@ async def experiment_id_for_name(uow: UnitOfWork, name: str, *, artifact_root: s
     owner = await uow.name_owner(EXPERIMENT_NAMES, name)
     if owner is not None:
         return int(owner.removeprefix("experiment-"))
-    return await create_experiment(uow, name, None, [], artifact_root=artifact_root)
+    experiment_id = await create_experiment(uow, name, None, [], artifact_root=artifact_root)
+    await uow.flush()  # runs created next in this unit read its head
+    return experiment_id
 
 
 async def ensure_default_experiment(uow: UnitOfWork, *, artifact_root: str) -> bool:
