@@ -13,7 +13,6 @@ import asyncpg
 import msgspec
 import pytest
 import requests
-
 from _support.server import EvtrackServer
 
 URL = "/api/2.0/evtrack/ingest"
