@@ -33,3 +33,39 @@ def new_runs(url: str, experiment_id: str, count: int, prefix: str) -> list[str]
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def history_count_paged(url: str, run_id: str, key: str, page: int = 25_000) -> int:
+    """Points of one metric through the REST API, following ``next_page_token``."""
+    import msgspec
+    import requests
+
+    session = requests.Session()
+    count, token = 0, None
+    while True:
+        params: dict[str, Any] = {"run_id": run_id, "metric_key": key, "max_results": page}
+        if token:
+            params["page_token"] = token
+        r = session.get(url + "/api/2.0/mlflow/metrics/get-history", params=params, timeout=600)
+        if r.status_code != 200:
+            raise RuntimeError(f"get-history failed: {r.status_code} {r.text[:300]}")
+        body = msgspec.json.decode(r.content)
+        count += len(body.get("metrics", ()))
+        token = body.get("next_page_token")
+        if not token:
+            return count
+
+
+def history_count_single(url: str, run_id: str, key: str) -> int:
+    """Points of one metric through one unpaginated REST request (no max_results)."""
+    import msgspec
+    import requests
+
+    r = requests.get(
+        url + "/api/2.0/mlflow/metrics/get-history",
+        params={"run_id": run_id, "metric_key": key},
+        timeout=600,
+    )
+    if r.status_code != 200:
+        raise RuntimeError(f"get-history failed: {r.status_code} {r.text[:300]}")
+    return len(msgspec.json.decode(r.content).get("metrics", ()))

@@ -31,9 +31,15 @@ except ImportError:  # pragma: no cover - psutil is optional
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
-# Where evtrack keeps what the benchmark verifies against (read-model internals).
-EVTRACK_POINTS_TABLE = "rm_metrics.points"
-EVTRACK_RUNS_TABLE = "rm_runs.runs"
+# How to count the metric points in evtrack's read model (its internals change; the first
+# query whose table exists wins). Every benchmark point is distinct, so no de-duplication.
+EVTRACK_POINT_COUNTS = (
+    ("rm_metrics.series", "SELECT COALESCE(sum(total), 0) FROM rm_metrics.series "
+                          "WHERE run_id = ANY(%s)"),
+    ("rm_metrics.chunks", "SELECT COALESCE(sum(n), 0) FROM rm_metrics.chunks "
+                          "WHERE run_id = ANY(%s)"),
+    ("rm_metrics.points", "SELECT count(*) FROM rm_metrics.points WHERE run_id = ANY(%s)"),
+)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------- databases
@@ -370,6 +376,16 @@ class RssSampler:
 
 
 # --------------------------------------------------------------------------------- evtrack
+
+
+def stored_points(server_name: str, sql: Sql, run_ids: list[str]) -> int:
+    """Metric points the server's database holds for ``run_ids`` (evtrack: its read model)."""
+    if server_name == "mlflow":
+        return int(sql.one("SELECT count(*) FROM metrics WHERE run_uuid = ANY(%s)", run_ids))
+    for table, query in EVTRACK_POINT_COUNTS:
+        if sql.one("SELECT to_regclass(%s) IS NOT NULL", table):
+            return int(sql.one(query, run_ids))
+    raise BenchmarkError("cannot find evtrack's metric read model to verify against")
 
 
 def evtrack_projection_behind(sql: Sql, names: tuple[str, ...] = ("metrics", "runs")) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 import _mlflow_util as mu
 from _common import BenchmarkError, Row, percentile, run_workers, say
 from _context import Context
-from _servers import EVTRACK_POINTS_TABLE, RssSampler, Server, wait_for_projections
+from _servers import RssSampler, Server, stored_points, wait_for_projections
 
 KEYS = 10
 
@@ -61,15 +61,6 @@ def worker(args: dict[str, Any], ready: Any) -> dict[str, Any]:
     }
 
 
-def stored_points(ctx: Context, server: Server, run_ids: list[str]) -> int:
-    sql = ctx.sql(server)
-    if server.name == "mlflow":
-        q = "SELECT count(*) FROM metrics WHERE run_uuid = ANY(%s)"
-    else:
-        q = f"SELECT count(*) FROM {EVTRACK_POINTS_TABLE} WHERE run_id = ANY(%s)"
-    return int(sql.one(q, run_ids))
-
-
 def measure(ctx: Context, server: Server) -> dict[str, Any]:
     a = ctx.args
     exp = mu.new_experiment(server.url, "bench-a")
@@ -100,7 +91,7 @@ def measure(ctx: Context, server: Server) -> dict[str, Any]:
     acked = sum(r["acked"] for r in results)
     failures = sum(r["failures"] for r in results)
     lat = [x for r in results for x in r["lat"]]
-    stored = stored_points(ctx, server, run_ids)
+    stored = stored_points(server.name, ctx.sql(server), run_ids)
     errors = [r["error"] for r in results if r["error"]]
     out = {
         "acked": acked,

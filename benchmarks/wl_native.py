@@ -28,7 +28,7 @@ from typing import Any
 import _mlflow_util as mu
 from _common import BenchmarkError, Row, percentile, run_workers, say
 from _context import Context
-from _servers import EVTRACK_POINTS_TABLE, RssSampler, wait_for_projections
+from _servers import RssSampler, stored_points, wait_for_projections
 
 KEYS = 10
 
@@ -147,8 +147,7 @@ def raw_worker(args: dict[str, Any], ready: Any) -> dict[str, Any]:
 
 
 def _stored(ctx: Context, run_ids: list[str]) -> int:
-    q = f"SELECT count(*) FROM {EVTRACK_POINTS_TABLE} WHERE run_id = ANY(%s)"
-    return int(ctx.sql(ctx.evtrack).one(q, run_ids))
+    return stored_points("evtrack", ctx.sql(ctx.evtrack), run_ids)
 
 
 def measure_client(ctx: Context) -> dict[str, Any]:

@@ -178,6 +178,29 @@ def build_parser() -> argparse.ArgumentParser:
     r_list.add_argument("--status", help="PENDING, APPROVED, REJECTED or CANCELLED")
     for p in r_commands.choices.values():
         _add_server_flags(p)
+
+    sync = commands.add_parser(
+        "sync",
+        help="deliver what evtrack.client left in a spool directory (crashed or offline jobs)",
+        description="Send the records that evtrack.client processes spooled but did not get "
+        "acknowledged (the process was killed, or exited while the server was unreachable). "
+        "Each record is applied exactly once, however often this is run. Spools of processes "
+        "that are still running are left to them.",
+    )
+    sync.add_argument(
+        "--spool-dir",
+        help="the spool directory (env EVTRACK_SPOOL_DIR; default ~/.cache/evtrack/spool)",
+    )
+    sync.add_argument(
+        "--server",
+        help="evtrack server URL (default: the server each spool was written for)",
+    )
+    sync.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="give up after this many seconds, leaving the rest in the spool (default 300)",
+    )
     return parser
 
 
@@ -212,6 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _server(args)
     if args.command in ("audit", "registry"):
         return _remote(args)
+    if args.command == "sync":
+        return _sync(args)
     dsn = resolve_database_url(args.database_url)
     if args.command == "db":
         return asyncio.run(_db_upgrade(dsn))
@@ -258,6 +283,20 @@ def _server(args: argparse.Namespace) -> int:
         access_log=None,
     )
     return 0
+
+
+def _sync(args: argparse.Namespace) -> int:
+    import logging
+
+    from evtrack.client import sync_spool
+
+    logging.basicConfig(level=logging.WARNING, format="evtrack: %(message)s")
+    try:
+        report = sync_spool(args.spool_dir, args.server, timeout=args.timeout)
+    except ValueError as exc:  # e.g. a server URL that is not http(s)
+        print(f"evtrack: {exc}", file=sys.stderr)
+        return 2
+    return 0 if report.ok else 1
 
 
 def _remote(args: argparse.Namespace) -> int:

@@ -138,6 +138,7 @@ class ClientStats:
     delivered_points: int  # metric points acknowledged by the server (this client's own)
     rejected_points: int  # metric points the server refused as bad input (see rejected/)
     requests: int  # ingest requests sent for this client's own spool
+    throttled: int  # answers asking to retry later (429/503 with Retry-After), honoured
     spool_bytes: int  # bytes in the spool directory awaiting delivery (all clients)
 
 
@@ -349,6 +350,7 @@ class Client:
         self._flush_target: tuple[int, int] | None = None
         self._full_until = 0.0
         self._dropped = 0
+        self._warned: set[str] = set()
         self._open_runs: list[Run] = []
         self._active: Run | None = getattr(self, "_active", None)
         self._run_starts: dict[str, bytes] = getattr(self, "_run_starts", {})
@@ -521,7 +523,9 @@ class Client:
         try:
             while True:
                 if self._writer_closed:
-                    warn_once("closed", "evtrack: log call after Client.close(); dropped")
+                    warn_once(
+                        self._warned, "closed", "evtrack: log call after Client.close(); dropped"
+                    )
                     self._dropped += count
                     return False
                 w = self._writer
@@ -606,6 +610,7 @@ class Client:
         the lock released); False: the record is dropped."""
         if self.on_spool_full == "block" and not self._closing:
             warn_once(
+                self._warned,
                 "full-block",
                 "evtrack: spool %s is full (%s); log calls wait for the sender to free space",
                 self.spool_dir,
@@ -621,6 +626,7 @@ class Client:
         self._dropped += count
         self._full_until = time.monotonic() + 1.0
         warn_once(
+            self._warned,
             "full-drop",
             "evtrack: spool %s is full (%s, cap %d bytes); new points are dropped (counted in"
             " Client.stats().dropped) until the sender frees space",
@@ -803,6 +809,7 @@ class Client:
             delivered_points=own.delivered_points if own else 0,
             rejected_points=own.rejected_points if own else 0,
             requests=own.requests if own else 0,
+            throttled=own.throttled if own else 0,
             spool_bytes=spool_usage(self.spool_dir),
         )
 

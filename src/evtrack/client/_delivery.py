@@ -76,12 +76,12 @@ BACKOFF_CAP_S = 30.0
 RETRY_AFTER_CAP_S = 300.0
 ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts/"
 
-_warned: set[str] = set()
 
-
-def warn_once(key: str, message: str, *args: object) -> None:
-    if key not in _warned:
-        _warned.add(key)
+def warn_once(warned: set[str], key: str, message: str, *args: object) -> None:
+    """Log a warning the first time ``key`` comes up for its owner (a client or delivery):
+    a full disk or an unreachable server must not turn into a log line per point."""
+    if key not in warned:
+        warned.add(key)
         log.warning(message, *args)
 
 
@@ -134,12 +134,14 @@ class Delivery:
         self.delivered_points = 0
         self.rejected_points = 0
         self.requests = 0
+        self.throttled = 0  # 429/503 answers with Retry-After
         # Everything before (segment, offset) is acknowledged (or rejected). A live client's
         # first segment is 1; nothing before its first record is pending.
         self.done_mark: tuple[int, int] = (1, DATA_START) if live is not None else (0, 0)
         self._artifact_roots: dict[str, str | None] = {}
         self.deadline: float | None = None  # set while closing: bounds request timeouts
         self._split_budget = SPLIT_BUDGET
+        self.warned: set[str] = set()
         # Runs the server said do not exist or are deleted: their records are not sent.
         self.dead_runs = self._load_dead_runs()
 
@@ -410,7 +412,7 @@ class Delivery:
         if status in (429, 503):
             after = response.retry_after()
             if after is not None:
-                self.failures += 1
+                self.throttled += 1
                 log.info("evtrack: server busy (%s); retrying after %.1fs", status, after)
                 raise _Retry(min(after, RETRY_AFTER_CAP_S))
             self._transient(f"server answered {status}")
@@ -418,6 +420,7 @@ class Delivery:
             self._transient(f"server answered {status}: {response.message}")
         if status in (401, 403):
             warn_once(
+                self.warned,
                 "auth",
                 "evtrack: the server refuses our credentials (%s: %s)",
                 status,
@@ -426,6 +429,7 @@ class Delivery:
             self._transient(f"server answered {status}")
         if status == 404 and response.error_code in ("", "ENDPOINT_NOT_FOUND"):
             warn_once(
+                self.warned,
                 "endpoint",
                 "evtrack: %s has no native ingest route (%s); is it an evtrack server?",
                 self.transport.url,
@@ -462,6 +466,7 @@ class Delivery:
             root = parts.path.strip("/") if parts.scheme == "mlflow-artifacts" else None
             if root is None:
                 warn_once(
+                    self.warned,
                     f"uri:{run_id}",
                     "evtrack: run %s stores artifacts at %s, which the server does not proxy;"
                     " its spooled artifacts are moved to rejected/",
