@@ -216,7 +216,7 @@ def _worker_main(
     try:
         result = target(args, ready)
         out.put(("done", index, result))
-    except BaseException:  # noqa: BLE001 - reported to the parent
+    except BaseException:
         out.put(("error", index, traceback.format_exc()))
 
 
@@ -239,9 +239,7 @@ def run_workers(
     t0_value = ctx.Value("d", 0.0)
     out = ctx.Queue()
     procs = [
-        ctx.Process(
-            target=_worker_main, args=(target, i, dict(a), go, t0_value, out), daemon=True
-        )
+        ctx.Process(target=_worker_main, args=(target, i, dict(a), go, t0_value, out), daemon=True)
         for i, a in enumerate(arg_list)
     ]
     for p in procs:

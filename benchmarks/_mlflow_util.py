@@ -26,9 +26,7 @@ def new_experiment(url: str, prefix: str) -> str:
 
 def new_runs(url: str, experiment_id: str, count: int, prefix: str) -> list[str]:
     c = client(url)
-    return [
-        c.create_run(experiment_id, run_name=f"{prefix}-{i}").info.run_id for i in range(count)
-    ]
+    return [c.create_run(experiment_id, run_name=f"{prefix}-{i}").info.run_id for i in range(count)]
 
 
 def now_ms() -> int:

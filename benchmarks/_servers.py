@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import requests
-
 from _common import BenchmarkError, say
 
 try:
@@ -34,12 +33,16 @@ DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 # How to count the metric points in evtrack's read model (its internals change; the first
 # query whose table exists wins). Every benchmark point is distinct, so no de-duplication.
 EVTRACK_POINT_COUNTS = (
-    ("rm_metrics.series", "SELECT COALESCE(sum(total), 0) FROM rm_metrics.series "
-                          "WHERE run_id = ANY(%s)"),
-    ("rm_metrics.chunks", "SELECT COALESCE(sum(n), 0) FROM rm_metrics.chunks "
-                          "WHERE run_id = ANY(%s)"),
+    (
+        "rm_metrics.series",
+        "SELECT COALESCE(sum(total), 0) FROM rm_metrics.series WHERE run_id = ANY(%s)",
+    ),
+    (
+        "rm_metrics.chunks",
+        "SELECT COALESCE(sum(n), 0) FROM rm_metrics.chunks WHERE run_id = ANY(%s)",
+    ),
     ("rm_metrics.points", "SELECT count(*) FROM rm_metrics.points WHERE run_id = ANY(%s)"),
-)  # fmt: skip
+)
 
 
 # --------------------------------------------------------------------------------- databases
@@ -55,7 +58,7 @@ def _connect(url: str) -> Any:
         ) from None
     try:
         return psycopg2.connect(url)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise BenchmarkError(f"cannot connect to PostgreSQL at {redact(url)}: {exc}") from None
 
 
@@ -107,7 +110,7 @@ class Databases:
                 for name in self.created:
                     try:
                         cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                    except Exception as exc:  # noqa: BLE001
+                    except Exception as exc:
                         say(f"could not drop database {name}: {exc}")
         finally:
             conn.close()
@@ -251,12 +254,19 @@ def evtrack_server(db_url: str, workdir: Path, python: str) -> Server:
     env = dict(os.environ)
     env.setdefault("EVTRACK_LOG_LEVEL", "warning")  # one log line per request costs CPU
     cmd = [
-        python, "-m", "evtrack", "server",
-        "--database-url", db_url,
-        "--artifacts-uri", str(artifacts),
-        "--host", "127.0.0.1",
-        "--port", str(port),
-    ]  # fmt: skip
+        python,
+        "-m",
+        "evtrack",
+        "server",
+        "--database-url",
+        db_url,
+        "--artifacts-uri",
+        str(artifacts),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     if env.get("EVTRACK_LOG_LEVEL"):
         cmd += ["--log-level", env["EVTRACK_LOG_LEVEL"]]
     return Server("evtrack", cmd, env, port, db_url, workdir / "evtrack.log")
@@ -270,17 +280,26 @@ def mlflow_server(db_url: str, workdir: Path, python: str, workers: int) -> Serv
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     # SQLAlchemy 2 maps plain postgresql:// to psycopg 3; MLflow's docs use psycopg2.
-    backend = with_database(db_url, urllib.parse.urlsplit(db_url).path.lstrip("/"),
-                            scheme="postgresql+psycopg2")  # fmt: skip
+    backend = with_database(
+        db_url, urllib.parse.urlsplit(db_url).path.lstrip("/"), scheme="postgresql+psycopg2"
+    )
     cmd = [
-        python, "-m", "mlflow", "server",
-        "--backend-store-uri", backend,
-        "--artifacts-destination", str(artifacts),
+        python,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        backend,
+        "--artifacts-destination",
+        str(artifacts),
         "--serve-artifacts",
-        "--workers", str(workers),
-        "--host", "127.0.0.1",
-        "--port", str(port),
-    ]  # fmt: skip
+        "--workers",
+        str(workers),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     return Server("mlflow", cmd, env, port, db_url, workdir / "mlflow.log")
 
 
@@ -352,9 +371,12 @@ class RssSampler:
         taken between ``t_from`` and ``t_to`` (monotonic clock)."""
         mib = [(t, b / (1 << 20)) for t, b in self.samples if b > 0 and t_from <= t <= t_to]
         if len(mib) < 3:
-            return {"peak_mib": max((m for _, m in mib), default=float("nan")),
-                    "growth_mib": float("nan"), "growth_mib_per_min": float("nan"),
-                    "samples": len(mib)}  # fmt: skip
+            return {
+                "peak_mib": max((m for _, m in mib), default=float("nan")),
+                "growth_mib": float("nan"),
+                "growth_mib_per_min": float("nan"),
+                "samples": len(mib),
+            }
         n = len(mib)
         middle = mib[n // 3 : 2 * n // 3] or mib[: n // 2]
         last = mib[2 * n // 3 :]

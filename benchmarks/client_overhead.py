@@ -96,7 +96,11 @@ def bench_mlflow(uri: str, n: int) -> list[tuple[str, dict[str, float], float]]:
         for i in range(100):
             mlflow.log_metric("warmup", 0.1, step=i)
         mlflow.flush_async_logging()
-        stats = summary(measure(lambda i: mlflow.log_metric("loss", 1.0 / (i + 1), step=i), n))
+
+        def fluent(i: int) -> None:
+            mlflow.log_metric("loss", 1.0 / (i + 1), step=i)
+
+        stats = summary(measure(fluent, n))
         t0 = time.perf_counter()
         mlflow.flush_async_logging()
         rows.append(("mlflow.log_metric (async)", stats, time.perf_counter() - t0))
@@ -162,8 +166,8 @@ def main() -> int:
         f" calls per variant (python {sys.version.split()[0]}, {os.cpu_count()} CPUs)"
     )
     print(f"{'':34}" + "".join(f"{c:>10}" for c in cols) + f"{'drain s':>10}")
-    for name, stats, drain in rows:
-        tail = f"{drain:>10.2f}" if drain is not None else f"{'':>10}"
+    for name, stats, drained in rows:
+        tail = f"{drained:>10.2f}" if drained is not None else f"{'':>10}"
         print(f"{name:34}" + "".join(f"{stats[c]:>10.2f}" for c in cols) + tail)
     named = {name: stats for name, stats, _ in rows}
     ev = named["evtrack Run.log_metric"]

@@ -131,28 +131,51 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--only", default="a,b,c,d,e,f", metavar="LIST",
-                   help="comma-separated workloads to run, e.g. a,c,d (default: all)")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: 5 s ingest, 200 log_metric calls, 10k/100k-point "
-                        "histories, 1k/5k runs (explicit flags still win)")
-    p.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL",
-                                                            DEFAULT_DATABASE_URL),
-                   help="PostgreSQL to use (a maintenance database URL; two fresh databases "
-                        "are created next to it and dropped at the end). Default: "
-                        f"{DEFAULT_DATABASE_URL} (env BENCH_DATABASE_URL)")
-    p.add_argument("--keep-databases", action="store_true",
-                   help="do not drop the two databases at the end (for inspection)")
+    p.add_argument(
+        "--only",
+        default="a,b,c,d,e,f",
+        metavar="LIST",
+        help="comma-separated workloads to run, e.g. a,c,d (default: all)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 5 s ingest, 200 log_metric calls, 10k/100k-point "
+        "histories, 1k/5k runs (explicit flags still win)",
+    )
+    p.add_argument(
+        "--database-url",
+        default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL),
+        help="PostgreSQL to use (a maintenance database URL; two fresh databases "
+        "are created next to it and dropped at the end). Default: "
+        f"{DEFAULT_DATABASE_URL} (env BENCH_DATABASE_URL)",
+    )
+    p.add_argument(
+        "--keep-databases",
+        action="store_true",
+        help="do not drop the two databases at the end (for inspection)",
+    )
     scale = p.add_argument_group("scale")
     scale.add_argument("--duration", type=float, help="seconds of (a) and (b) load (30)")
-    scale.add_argument("--procs-a", type=int, default=8,
-                       help="(a) client processes (default 8)")
-    scale.add_argument("--batch-a", type=int, default=1000,
-                       help="(a) points per log_batch call, a multiple of 10 (default 1000)")
-    scale.add_argument("--procs-b", type=int, default=max(2, cpu_count()),
-                       help="(b) client processes (default: number of CPUs, at least 2)")
-    scale.add_argument("--native-batch", type=int, default=50_000,
-                       help="(b) points per raw native ingest request (default 50,000)")
+    scale.add_argument("--procs-a", type=int, default=8, help="(a) client processes (default 8)")
+    scale.add_argument(
+        "--batch-a",
+        type=int,
+        default=1000,
+        help="(a) points per log_batch call, a multiple of 10 (default 1000)",
+    )
+    scale.add_argument(
+        "--procs-b",
+        type=int,
+        default=max(2, cpu_count()),
+        help="(b) client processes (default: number of CPUs, at least 2)",
+    )
+    scale.add_argument(
+        "--native-batch",
+        type=int,
+        default=50_000,
+        help="(b) points per raw native ingest request (default 50,000)",
+    )
     scale.add_argument("--log-metric-calls", type=int, help="(c) calls (2000)")
     scale.add_argument("--history-small", type=int, help="(d) points (100,000)")
     scale.add_argument("--history-large", type=int, help="(d) points (1,000,000)")
@@ -160,28 +183,52 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--runs-small", type=int, help="(e) runs (10,000)")
     scale.add_argument("--runs-large", type=int, help="(e) runs (100,000)")
     scale.add_argument("--reps-search", type=int, help="(e) repetitions, median (5)")
-    scale.add_argument("--mlflow-search-load", choices=("auto", "api", "sql"), default="auto",
-                       help="(e) how MLflow's runs are loaded: api (create_run + log_batch per "
-                            "run), sql (COPY clones of one API-created run), auto (api up to "
-                            "5,000 runs, sql above; default)")
-    scale.add_argument("--mlflow-history-load", choices=("auto", "api", "sql"), default="auto",
-                       help="(d) how MLflow's histories are loaded: api (log_batch of 1000 "
-                            "from --load-procs processes), sql (COPY, the last 1000 points via "
-                            "log_batch), auto (api up to 200,000 points, sql above; default)")
-    scale.add_argument("--load-procs", type=int, default=8,
-                       help="processes loading data into MLflow for (d) and (e) (default 8)")
+    scale.add_argument(
+        "--mlflow-search-load",
+        choices=("auto", "api", "sql"),
+        default="auto",
+        help="(e) how MLflow's runs are loaded: api (create_run + log_batch per "
+        "run), sql (COPY clones of one API-created run), auto (api up to "
+        "5,000 runs, sql above; default)",
+    )
+    scale.add_argument(
+        "--mlflow-history-load",
+        choices=("auto", "api", "sql"),
+        default="auto",
+        help="(d) how MLflow's histories are loaded: api (log_batch of 1000 "
+        "from --load-procs processes), sql (COPY, the last 1000 points via "
+        "log_batch), auto (api up to 200,000 points, sql above; default)",
+    )
+    scale.add_argument(
+        "--load-procs",
+        type=int,
+        default=8,
+        help="processes loading data into MLflow for (d) and (e) (default 8)",
+    )
     srv = p.add_argument_group("servers")
-    srv.add_argument("--mlflow-workers", type=int, default=2,
-                     help="`mlflow server --workers` (default 2)")
-    srv.add_argument("--python", default=sys.executable,
-                     help="interpreter that runs both servers (default: this one)")
-    srv.add_argument("--start-timeout", type=float, default=240,
-                     help="seconds to wait for /health (default 240)")
-    srv.add_argument("--lag-timeout", type=float, default=600,
-                     help="seconds to wait for evtrack's read models to catch up (default 600)")
+    srv.add_argument(
+        "--mlflow-workers", type=int, default=2, help="`mlflow server --workers` (default 2)"
+    )
+    srv.add_argument(
+        "--python",
+        default=sys.executable,
+        help="interpreter that runs both servers (default: this one)",
+    )
+    srv.add_argument(
+        "--start-timeout", type=float, default=240, help="seconds to wait for /health (default 240)"
+    )
+    srv.add_argument(
+        "--lag-timeout",
+        type=float,
+        default=600,
+        help="seconds to wait for evtrack's read models to catch up (default 600)",
+    )
     out = p.add_argument_group("output")
-    out.add_argument("--results-dir", default=str(HERE / "results"),
-                     help="where the Markdown and JSON results go (default benchmarks/results)")
+    out.add_argument(
+        "--results-dir",
+        default=str(HERE / "results"),
+        help="where the Markdown and JSON results go (default benchmarks/results)",
+    )
     out.add_argument("--no-save", action="store_true", help="print the table only")
     return p
 
@@ -224,11 +271,30 @@ def rss_rows(ctx: Context) -> list[Row]:
             continue
         m = rss[phase].get("mlflow", {})
         e = rss[phase].get("evtrack", {})
-        rows.append(Row("f", f"peak server RSS during {label}", "MiB", m.get("peak_mib"),
-                        e.get("peak_mib"), "lower", target="bounded"))  # fmt: skip
-        rows.append(Row("f", f"RSS growth during {label}", "MiB+-", m.get("growth_mib"),
-                        e.get("growth_mib"), "none", target="flat", verdict=_flat(e),
-                        note="mean of the last third minus mean of the middle third"))  # fmt: skip
+        rows.append(
+            Row(
+                "f",
+                f"peak server RSS during {label}",
+                "MiB",
+                m.get("peak_mib"),
+                e.get("peak_mib"),
+                "lower",
+                target="bounded",
+            )
+        )
+        rows.append(
+            Row(
+                "f",
+                f"RSS growth during {label}",
+                "MiB+-",
+                m.get("growth_mib"),
+                e.get("growth_mib"),
+                "none",
+                target="flat",
+                verdict=_flat(e),
+                note="mean of the last third minus mean of the middle third",
+            )
+        )
     return rows
 
 
@@ -237,10 +303,16 @@ def rss_rows(ctx: Context) -> list[Row]:
 
 def _git_rev() -> str:
     with contextlib.suppress(Exception):
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, text=True,
-                             capture_output=True, timeout=10).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=HERE, text=True,
-                               capture_output=True, timeout=10).stdout.strip()  # fmt: skip
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=HERE,
+            text=True,
+            capture_output=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=HERE, text=True, capture_output=True, timeout=10
+        ).stdout.strip()
         return rev + ("+dirty" if dirty else "")
     return "unknown"
 
@@ -263,7 +335,7 @@ def environment(dbs: Databases) -> dict[str, str]:
             from importlib.metadata import version
 
             versions[pkg] = version(pkg)
-        except Exception:  # noqa: BLE001
+        except Exception:
             versions[pkg] = "?"
     pg = "?"
     with contextlib.suppress(Exception):
@@ -279,8 +351,9 @@ def environment(dbs: Databases) -> dict[str, str]:
     }
 
 
-def render_markdown(ctx: Context, env: dict[str, str], command: str, started: str,
-                    elapsed: float) -> str:  # fmt: skip
+def render_markdown(
+    ctx: Context, env: dict[str, str], command: str, started: str, elapsed: float
+) -> str:
     lines = [
         f"# evtrack vs MLflow: {started}",
         "",
@@ -300,8 +373,9 @@ def render_markdown(ctx: Context, env: dict[str, str], command: str, started: st
     return "\n".join(lines)
 
 
-def save(ctx: Context, env: dict[str, str], command: str, started: dt.datetime,
-         elapsed: float) -> Path:  # fmt: skip
+def save(
+    ctx: Context, env: dict[str, str], command: str, started: dt.datetime, elapsed: float
+) -> Path:
     out = Path(ctx.args.results_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = started.strftime("%Y-%m-%d") + ("-quick" if ctx.args.quick else "")
@@ -312,16 +386,22 @@ def save(ctx: Context, env: dict[str, str], command: str, started: dt.datetime,
     path.write_text(render_markdown(ctx, env, command, stamp, elapsed))
     settings = {k: v for k, v in vars(ctx.args).items() if k != "database_url"}
     settings["database_url"] = redact(ctx.args.database_url)
-    path.with_suffix(".json").write_text(json.dumps({
-        "started": started.isoformat(),
-        "elapsed_s": elapsed,
-        "command": command,
-        "environment": env,
-        "settings": settings,
-        "rows": [r.to_json() for r in ctx.rows],
-        "notes": ctx.notes,
-        "raw": ctx.shared,
-    }, indent=2, default=str))  # fmt: skip
+    path.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "started": started.isoformat(),
+                "elapsed_s": elapsed,
+                "command": command,
+                "environment": env,
+                "settings": settings,
+                "rows": [r.to_json() for r in ctx.rows],
+                "notes": ctx.notes,
+                "raw": ctx.shared,
+            },
+            indent=2,
+            default=str,
+        )
+    )
     return path
 
 
@@ -336,8 +416,13 @@ def main(argv: list[str] | None = None) -> int:
     import wl_native
     import wl_search
 
-    modules = {"a": wl_log_batch, "b": wl_native, "c": wl_log_metric, "d": wl_history,
-               "e": wl_search}  # fmt: skip
+    modules = {
+        "a": wl_log_batch,
+        "b": wl_native,
+        "c": wl_log_metric,
+        "d": wl_history,
+        "e": wl_search,
+    }
     started = dt.datetime.now(dt.UTC)
     t_start = time.monotonic()
     command = "python benchmarks/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -365,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
             t = time.monotonic()
             try:
                 modules[w].run(ctx)
-            except Exception as exc:  # noqa: BLE001 - one broken workload does not hide the rest
+            except Exception as exc:
                 failed = True
                 detail = traceback.format_exc() if not isinstance(exc, BenchmarkError) else ""
                 say(f"workload ({w}) failed: {exc}\n{detail}")

@@ -57,7 +57,9 @@ def mlflow_loader(args: dict[str, Any], ready: Any) -> dict[str, Any]:
         if args["report"] and time.monotonic() - last > 15:
             last = time.monotonic()
             done = (hi - start) / (stop - start)
-            print(f"    loading mlflow history: worker 0 at {done:.0%}", file=sys.stderr, flush=True)
+            print(
+                f"    loading mlflow history: worker 0 at {done:.0%}", file=sys.stderr, flush=True
+            )
     return {"points": stop - start}
 
 
@@ -67,8 +69,14 @@ def load_mlflow(ctx: Context, server: Server, run_id: str, n: int) -> None:
     outcome = run_workers(
         mlflow_loader,
         [
-            {"url": server.url, "run_id": run_id, "start": bounds[i], "stop": bounds[i + 1],
-             "chunk": 1000, "report": i == 0}  # fmt: skip
+            {
+                "url": server.url,
+                "run_id": run_id,
+                "start": bounds[i],
+                "stop": bounds[i + 1],
+                "chunk": 1000,
+                "report": i == 0,
+            }
             for i in range(procs)
         ],
         run_timeout=max(600.0, n / 500),
@@ -225,10 +233,34 @@ def run(ctx: Context) -> None:
         bound = 2.0 if large else None
         target = ">= 20x" + (", < 2 s" if large else "")
         ctx.rows += [
-            Row("d", f"get_metric_history {n:,} pts (MlflowClient)", "s", m[n]["client"],
-                e[n]["client"], "lower", min_ratio=20, evtrack_max=bound, target=target),
-            Row("d", f"get-history {n:,} pts (raw HTTP, 25k pages)", "s", m[n]["raw"],
-                e[n]["raw"], "lower", min_ratio=20, evtrack_max=bound, target=target),
-            Row("d", f"get-history {n:,} pts (raw HTTP, one request)", "s", m[n]["single"],
-                e[n]["single"], "lower"),
-        ]  # fmt: skip
+            Row(
+                "d",
+                f"get_metric_history {n:,} pts (MlflowClient)",
+                "s",
+                m[n]["client"],
+                e[n]["client"],
+                "lower",
+                min_ratio=20,
+                evtrack_max=bound,
+                target=target,
+            ),
+            Row(
+                "d",
+                f"get-history {n:,} pts (raw HTTP, 25k pages)",
+                "s",
+                m[n]["raw"],
+                e[n]["raw"],
+                "lower",
+                min_ratio=20,
+                evtrack_max=bound,
+                target=target,
+            ),
+            Row(
+                "d",
+                f"get-history {n:,} pts (raw HTTP, one request)",
+                "s",
+                m[n]["single"],
+                e[n]["single"],
+                "lower",
+            ),
+        ]

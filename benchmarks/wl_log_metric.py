@@ -49,9 +49,25 @@ def run(ctx: Context) -> None:
     m, e = res["mlflow"], res["evtrack"]
     n = ctx.args.log_metric_calls
     ctx.rows += [
-        Row("c", f"log_metric p50 ({n} calls)", "ms", m["p50_ms"], e["p50_ms"], "lower",
-            min_ratio=2, target="<= 1/2"),
+        Row(
+            "c",
+            f"log_metric p50 ({n} calls)",
+            "ms",
+            m["p50_ms"],
+            e["p50_ms"],
+            "lower",
+            min_ratio=2,
+            target="<= 1/2",
+        ),
         Row("c", f"log_metric p99 ({n} calls)", "ms", m["p99_ms"], e["p99_ms"], "lower"),
-        Row("c", "read back = logged", "count", m["stored"], e["stored"], "higher",
-            target=f"= {n}", verdict=m["stored"] == e["stored"] == n),
-    ]  # fmt: skip
+        Row(
+            "c",
+            "read back = logged",
+            "count",
+            m["stored"],
+            e["stored"],
+            "higher",
+            target=f"= {n}",
+            verdict=m["stored"] == e["stored"] == n,
+        ),
+    ]

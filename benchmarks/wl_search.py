@@ -82,8 +82,13 @@ def load_mlflow_api(ctx: Context, server: Server, experiment_id: str, n: int) ->
     outcome = run_workers(
         mlflow_api_loader,
         [
-            {"url": server.url, "experiment_id": experiment_id, "start": bounds[i],
-             "stop": bounds[i + 1], "report": i == 0}  # fmt: skip
+            {
+                "url": server.url,
+                "experiment_id": experiment_id,
+                "start": bounds[i],
+                "stop": bounds[i + 1],
+                "report": i == 0,
+            }
             for i in range(procs)
         ],
         run_timeout=max(900.0, n / 20),
@@ -159,6 +164,7 @@ def load_mlflow_sql(ctx: Context, server: Server, experiment_id: str, n: int) ->
 def load_evtrack(ctx: Context, server: Server, experiment_id: str, n: int) -> None:
     import msgspec
     import requests
+    from wl_history import ingest
 
     from evtrack.wire.ingest import (
         IngestKeyValue,
@@ -167,7 +173,6 @@ def load_evtrack(ctx: Context, server: Server, experiment_id: str, n: int) -> No
         IngestRequest,
         IngestRunStart,
     )
-    from wl_history import ingest
 
     encode = msgspec.msgpack.Encoder().encode
     session = requests.Session()
@@ -196,9 +201,7 @@ def load_evtrack(ctx: Context, server: Server, experiment_id: str, n: int) -> No
 
 def _check(accs: list[float], expected: list[float], where: str) -> None:
     if len(accs) != len(expected):
-        raise BenchmarkError(
-            f"{where}: search returned {len(accs)} runs, expected {len(expected)}"
-        )
+        raise BenchmarkError(f"{where}: search returned {len(accs)} runs, expected {len(expected)}")
     if any(abs(a - b) > 1e-12 for a, b in zip(accs, expected, strict=True)):
         raise BenchmarkError(f"{where}: search results not filtered/ordered by metrics.acc")
 
@@ -287,8 +290,26 @@ def run(ctx: Context) -> None:
         bound = 300.0 if large else None
         target = ">= 10x" + (", < 300 ms" if large else "")
         ctx.rows += [
-            Row("e", f"search_runs 1000 of {n:,} (MlflowClient)", "ms", m[n]["client"],
-                e[n]["client"], "lower", min_ratio=10, evtrack_max=bound, target=target),
-            Row("e", f"runs/search 1000 of {n:,} (raw HTTP)", "ms", m[n]["raw"], e[n]["raw"],
-                "lower", min_ratio=10, evtrack_max=bound, target=target),
-        ]  # fmt: skip
+            Row(
+                "e",
+                f"search_runs 1000 of {n:,} (MlflowClient)",
+                "ms",
+                m[n]["client"],
+                e[n]["client"],
+                "lower",
+                min_ratio=10,
+                evtrack_max=bound,
+                target=target,
+            ),
+            Row(
+                "e",
+                f"runs/search 1000 of {n:,} (raw HTTP)",
+                "ms",
+                m[n]["raw"],
+                e[n]["raw"],
+                "lower",
+                min_ratio=10,
+                evtrack_max=bound,
+                target=target,
+            ),
+        ]

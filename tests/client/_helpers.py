@@ -54,7 +54,7 @@ def logged_points(dsn: str, run_id: str) -> tuple[int, int]:
 def history(url: str, run_id: str, key: str) -> list[dict[str, Any]]:
     response = requests.get(
         f"{url}/api/2.0/mlflow/metrics/get-history",
-        params={"run_id": run_id, "metric_key": key, "max_results": 1_000_000},
+        params={"run_id": run_id, "metric_key": key, "max_results": "1000000"},
         timeout=60,
     )
     response.raise_for_status()
@@ -62,9 +62,7 @@ def history(url: str, run_id: str, key: str) -> list[dict[str, Any]]:
 
 
 def get_run(url: str, run_id: str) -> dict[str, Any]:
-    response = requests.get(
-        f"{url}/api/2.0/mlflow/runs/get", params={"run_id": run_id}, timeout=60
-    )
+    response = requests.get(f"{url}/api/2.0/mlflow/runs/get", params={"run_id": run_id}, timeout=60)
     response.raise_for_status()
     run: dict[str, Any] = response.json()["run"]
     return run

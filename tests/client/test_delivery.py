@@ -154,7 +154,7 @@ def proxy(evtrack_server: EvtrackServer) -> Iterator[Proxy]:
                 self._answer(429, payload, {"Retry-After": state.retry_after})
                 status = 429
             else:
-                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+                conn = http.client.HTTPConnection(target.hostname or "", target.port, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
                 conn.request(self.command, self.path, body=body, headers=headers)
                 upstream = conn.getresponse()
@@ -308,9 +308,7 @@ def test_async_client(evtrack_server: EvtrackServer, spool: Path) -> None:
 
 def test_module_level_api(evtrack_server: EvtrackServer, spool: Path) -> None:
     url = evtrack_server.url
-    run = evtrack.client.init(
-        experiment_id=create_experiment(url), server_url=url, spool_dir=spool
-    )
+    run = evtrack.client.init(experiment_id=create_experiment(url), server_url=url, spool_dir=spool)
     try:
         evtrack.client.log_params({"optimizer": "adam"})
         for i in range(100):

@@ -8,7 +8,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -44,9 +44,9 @@ _JOB = """
 """
 
 
-def _start_job(url: str, spool: Path, exp: str, n: int, interval: float = 0.05) -> tuple[
-    subprocess.Popen[str], str
-]:
+def _start_job(
+    url: str, spool: Path, exp: str, n: int, interval: float = 0.05
+) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [*python_script(_JOB), url, str(spool), exp, str(n), str(interval)],
         stdout=subprocess.PIPE,
@@ -292,8 +292,9 @@ def test_next_client_on_the_spool_adopts_a_dead_jobs_records(
     assert logged_points(evtrack_server.dsn, run_id)[0] < 20000
     with Client(url, spool_dir=spool):
         wait_for(
-            lambda: logged_points(evtrack_server.dsn, run_id)[0] == 20000
-            and not client_folders(spool),
+            lambda: (
+                logged_points(evtrack_server.dsn, run_id)[0] == 20000 and not client_folders(spool)
+            ),
             60,
             "the new client to deliver the dead job's spool",
         )
@@ -352,11 +353,11 @@ def test_full_spool_blocks_when_asked_and_loses_nothing(
 
 
 def test_real_server_429_is_honoured(
-    evtrack_server_factory: object, spool: Path
+    evtrack_server_factory: Callable[..., EvtrackServer], spool: Path
 ) -> None:
     """A server started with --ingest-max-lag 0 sheds load with 429 + Retry-After whenever
     its read models trail the log; the client waits as told and delivers exactly once."""
-    server = evtrack_server_factory(extra_args=["--ingest-max-lag", "0"])  # type: ignore[operator]
+    server = evtrack_server_factory(extra_args=["--ingest-max-lag", "0"])
     url = server.url
     exp = create_experiment(url)
     with Client(url, spool_dir=spool, batch_max_points=20_000, batch_interval=3600) as client:

@@ -73,6 +73,7 @@ DEFAULT_SEGMENT_BYTES = 16 << 20
 DEFAULT_CLOSE_TIMEOUT_S = 30.0
 ORPHAN_SCAN_INTERVAL_S = 60.0
 POINTS_PER_FRAME = 4096
+RUN_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
 
 _crc32 = zlib.crc32
 _time_ns = time.time_ns
@@ -243,6 +244,8 @@ class Run:
 
     def end(self, status: str = "FINISHED") -> None:
         """Spool the run's ``end`` record (idempotent in this process)."""
+        if status not in RUN_STATUSES:
+            raise ValueError(f"status must be one of {', '.join(RUN_STATUSES)}, got {status!r}")
         if self._ended:
             return
         self._ended = True
@@ -757,7 +760,7 @@ class Client:
     # --------------------------------------------------------------------- sender & flushing
 
     def _ensure_sender(self) -> None:
-        if self._sender is None and not self._closing:
+        if self._sender is None:
             self._sender = _Sender(self)
             self._sender.start()
 
@@ -824,12 +827,13 @@ class Client:
     def _begin_close(self, deadline: float, failed: bool = False) -> None:
         if self._closing:
             return
+        # Closing first: a full spool under policy "block" must not hold up the end records.
+        self._close_deadline = deadline
+        self._closing = True
         for run in list(self._open_runs):
             if run._end_on_exit and run._pid == os.getpid():
                 run.end("FAILED" if failed else "FINISHED")
         with self._lock:
-            self._closing = True
-            self._close_deadline = deadline
             self._seal_writer()
             if self._spare is not None:
                 _discard(self._spare)
@@ -1008,7 +1012,10 @@ class _Sender(threading.Thread):
                         seq, pos = own.done_mark
                         c._notify_at = (pos if seq == state[0] else DATA_START) + c._notify_bytes
             if c._closing:
-                if own is None or not own.pending():
+                # Done once the writer is sealed (end records written) and all is acked.
+                if c._writer_closed and (
+                    not own.pending() if own is not None else c._folder is None
+                ):
                     return
                 wake_at = min(max(own_retry, now + 0.01), c._close_deadline)
                 c._wake.wait(max(0.0, wake_at - time.monotonic()))

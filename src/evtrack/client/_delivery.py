@@ -21,6 +21,13 @@ split in two by data records and the halves sent separately, down to a bounded d
 bad record does not take a whole batch of good points with it. What is still refused is
 copied to ``rejected/`` with the server's message and acknowledged, never retried forever.
 Halves get their own keys: the refused whole wrote nothing, so nothing can repeat.
+
+A refusal that names a run of the batch as missing or deleted condemns all of that run's
+records, so splitting cannot help: the run goes on the folder's ``dead-runs`` list, its
+records are copied to ``rejected/`` and left out, and the rest of the range is sent again
+under the same key. That is safe because the refused body wrote nothing, and the bodies ever
+sent under one key differ only by records that can no longer be applied: if an earlier body
+under the key was applied, the server answers from its table and applies nothing more.
 """
 
 from __future__ import annotations
