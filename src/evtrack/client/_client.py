@@ -57,6 +57,7 @@ from evtrack.client._spool import (
     LockedFolder,
     SegmentFull,
     SegmentWriter,
+    clean_staging,
     client_folders,
     list_segments,
     spool_usage,
@@ -1049,6 +1050,7 @@ class _Sender(threading.Thread):
         c = self.client
         held = {d.folder.path for d in self.orphans}
         own = c._folder.path if c._folder is not None else None
+        clean_staging(c.spool_dir)
         for path in client_folders(c.spool_dir):
             if path == own or path in held or path in self._skipped:
                 continue

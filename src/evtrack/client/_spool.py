@@ -29,6 +29,7 @@ import json
 import mmap
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,28 @@ def client_folders(root: Path) -> list[Path]:
         for e in entries
         if e.is_dir(follow_symlinks=False) and not e.name.startswith(".") and e.name != REJECTED
     )
+
+
+def clean_staging(root: Path, older_than_s: float = 3600.0) -> None:
+    """Remove half-made client folders (``.<id>.new``) left by a crash during creation.
+    They never hold records: segments are only created after the rename."""
+    try:
+        entries = list(os.scandir(root))
+    except FileNotFoundError:
+        return
+    now = time.time()
+    for entry in entries:
+        if not (entry.name.startswith(".") and entry.name.endswith(".new")):
+            continue
+        try:
+            if now - entry.stat(follow_symlinks=False).st_mtime < older_than_s:
+                continue
+        except FileNotFoundError:
+            continue
+        folder = LockedFolder.try_lock(Path(entry.path))
+        if folder is not None:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            folder.release()
 
 
 class LockedFolder:

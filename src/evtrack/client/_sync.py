@@ -15,7 +15,7 @@ from pathlib import Path
 from evtrack.client._batch import Limits, no_pause
 from evtrack.client._client import default_server_url, default_spool_dir
 from evtrack.client._delivery import Delivery, rejected_dir
-from evtrack.client._spool import LockedFolder, client_folders
+from evtrack.client._spool import LockedFolder, clean_staging, client_folders
 from evtrack.client._transport import Transport
 
 log = logging.getLogger("evtrack.client")
@@ -47,6 +47,7 @@ def sync_spool(
     root = Path(spool_dir).expanduser() if spool_dir else default_spool_dir()
     report = SyncReport()
     deadline = time.monotonic() + timeout
+    clean_staging(root)
     for path in client_folders(root):
         folder = LockedFolder.try_lock(path)
         if folder is None:
