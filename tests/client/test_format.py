@@ -111,3 +111,34 @@ def test_a_torn_last_frame_ends_the_segment(spool: Path, damage: str) -> None:
     cursor.reader.close()
     client._abandoned = True
     client.close(0.2)
+
+
+def test_segment_rolls_lose_nothing(spool: Path) -> None:
+    """Many small segments, rolled while the sender prepares spares ahead: every point is
+    in some segment, in order, and none was dropped."""
+    client = Client(
+        "http://127.0.0.1:9", spool_dir=spool, adopt_orphans=False, segment_bytes=64 * 1024
+    )
+    try:
+        run = client.start_run()
+        n = 100_000  # ~4 MB: some 60 segments
+        for i in range(n):
+            run.log_metric("m", float(i), step=i)
+        assert client.stats().dropped == 0
+        with client._lock:
+            client._seal_writer()  # as close() would
+        [folder] = client_folders(spool)
+        steps: list[int] = []
+        for seq in list_segments(folder):
+            reader = SegmentReader(folder / f"seg-{seq:08d}.log")
+            cursor = Cursor(seq, reader, AckState())
+            end = recover(cursor, no_pause)
+            batch = decode_range(cursor, DATA_START, end, None, no_pause)
+            if run.run_id in batch.runs:
+                steps.extend(batch.runs[run.run_id].steps)
+            reader.close()
+        assert len(list_segments(folder)) > 50
+        assert steps == list(range(n))
+    finally:
+        client._abandoned = True
+        client.close(0.2)

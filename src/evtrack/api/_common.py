@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -14,6 +14,7 @@ from evtrack.api._state import SERVICES, Services
 from evtrack.errors import conflict
 from evtrack.eventlog import IdempotencyKey, UnitOfWork, WrongExpectedVersion
 from evtrack.events import Metadata
+from evtrack.search import SqlQuery, next_page_token
 
 R = TypeVar("R")
 
@@ -90,3 +91,28 @@ async def wait_fresh(request: web.Request, *names: str) -> None:
     if request.headers.get("X-Evtrack-Consistency", "").lower() == "eventual":
         return
     await services(request).freshness.wait(names)
+
+
+async def search_response(
+    request: web.Request,
+    query: SqlQuery,
+    load: Callable[[Any, list[Any]], Awaitable[Sequence[Any]]],
+    list_key: str,
+    *,
+    row_key: Callable[[Any], Any] = lambda row: row[0],
+) -> web.Response:
+    """Run a compiled search and answer one page of it the way every MLflow search does.
+
+    The query fetches one row more than the page (that row only says whether a next page
+    exists); ``load`` turns the page's keys into wire objects in the same order. Empty lists
+    and a missing next page are left out of the answer, as the reference does.
+    """
+    pool = services(request).pool
+    rows = await pool.fetch(query.sql, *query.args)
+    found = await load(pool, [row_key(r) for r in rows[: query.limit]])
+    body: dict[str, object] = {}
+    if found:
+        body[list_key] = found
+    if token := next_page_token(query, len(rows)):
+        body["next_page_token"] = token
+    return json_response(body)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from evtrack.api._common import empty, json_response, run_command, services
+from evtrack.api._common import empty, json_response, run_command, search_response, services
 from evtrack.api._requests import Args, read_args
 from evtrack.api._routing import Handler, Route
 from evtrack.domain import tracking
@@ -13,7 +13,7 @@ from evtrack.errors import invalid, not_found
 from evtrack.eventlog import UnitOfWork
 from evtrack.permissions import Permission
 from evtrack.queries import experiments as queries
-from evtrack.search import compile_experiment_search, next_page_token
+from evtrack.search import compile_experiment_search
 
 ARTIFACT_SCHEME_ROOT = "mlflow-artifacts:"
 
@@ -77,17 +77,7 @@ async def search(request: web.Request) -> web.Response:
         max_results=1000 if max_results is None else max_results,
         page_token=args.string("page_token"),
     )
-    pool = services(request).pool
-    rows = await pool.fetch(query.sql, *query.args)
-    ids = [r[0] for r in rows[: query.limit]]
-    body: dict[str, object] = {}
-    found = await queries.get_experiments(pool, ids)
-    if found:
-        body["experiments"] = found
-    token = next_page_token(query, len(rows))
-    if token:
-        body["next_page_token"] = token
-    return json_response(body)
+    return await search_response(request, query, queries.get_experiments, "experiments")
 
 
 async def set_tag(request: web.Request) -> web.Response:

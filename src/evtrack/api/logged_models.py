@@ -22,7 +22,14 @@ from typing import Any
 
 from aiohttp import web
 
-from evtrack.api._common import empty, json_response, run_command, services, wait_fresh
+from evtrack.api._common import (
+    empty,
+    json_response,
+    run_command,
+    search_response,
+    services,
+    wait_fresh,
+)
 from evtrack.api._requests import Args, read_args
 from evtrack.api._routing import Route
 from evtrack.api.artifacts import (
@@ -41,7 +48,7 @@ from evtrack.errors import ErrorCode, EvtrackError, invalid
 from evtrack.eventlog import UnitOfWork
 from evtrack.permissions import Permission
 from evtrack.queries import logged_models as queries
-from evtrack.search import compile_logged_model_search, next_page_token
+from evtrack.search import compile_logged_model_search
 from evtrack.wire import mlflow as wire
 
 _SEE_DOCS = " See the API docs for more information about request parameters."
@@ -237,16 +244,7 @@ async def search(request: web.Request) -> web.Response:
         max_results=args.integer("max_results") or None,
         page_token=args.string("page_token") or None,
     )
-    pool = services(request).pool
-    rows = await pool.fetch(query.sql, *query.args)
-    body: dict[str, object] = {}
-    found = await queries.get_logged_models(pool, [r[0] for r in rows[: query.limit]])
-    if found:
-        body["models"] = found
-    token = next_page_token(query, len(rows))
-    if token:
-        body["next_page_token"] = token
-    return json_response(body)
+    return await search_response(request, query, queries.get_logged_models, "models")
 
 
 async def _artifact_root(request: web.Request, model_id: str) -> tuple[str, str | None]:

@@ -8,7 +8,15 @@ from typing import Any
 
 from aiohttp import web
 
-from evtrack.api._common import actor, empty, json_response, run_command, services, wait_fresh
+from evtrack.api._common import (
+    actor,
+    empty,
+    json_response,
+    run_command,
+    search_response,
+    services,
+    wait_fresh,
+)
 from evtrack.api._requests import Args, read_args
 from evtrack.api._routing import Route
 from evtrack.api.run_artifacts import store_path, stream_artifact
@@ -22,7 +30,6 @@ from evtrack.queries import registry as queries
 from evtrack.search import (
     compile_model_version_search,
     compile_registered_model_search,
-    next_page_token,
 )
 
 REGISTRY = ("registry",)
@@ -136,15 +143,7 @@ async def search_registered_models(request: web.Request) -> web.Response:
         max_results=100 if max_results is None else max_results,
         page_token=args.string("page_token"),
     )
-    pool = services(request).pool
-    rows = await pool.fetch(query.sql, *query.args)
-    found = await queries.registered_models(pool, [r[0] for r in rows[: query.limit]])
-    body: dict[str, object] = {}
-    if found:
-        body["registered_models"] = found
-    if token := next_page_token(query, len(rows)):
-        body["next_page_token"] = token
-    return json_response(body)
+    return await search_response(request, query, queries.registered_models, "registered_models")
 
 
 async def get_latest_versions(request: web.Request) -> web.Response:
@@ -290,15 +289,9 @@ async def search_model_versions(request: web.Request) -> web.Response:
         max_results=10000 if max_results is None else max_results,
         page_token=args.string("page_token"),
     )
-    pool = services(request).pool
-    rows = await pool.fetch(query.sql, *query.args)
-    found = await queries.model_versions(pool, [(r[0], r[1]) for r in rows[: query.limit]])
-    body: dict[str, object] = {}
-    if found:
-        body["model_versions"] = found
-    if token := next_page_token(query, len(rows)):
-        body["next_page_token"] = token
-    return json_response(body)
+    return await search_response(
+        request, query, queries.model_versions, "model_versions", row_key=lambda r: (r[0], r[1])
+    )
 
 
 async def get_download_uri(request: web.Request) -> web.Response:

@@ -6,7 +6,14 @@ from typing import Any
 
 from aiohttp import web
 
-from evtrack.api._common import empty, json_response, run_command, services, wait_fresh
+from evtrack.api._common import (
+    empty,
+    json_response,
+    run_command,
+    search_response,
+    services,
+    wait_fresh,
+)
 from evtrack.api._requests import Args, read_args
 from evtrack.api._routing import Handler, Route
 from evtrack.domain import tracking
@@ -27,7 +34,7 @@ from evtrack.eventlog import UnitOfWork
 from evtrack.events import DatasetInput, KeyValue, MetricColumns, ModelOutput
 from evtrack.permissions import Permission
 from evtrack.queries import runs as queries
-from evtrack.search import compile_run_search, next_page_token
+from evtrack.search import compile_run_search
 
 _SEE_DOCS = " See the API docs for more information about request parameters."
 RUNS = ("runs",)
@@ -345,17 +352,7 @@ async def search(request: web.Request) -> web.Response:
         max_results=1000 if max_results is None else max_results,
         page_token=args.string("page_token"),
     )
-    pool = services(request).pool
-    rows = await pool.fetch(query.sql, *query.args)
-    run_ids = [r[0] for r in rows[: query.limit]]
-    body: dict[str, object] = {}
-    found = await queries.get_runs(pool, run_ids)
-    if found:
-        body["runs"] = found
-    token = next_page_token(query, len(rows))
-    if token:
-        body["next_page_token"] = token
-    return json_response(body)
+    return await search_response(request, query, queries.get_runs, "runs")
 
 
 def run_routes() -> list[Route]:

@@ -545,7 +545,7 @@ class Client:
                         return False
                     except OSError as exc:
                         log.error("evtrack: cannot write the spool in %s: %s", self.spool_dir, exc)
-                        self._full_until = time.monotonic() + 5.0
+                        self._full_until = time.monotonic() + 1.0
                         self._dropped += count
                         return False
                 frames, run_idx, key_ids = self._frames_for(w, run_id, keys)
@@ -659,6 +659,7 @@ class Client:
         seq = self._seq + 1
         spare, self._spare = self._spare, None
         if spare is not None and spare.seq == seq:
+            spare.activate(self._folder.path)
             w = spare
         else:
             if spare is not None:
@@ -705,7 +706,7 @@ class Client:
         if spool_usage(self.spool_dir) + self.segment_bytes > self.max_spool_bytes:
             return
         try:
-            spare = SegmentWriter.create(folder, seq, self.segment_bytes)
+            spare = SegmentWriter.create(folder, seq, self.segment_bytes, spare=True)
         except (OSError, SegmentFull):
             return
         with self._lock:

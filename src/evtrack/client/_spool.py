@@ -282,8 +282,11 @@ class SegmentWriter:
         self.runs: dict[str, int] = {}
 
     @classmethod
-    def create(cls, folder: Path, seq: int, size: int) -> SegmentWriter:
-        path = segment_path(folder, seq)
+    def create(cls, folder: Path, seq: int, size: int, *, spare: bool = False) -> SegmentWriter:
+        """A new segment file. A ``spare`` (prepared ahead by the sender thread) gets a
+        temporary name that delivery ignores, and takes its real name in ``activate``, so a
+        spare that loses a race with the writer never collides with a real segment."""
+        path = folder / f"spare-{seq:08d}.tmp" if spare else segment_path(folder, seq)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
             try:
@@ -302,6 +305,13 @@ class SegmentWriter:
                 path.unlink()
             raise
         return cls(path, seq, fd, mm, size)
+
+    def activate(self, folder: Path) -> None:
+        """Give a spare its real segment name (delivery sees it from now on)."""
+        target = segment_path(folder, self.seq)
+        if self.path != target:
+            os.rename(self.path, target)
+            self.path = target
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
