@@ -306,6 +306,26 @@ def mlflow_server(db_url: str, workdir: Path, python: str, workers: int) -> Serv
 # --------------------------------------------------------------------------------- memory
 
 
+def _tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process tree so far (psutil only)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+def _machine_busy_seconds() -> float:
+    t = psutil.cpu_times()
+    return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
+
+
 def _tree_rss_bytes(pid: int) -> int:
     """RSS of a process and all its descendants (the MLflow server has uvicorn workers)."""
     if psutil is not None:
@@ -349,12 +369,16 @@ class RssSampler:
         self.pid = pid
         self.interval = interval
         self.samples: list[tuple[float, int]] = []
+        self.cpu: list[tuple[float, float, float]] = []  # (time, server CPU s, machine busy s)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.samples.append((time.monotonic(), _tree_rss_bytes(self.pid)))
+            now = time.monotonic()
+            self.samples.append((now, _tree_rss_bytes(self.pid)))
+            if psutil is not None:
+                self.cpu.append((now, _tree_cpu_seconds(self.pid), _machine_busy_seconds()))
             self._stop.wait(self.interval)
 
     def __enter__(self) -> RssSampler:
@@ -369,6 +393,17 @@ class RssSampler:
         """Peak, and flatness: the mean of the last third minus the mean of the middle
         third (the first third is warm-up), as MiB and MiB per minute, over the samples
         taken between ``t_from`` and ``t_to`` (monotonic clock)."""
+        out = self._summary_rss(t_from, t_to)
+        cpu = [c for c in self.cpu if t_from <= c[0] <= t_to]
+        if len(cpu) >= 2 and cpu[-1][0] > cpu[0][0]:
+            span = cpu[-1][0] - cpu[0][0]
+            # Cores kept busy: by the server (its process tree), and by everything on the
+            # machine (clients, PostgreSQL, other users).
+            out["server_cores"] = max(0.0, cpu[-1][1] - cpu[0][1]) / span
+            out["machine_cores"] = max(0.0, cpu[-1][2] - cpu[0][2]) / span
+        return out
+
+    def _summary_rss(self, t_from: float, t_to: float) -> dict[str, float]:
         mib = [(t, b / (1 << 20)) for t, b in self.samples if b > 0 and t_from <= t <= t_to]
         if len(mib) < 3:
             return {
@@ -395,6 +430,16 @@ class RssSampler:
             "growth_mib_per_min": per_min,
             "samples": n,
         }
+
+
+def cpu_note(summary: dict[str, float]) -> str:
+    server, machine = summary.get("server_cores"), summary.get("machine_cores")
+    if server is None or machine is None:
+        return "CPU use not measured (needs psutil)"
+    return (
+        f"server process tree kept {server:.2f} cores busy, the whole machine {machine:.2f} "
+        f"of {psutil.cpu_count()} (clients, PostgreSQL, other users)"
+    )
 
 
 # --------------------------------------------------------------------------------- evtrack

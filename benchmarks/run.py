@@ -17,8 +17,10 @@ import json
 import math
 import os
 import platform
+import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -88,16 +90,17 @@ workloads (select with --only, e.g. --only a,c,d):
   d  get_metric_history of a --history-small (100,000) and a --history-large (1,000,000)
      point metric: MlflowClient (pages of 25,000, protobuf parsing included), a raw HTTP
      paging loop (same pages, msgspec JSON) and one unpaginated request, median of
-     --reps-history (3). MLflow's large history is loaded by COPY (see
+     --reps-history (3; fewer for calls that take minutes). MLflow's history is loaded via
+     log_batch up to --api-load-max-points (100,000) and by COPY above (see
      --mlflow-history-load); evtrack's through native ingest.
      Targets: >= 20x faster; the large history under 2 s.
 
   e  search_runs(filter "metrics.acc > 0.5", order_by "metrics.acc DESC", max_results
      1000) over --runs-small (10,000) and --runs-large (100,000) runs, MlflowClient and raw
      HTTP, median of --reps-search (5). Both servers hold the same acc values, and each
-     answer is checked against the expected 1000. MLflow's runs are loaded by SQL cloning
-     of an API-created run above 5,000 runs (see --mlflow-search-load); evtrack's through
-     native ingest.
+     answer is checked against the expected 1000. MLflow's runs are loaded through the API
+     up to --api-load-max-runs (10,000) and by SQL cloning of an API-created run above (see
+     --mlflow-search-load); evtrack's through native ingest.
      Targets: >= 10x faster; the large search under 300 ms.
 
   f  Server RSS (process tree: MLflow's uvicorn workers count) sampled every 0.5 s during
@@ -116,11 +119,13 @@ SCALE: dict[str, tuple[Any, Any]] = {
     "duration": (30.0, 5.0),
     "log_metric_calls": (2000, 200),
     "history_small": (100_000, 10_000),
-    "history_large": (1_000_000, 100_000),
+    "history_large": (1_000_000, 50_000),
     "reps_history": (3, 1),
     "runs_small": (10_000, 1000),
     "runs_large": (100_000, 5000),
     "reps_search": (5, 3),
+    "api_load_max_runs": (10_000, 1000),
+    "api_load_max_points": (100_000, 10_000),
 }
 
 
@@ -140,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run: 5 s ingest, 200 log_metric calls, 10k/100k-point "
+        help="smoke run: 5 s ingest, 200 log_metric calls, 10k/50k-point "
         "histories, 1k/5k runs (explicit flags still win)",
     )
     p.add_argument(
@@ -189,7 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="(e) how MLflow's runs are loaded: api (create_run + log_batch per "
         "run), sql (COPY clones of one API-created run), auto (api up to "
-        "5,000 runs, sql above; default)",
+        "--api-load-max-runs, sql above; default)",
+    )
+    scale.add_argument(
+        "--api-load-max-runs", type=int, help="(e) largest run set loaded via the API (10,000)"
     )
     scale.add_argument(
         "--mlflow-history-load",
@@ -197,7 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="(d) how MLflow's histories are loaded: api (log_batch of 1000 "
         "from --load-procs processes), sql (COPY, the last 1000 points via "
-        "log_batch), auto (api up to 200,000 points, sql above; default)",
+        "log_batch), auto (api up to --api-load-max-points, sql above; default)",
+    )
+    scale.add_argument(
+        "--api-load-max-points",
+        type=int,
+        help="(d) largest history loaded via the API (100,000)",
     )
     scale.add_argument(
         "--load-procs",
@@ -230,6 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the Markdown and JSON results go (default benchmarks/results)",
     )
     out.add_argument("--no-save", action="store_true", help="print the table only")
+    out.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="sample the evtrack server with py-spy during each workload (pip install "
+        "py-spy); writes DIR/evtrack-<workload>.txt (collapsed stacks, for flamegraph.pl or "
+        "speedscope) and DIR/evtrack-<workload>.top.txt (hottest functions)",
+    )
     return p
 
 
@@ -296,6 +316,92 @@ def rss_rows(ctx: Context) -> list[Row]:
             )
         )
     return rows
+
+
+# ------------------------------------------------------------------------------ profiling
+
+
+class Profiler:
+    """py-spy sampling the evtrack server (all threads, idle excluded) into collapsed stacks."""
+
+    def __init__(self, pid: int, path: Path) -> None:
+        exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        if not Path(exe).exists():
+            raise BenchmarkError("--profile needs py-spy: pip install py-spy")
+        self.path = path
+        self.proc = subprocess.Popen(
+            [
+                exe,
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                "100",
+                "--nonblocking",
+                "--format",
+                "raw",
+                "--output",
+                str(path),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def stop(self) -> Path | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if not self.path.exists():
+            return None
+        top = self.path.with_suffix(".top.txt")
+        top.write_text(summarize_profile(self.path))
+        return top
+
+
+def summarize_profile(path: Path, limit: int = 30) -> str:
+    """Hottest functions of a collapsed-stack file: own samples, and inclusive samples of
+    evtrack's own functions. Stacks parked in the event loop's ``select`` are idle waiting
+    (py-spy's --nonblocking mode cannot always tell) and are counted separately.
+
+    C code has no frames of its own: asyncpg's protocol (Cython) shows up as the asyncio
+    transport callback that calls it (``_read_ready__data_received``), socket writes as
+    ``_SelectorSocketTransport.write``."""
+    own: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = idle = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+        if frames[-1].startswith(("EpollSelector.select", "select (")):
+            idle += n
+            continue
+        total += n
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for f in set(frames):
+            if ("evtrack/" in f or "projections/" in f) and "evtrack/cli.py" not in f:
+                incl[f] = incl.get(f, 0) + n
+    if not total:
+        return "no samples\n"
+
+    def block(title: str, table: dict[str, int]) -> list[str]:
+        rows = sorted(table.items(), key=lambda kv: -kv[1])[:limit]
+        return [title] + [f"{100 * n / total:6.1f}%  {name}" for name, n in rows] + [""]
+
+    return "\n".join(
+        [
+            f"{total} busy samples at 100 Hz from {path.name} ({idle} more idle in select)",
+            "",
+            *block("own time (leaf frames):", own),
+            *block("inclusive time, evtrack functions:", incl),
+        ]
+    )
 
 
 # ------------------------------------------------------------------------------ output
@@ -448,6 +554,11 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             say(f"=== workload ({w}) ===")
             t = time.monotonic()
+            profiler = None
+            if args.profile:
+                Path(args.profile).mkdir(parents=True, exist_ok=True)
+                assert ev.proc is not None
+                profiler = Profiler(ev.proc.pid, Path(args.profile) / f"evtrack-{w}.txt")
             try:
                 modules[w].run(ctx)
             except Exception as exc:
@@ -464,6 +575,12 @@ def main(argv: list[str] | None = None) -> int:
                         if not s.alive():
                             say(f"{s.name} log tail:\n{s.log_tail()}")
                     break
+            finally:
+                if profiler is not None:
+                    top = profiler.stop()
+                    if top is not None:
+                        say(f"evtrack profile of ({w}): {top}")
+                        ctx.note(f"({w}) evtrack profile: {top}")
             say(f"=== workload ({w}) done in {time.monotonic() - t:.0f}s ===")
         ctx.rows += rss_rows(ctx)
     except BenchmarkError as exc:

@@ -66,7 +66,7 @@ def run(ctx: Context) -> None:
             "count",
             m["stored"],
             e["stored"],
-            "higher",
+            "none",
             target=f"= {n}",
             verdict=m["stored"] == e["stored"] == n,
         ),

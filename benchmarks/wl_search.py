@@ -13,7 +13,8 @@ Loading (not timed):
   for 100,000 runs on a small machine, so ``sql`` clones one run created through the API
   (its rows in runs, tags, params, metrics and latest_metrics, with new ids, names and
   values) with COPY. The resulting database is what the API would have written. ``auto``
-  (default) uses the API up to 5,000 runs and SQL above.
+  (default) uses the API up to ``--api-load-max-runs`` runs (10,000; 1000 with ``--quick``)
+  and SQL above.
 
 Both databases are ANALYZEd after loading (a steady state, as autovacuum would reach).
 
@@ -40,7 +41,6 @@ FILTER = "metrics.acc > 0.5"
 ORDER = ["metrics.acc DESC"]
 RESULTS = 1000
 EVTRACK_RUNS_PER_REQUEST = 1000
-API_LOAD_MAX_RUNS = 5_000
 PHI = 0.6180339887498949
 
 
@@ -77,7 +77,7 @@ def mlflow_api_loader(args: dict[str, Any], ready: Any) -> dict[str, Any]:
 
 
 def load_mlflow_api(ctx: Context, server: Server, experiment_id: str, n: int) -> None:
-    procs = max(1, min(ctx.args.load_procs, n))
+    procs = max(1, min(ctx.args.load_procs, n // 250))  # spawning costs seconds each
     bounds = [n * i // procs for i in range(procs + 1)]
     outcome = run_workers(
         mlflow_api_loader,
@@ -252,7 +252,7 @@ def load(ctx: Context, server: Server, n: int) -> str:
     else:
         mode = ctx.args.mlflow_search_load
         if mode == "auto":
-            mode = "api" if n <= API_LOAD_MAX_RUNS else "sql"
+            mode = "api" if n <= ctx.args.api_load_max_runs else "sql"
         how = {"api": "create_run + log_batch", "sql": "SQL COPY of a cloned run"}[mode]
         say(f"(e) mlflow: loading {n:,} runs via {how}")
         if mode == "api":

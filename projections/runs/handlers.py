@@ -112,9 +112,7 @@ async def _data_logged(conn: Conn, records: Sequence[RecordedEvent]) -> None:
         m = e.metrics
         if m is None:
             continue
-        for key, value, ts, step in zip(m.keys, m.values, m.timestamps, m.steps, strict=True):
-            is_nan = value != value
-            point = (step, ts, 0.0 if is_nan else value, is_nan)
+        for key, point in _latest_per_key(m.keys, m.steps, m.timestamps, m.values).items():
             current = latest.get((e.run_id, key))
             if current is None or point[:3] > current[:3]:
                 latest[(e.run_id, key)] = point
@@ -140,6 +138,24 @@ async def _data_logged(conn: Conn, records: Sequence[RecordedEvent]) -> None:
                      > (lm.step, lm.timestamp, lm.value)""",
             *_columns(rows, 6),
         )
+
+
+def _latest_per_key(
+    keys: list[str], steps: list[int], stamps: list[int], values: list[float]
+) -> dict[str, tuple[int, int, float, bool]]:
+    """The greatest (step, timestamp, value) point of each key; NaN counts as 0, as stored.
+
+    A request usually logs one key or a few: for one key the maximum is taken over the zipped
+    columns in C, without a Python-level step per point.
+    """
+    nans = [v != v for v in values]
+    stored = [0.0 if nan else v for v, nan in zip(values, nans, strict=True)]
+    if len(set(keys)) == 1:
+        return {keys[0]: max(zip(steps, stamps, stored, nans, strict=True))}
+    grouped: dict[str, list[tuple[int, int, float, bool]]] = {}
+    for key, point in zip(keys, zip(steps, stamps, stored, nans, strict=True), strict=True):
+        grouped.setdefault(key, []).append(point)
+    return {key: max(points) for key, points in grouped.items()}
 
 
 async def _upsert_tags(conn: Conn, rows: list[tuple[str, str, str]]) -> None:

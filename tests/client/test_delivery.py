@@ -46,6 +46,31 @@ def test_many_points_travel_in_few_requests(evtrack_server: EvtrackServer, spool
     assert {m["step"] for m in got} == set(range(n))
 
 
+def test_threads_share_a_client(evtrack_server: EvtrackServer, spool: Path) -> None:
+    """Log calls from several threads at once (the lock keeps frames whole): every point
+    arrives, once."""
+    url = evtrack_server.url
+    with Client(url, spool_dir=spool, segment_bytes=256 * 1024) as client:
+        run = client.start_run(experiment_id=create_experiment(url))
+
+        def work(t: int) -> None:
+            for i in range(25_000):
+                run.log_metric(f"thread{t}", float(i), step=i)
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert client.flush(60)
+        assert client.stats().dropped == 0
+    assert logged_points(evtrack_server.dsn, run.run_id)[0] == 100_000
+    for t in range(4):
+        assert sorted(m["step"] for m in history(url, run.run_id, f"thread{t}")) == list(
+            range(25_000)
+        )
+
+
 def test_slow_logging_is_batched_by_time(evtrack_server: EvtrackServer, spool: Path) -> None:
     """Points trickling in for 2 s with a 0.5 s interval go out in a few requests, not one
     request per point."""

@@ -23,7 +23,9 @@ from evtrack.events import (
     RunTagDeleted,
 )
 from evtrack.projections.registry import all_projections
-from evtrack.projector import Projection, apply_next_batch, ensure_current, rebuild
+from evtrack.projector import Projection, ensure_current, rebuild
+
+from ._helpers import drain_to_head
 
 META = Metadata(actor="tester")
 
@@ -31,16 +33,7 @@ META = Metadata(actor="tester")
 async def _catch_up(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         for projection in all_projections():
-            while True:
-                count, _ = await apply_next_batch(
-                    conn,
-                    projection,
-                    schema=projection.schema_name,
-                    checkpoint=projection.name,
-                    batch_size=500,
-                )
-                if count == 0:
-                    break
+            await drain_to_head(conn, projection)
 
 
 async def _workload(store: EventStore) -> list[str]:

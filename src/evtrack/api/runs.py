@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from aiohttp import web
@@ -18,13 +19,16 @@ from evtrack.api._requests import Args, read_args
 from evtrack.api._routing import Handler, Route
 from evtrack.domain import tracking
 from evtrack.domain._validation import (
+    DOUBLE_MAX,
     MAX_BATCH_LOG_REQUEST_SIZE,
     MAX_DATASET_DIGEST_SIZE,
     MAX_DATASET_NAME_SIZE,
+    MAX_ENTITY_KEY_LENGTH,
     check_length,
     invalid_value,
     parse_experiment_id,
     validate_batch_limits,
+    validate_entity_name,
     validate_metric,
     validate_param,
     validate_run_tag,
@@ -63,9 +67,48 @@ def _integer(value: Any) -> Any:
     return value
 
 
+_PLAIN_POINT = frozenset({"key", "value", "timestamp", "step"})
+
+
+def _plain_columns(items: list[Any]) -> MetricColumns | None:
+    """The fast path for the common batch: plain points with well-typed fields only.
+
+    Checks whole columns at C speed (comprehensions, min/max, a set of keys) instead of one
+    point at a time; returns None when anything is unusual, and the careful path then finds
+    the first bad point and reports it in MLflow's words.
+    """
+    try:
+        if not all(type(item) is dict and item.keys() <= _PLAIN_POINT for item in items):
+            return None
+        keys = [item["key"] for item in items]
+        values = [item["value"] for item in items]
+        stamps = [item["timestamp"] for item in items]
+        steps = [item.get("step") or 0 for item in items]
+    except KeyError:
+        return None
+    if not (
+        all(type(v) is float or type(v) is int for v in values)
+        and all(type(t) is int for t in stamps)
+        and all(type(s) is int for s in steps)
+        and all(type(k) is str for k in keys)
+        and min(stamps) >= 0
+    ):
+        return None
+    for key in set(keys):
+        validate_entity_name(key, "metrics.key", kind="metric")
+        check_length("Metric name", MAX_ENTITY_KEY_LENGTH, key)
+    if any(math.isinf(v) for v in values):
+        values = [math.copysign(DOUBLE_MAX, v) if math.isinf(v) else float(v) for v in values]
+    else:
+        values = [float(v) for v in values]
+    return MetricColumns(keys=keys, values=values, timestamps=stamps, steps=steps)
+
+
 def _metric_columns(items: list[Any], *, single: bool = False) -> MetricColumns | None:
     if not items:
         return None
+    if not single and (fast := _plain_columns(items)) is not None:
+        return fast
     keys: list[str] = []
     values: list[float] = []
     stamps: list[int] = []
