@@ -346,12 +346,6 @@ def test_module_level_api(evtrack_server: EvtrackServer, spool: Path) -> None:
     assert get_run(url, run.run_id)["info"]["status"] == "FINISHED"
 
 
-@pytest.mark.xfail(
-    reason="server bug: an ingest `start` naming an experiment that does not exist yet is "
-    "refused with 404 'No Experiment with id=N exists' (the experiment created in the same "
-    "unit of work is not visible to create_run)",
-    strict=False,
-)
 def test_start_creates_the_experiment_by_name(evtrack_server: EvtrackServer, spool: Path) -> None:
     url = evtrack_server.url
     with Client(url, spool_dir=spool) as client:
