@@ -57,10 +57,12 @@ def metadata(request: web.Request, declared_user: str | None = None) -> Metadata
 
 def idempotency_key(request: web.Request, raw: bytes, *, derive: bool) -> IdempotencyKey | None:
     """The client's ``Idempotency-Key``, else (for retry-safe routes) one derived from the body."""
-    who = actor(request)
     given = request.headers.get("Idempotency-Key")
     if given:
-        return IdempotencyKey.from_parts(who, request.path, given, derived=False)
+        # Scoped by route, not by user: a job's spool may be delivered later by `evtrack sync`
+        # under other credentials, and its resends must still be recognised.
+        return IdempotencyKey.from_parts(request.path, given, derived=False)
+    who = actor(request)
     if derive:
         return IdempotencyKey.from_parts(who, request.path, request.query_string, raw, derived=True)
     return None
