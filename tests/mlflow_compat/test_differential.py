@@ -1,7 +1,7 @@
 """Differential harness: the same scripted REST session against two servers, transcripts compared.
 
 Each scenario is a list of raw HTTP calls (exactly what the mlflow client sends: GET with a query
-string, POST with a JSON body) covering compat doc §1.1-1.4, 1.7 and 1.9. Every response (status
+string, POST with a JSON body) covering compat doc §1.1-1.7 and 1.9. Every response (status
 and JSON body) goes into a transcript; the transcript is normalised and the two are compared.
 
 ``server_pair[reference]`` runs the scenario twice against the reference: this proves the
@@ -13,8 +13,11 @@ Normalisation (applies to both sides):
   * experiment ids, run ids and server-generated run names are replaced by placeholders in the
     order they first appear (EXP1, RUN1, NAME1 ...), also inside strings (artifact URIs);
   * the unique name prefix of a session becomes "<P>"; the server URL becomes "<server>";
-  * server-made timestamps (experiment creation_time / last_update_time) become "<ts>"; page
-    tokens become "<token>" (opaque);
+  * logged-model ids (``m-<32 hex>``) become MODEL1, MODEL2 ... in the order the normaliser
+    meets them, also inside strings (request paths, artifact URIs, ``models:/`` sources);
+  * server-made timestamps (experiment creation_time / last_update_time, registry
+    creation_timestamp / last_updated_timestamp, logged-model *_timestamp_ms) become "<ts>";
+    page tokens become "<token>" (opaque);
   * lists of {key, value} (tags, params), run metrics and artifact file lists are sorted: their
     order is not part of the contract (the client turns them into dicts / sorts them).
 
@@ -26,6 +29,14 @@ ALLOW-LIST: intentional or tolerated differences (each stripped on both sides):
   * empty objects (``"inputs": {}``) are treated as absent; ``file_size: 0`` as absent (the
     reference omits the proto default).
   * ``errors: null`` in GraphQL answers is treated as absent.
+  * ``description: ""`` and ``run_link: ""`` (registered models, model versions) are treated as
+    absent: the reference writes the proto3 default, evtrack omits it; the client cannot tell.
+  * ``aliases`` on the model versions of ``model_versions`` (model-versions/search,
+    get-latest-versions) and ``latest_versions`` (registered models) is dropped: the reference's
+    SQL store only fills a version's aliases in model-versions/get (and alias GET), evtrack
+    returns them everywhere (deliberate: the same version reads the same on every route). The
+    alias itself is still compared through model-versions/get, registered-models/alias GET and
+    the registered model's own ``aliases`` list.
   * GET /version: only the status (evtrack reports its own MLflow-compatible version).
   * GET /api/3.0/mlflow/server-info: only the multipart flags the client reads.
 
@@ -50,7 +61,17 @@ from ._support import API, ARTIFACTS_API, Server, unique
 
 GENERATED_NAME_RE = re.compile(r"^[a-z]+-[a-z]+-\d+$")
 DROP_KEYS_EVERYWHERE = {"workspace", "sqlstate", "error_class"}
-SERVER_TIMESTAMPS = {"creation_time", "last_update_time"}
+SERVER_TIMESTAMPS = {
+    "creation_time",
+    "last_update_time",
+    "creation_timestamp",  # registered models and model versions
+    "last_updated_timestamp",
+    "creation_timestamp_ms",  # logged models
+    "last_updated_timestamp_ms",
+}
+MODEL_ID_RE = re.compile(r"m-[0-9a-f]{32}")
+# Lists of model versions where the reference leaves out ``aliases`` (see the allow-list).
+VERSION_LISTS_WITHOUT_ALIASES = {"model_versions", "latest_versions"}
 KV_LISTS = {"tags", "params", "metrics"}
 
 
@@ -103,6 +124,7 @@ class Normaliser:
         self.exp_ids: dict[str, str] = {}
         self.run_ids: dict[str, str] = {}
         self.names: dict[str, str] = {}
+        self.model_ids: dict[str, str] = {}
 
     def _collect(self, node: Any) -> None:
         if isinstance(node, dict):
@@ -128,6 +150,9 @@ class Normaliser:
 
     def _string(self, s: str) -> str:
         s = s.replace(self.url, "<server>").replace(self.prefix, "<P>")
+        s = MODEL_ID_RE.sub(
+            lambda m: self.model_ids.setdefault(m.group(0), f"MODEL{len(self.model_ids) + 1}"), s
+        )
         for rid, mask in self.run_ids.items():
             s = s.replace(rid, mask)
         if s in self.names:
@@ -160,6 +185,10 @@ class Normaliser:
                     out[k] = self.exp_ids.get(v, v)
                     continue
                 if k == "file_size" and v in (0, "0"):
+                    continue
+                if k in ("description", "run_link") and v == "":
+                    continue
+                if k == "aliases" and parent_key in VERSION_LISTS_WITHOUT_ALIASES:
                     continue
                 w = self._walk(v, k)
                 if w == {} and parent_key != "":
@@ -795,6 +824,263 @@ def scenario_graphql(r: Recorder) -> None:
         )
 
 
+def scenario_logged_models(r: Recorder) -> None:
+    """Compat doc §1.5."""
+    exp = r.post("create experiment", "experiments/create", {"name": r.name("lm")})["experiment_id"]
+    run = r.post(
+        "create run",
+        "runs/create",
+        {"experiment_id": exp, "run_name": r.name("lmrun"), "start_time": 1},
+    )["run"]["info"]["run_id"]
+    lm = r.post(
+        "create model",
+        "logged-models",
+        {
+            "experiment_id": exp,
+            "name": r.name("model"),
+            "model_type": "sklearn",
+            "source_run_id": run,
+            "params": [{"key": "alpha", "value": "0.5"}, {"key": "beta", "value": "x"}],
+            "tags": [{"key": "team", "value": "ml"}, {"key": "tmp", "value": "1"}],
+        },
+    )["model"]["info"]["model_id"]
+    other = r.post(
+        "create second model",
+        "logged-models",
+        {"experiment_id": exp, "name": r.name("other"), "source_run_id": run},
+    )["model"]["info"]["model_id"]
+    r.get("get model", f"logged-models/{lm}")
+    r.post(
+        "log metric with model_id",
+        "runs/log-metric",
+        {"run_id": run, "key": "acc", "value": 0.9, "timestamp": 10, "step": 1, "model_id": lm},
+    )
+    r.post(
+        "log batch with model_id",
+        "runs/log-batch",
+        {
+            "run_id": run,
+            "metrics": [
+                {"key": "loss", "value": 0.1, "timestamp": 11, "step": 2, "model_id": lm},
+                {"key": "plain", "value": 1.0, "timestamp": 11, "step": 2},
+            ],
+        },
+    )
+    r.call(
+        "finalize",
+        "PATCH",
+        f"logged-models/{lm}",
+        json={"model_id": lm, "status": "LOGGED_MODEL_READY"},
+    )
+    r.call(
+        "set tags",
+        "PATCH",
+        f"logged-models/{lm}/tags",
+        json={"tags": [{"key": "team", "value": "cv"}, {"key": "new", "value": "2"}]},
+    )
+    r.call("delete tag", "DELETE", f"logged-models/{lm}/tags/tmp")
+    r.post(
+        "log params",
+        f"logged-models/{lm}/params",
+        {"model_id": lm, "params": [{"key": "gamma", "value": "3"}]},
+    )
+    r.get("get model after writes", f"logged-models/{lm}")
+    r.get("run sees model metrics", "runs/get", {"run_id": run})
+    r.post(
+        "search by name",
+        "logged-models/search",
+        {"experiment_ids": [exp], "filter": f"name = '{r.name('model')}'"},
+    )
+    token = None
+    for page in range(3):
+        body = r.post(
+            f"search page {page}",
+            "logged-models/search",
+            {
+                "experiment_ids": [exp],
+                "order_by": [{"field_name": "name", "ascending": True}],
+                "max_results": 1,
+                **({"page_token": token} if token else {}),
+            },
+        )
+        token = body.get("next_page_token") if isinstance(body, dict) else None
+        if not token:
+            break
+    r.post(
+        "search order desc",
+        "logged-models/search",
+        {"experiment_ids": [exp], "order_by": [{"field_name": "name", "ascending": False}]},
+    )
+    r.get("get missing model", "logged-models/m-0123456789abcdef0123456789abcdef")
+    r.call("delete second model", "DELETE", f"logged-models/{other}", json={"model_id": other})
+    r.get("get deleted model", f"logged-models/{other}")
+    r.post("search after delete", "logged-models/search", {"experiment_ids": [exp]})
+
+
+def scenario_registry(r: Recorder) -> None:
+    """Compat doc §1.6."""
+    exp = r.post("create experiment", "experiments/create", {"name": r.name("reg")})[
+        "experiment_id"
+    ]
+    run = r.post(
+        "create run",
+        "runs/create",
+        {"experiment_id": exp, "run_name": r.name("regrun"), "start_time": 1},
+    )["run"]["info"]["run_id"]
+    lm = r.post(
+        "create logged model",
+        "logged-models",
+        {"experiment_id": exp, "name": r.name("lm"), "source_run_id": run},
+    )["model"]["info"]["model_id"]
+    name = r.name("rm")
+    r.post(
+        "create registered model",
+        "registered-models/create",
+        {"name": name, "tags": [{"key": "team", "value": "ml"}], "description": "first"},
+    )
+    r.get("get registered model", "registered-models/get", {"name": name})
+    r.post("duplicate create", "registered-models/create", {"name": name})
+    r.call(
+        "update description",
+        "PATCH",
+        "registered-models/update",
+        json={"name": name, "description": "second"},
+    )
+    r.post("create other", "registered-models/create", {"name": r.name("rm-b")})
+    r.post(
+        "rename other",
+        "registered-models/rename",
+        {"name": r.name("rm-b"), "new_name": r.name("rm-c")},
+    )
+    r.get("get old name", "registered-models/get", {"name": r.name("rm-b")})
+    r.post("set tag", "registered-models/set-tag", {"name": name, "key": "tmp", "value": "1"})
+    r.call(
+        "delete tag", "DELETE", "registered-models/delete-tag", json={"name": name, "key": "tmp"}
+    )
+    r.get(
+        "search registered models",
+        "registered-models/search",
+        {"filter": f"name LIKE '{r.prefix}-rm%'", "order_by": ["name DESC"]},
+    )
+    r.get(
+        "search registered models default order",
+        "registered-models/search",
+        {"filter": f"name LIKE '{r.prefix}-%'", "max_results": 10},
+    )
+
+    r.post(
+        "create version from run",
+        "model-versions/create",
+        {"name": name, "source": f"runs:/{run}/model", "run_id": run, "description": "v1"},
+    )
+    r.post(
+        "create version bad source",
+        "model-versions/create",
+        {
+            "name": name,
+            "source": "runs:/0123456789abcdef0123456789abcdef/model",
+            "run_id": run,
+        },
+    )
+    r.post(
+        "create version from logged model",
+        "model-versions/create",
+        {"name": name, "source": f"models:/{lm}", "model_id": lm, "run_id": run},
+    )
+    r.get("logged model after registration", f"logged-models/{lm}")
+    r.get("get version 1", "model-versions/get", {"name": name, "version": "1"})
+    r.call(
+        "update version 1",
+        "PATCH",
+        "model-versions/update",
+        json={"name": name, "version": "1", "description": "v1 updated"},
+    )
+    r.get("download uri v1", "model-versions/get-download-uri", {"name": name, "version": "1"})
+    r.get("download uri v2", "model-versions/get-download-uri", {"name": name, "version": "2"})
+    r.post(
+        "v1 to Staging",
+        "model-versions/transition-stage",
+        {"name": name, "version": "1", "stage": "Staging", "archive_existing_versions": False},
+    )
+    r.post(
+        "v2 to Staging",
+        "model-versions/transition-stage",
+        {"name": name, "version": "2", "stage": "staging", "archive_existing_versions": False},
+    )
+    r.post(
+        "v2 to Production archiving",
+        "model-versions/transition-stage",
+        {"name": name, "version": "2", "stage": "Production", "archive_existing_versions": True},
+    )
+    r.post(
+        "v1 to Production archiving",
+        "model-versions/transition-stage",
+        {"name": name, "version": "1", "stage": "Production", "archive_existing_versions": True},
+    )
+    r.post("latest versions", "registered-models/get-latest-versions", {"name": name})
+    r.post(
+        "latest Production",
+        "registered-models/get-latest-versions",
+        {"name": name, "stages": ["Production"]},
+    )
+    r.get(
+        "latest archived (GET)",
+        "registered-models/get-latest-versions",
+        {"name": name, "stages": "archived"},
+    )
+    r.post(
+        "set alias", "registered-models/alias", {"name": name, "alias": "champion", "version": "2"}
+    )
+    r.get("get alias", "registered-models/alias", {"name": name, "alias": "champion"})
+    r.get("get registered model with alias", "registered-models/get", {"name": name})
+    r.get("get version with alias", "model-versions/get", {"name": name, "version": "2"})
+    r.post(
+        "set version tag",
+        "model-versions/set-tag",
+        {"name": name, "version": "1", "key": "k", "value": "v"},
+    )
+    r.post(
+        "set version tag to delete",
+        "model-versions/set-tag",
+        {"name": name, "version": "1", "key": "tmp", "value": "v"},
+    )
+    r.call(
+        "delete version tag",
+        "DELETE",
+        "model-versions/delete-tag",
+        json={"name": name, "version": "1", "key": "tmp"},
+    )
+    r.get(
+        "search versions",
+        "model-versions/search",
+        {"filter": f"name = '{name}'", "order_by": ["version_number DESC"]},
+    )
+    r.call(
+        "delete alias",
+        "DELETE",
+        "registered-models/alias",
+        json={"name": name, "alias": "champion"},
+    )
+    r.get("get deleted alias", "registered-models/alias", {"name": name, "alias": "champion"})
+    r.call(
+        "delete version 2", "DELETE", "model-versions/delete", json={"name": name, "version": "2"}
+    )
+    r.get("get deleted version", "model-versions/get", {"name": name, "version": "2"})
+    r.post(
+        "create version 3",
+        "model-versions/create",
+        {"name": name, "source": f"runs:/{run}/model2", "run_id": run},
+    )
+    r.get(
+        "search versions after delete",
+        "model-versions/search",
+        {"filter": f"name = '{name}'", "order_by": ["version_number DESC"]},
+    )
+    r.call("delete registered model", "DELETE", "registered-models/delete", json={"name": name})
+    r.get("get deleted registered model", "registered-models/get", {"name": name})
+    r.get("get version of deleted model", "model-versions/get", {"name": name, "version": "1"})
+
+
 SCENARIOS: dict[str, Callable[[Recorder], None]] = {
     "experiments": scenario_experiments,
     "runs": scenario_runs,
@@ -803,6 +1089,8 @@ SCENARIOS: dict[str, Callable[[Recorder], None]] = {
     "artifacts": scenario_artifacts,
     "misc": scenario_misc,
     "graphql": scenario_graphql,
+    "logged_models": scenario_logged_models,
+    "registry": scenario_registry,
 }
 
 
