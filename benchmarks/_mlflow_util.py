@@ -54,7 +54,7 @@ def history_count_paged(url: str, run_id: str, key: str, page: int = 25_000) -> 
             return count
 
 
-def history_count_single(url: str, run_id: str, key: str) -> int:
+def history_count_single(url: str, run_id: str, key: str, timeout: float = 600) -> int:
     """Points of one metric through one unpaginated REST request (no max_results)."""
     import msgspec
     import requests
@@ -62,8 +62,45 @@ def history_count_single(url: str, run_id: str, key: str) -> int:
     r = requests.get(
         url + "/api/2.0/mlflow/metrics/get-history",
         params={"run_id": run_id, "metric_key": key},
-        timeout=600,
+        timeout=timeout,
     )
     if r.status_code != 200:
         raise RuntimeError(f"get-history failed: {r.status_code} {r.text[:300]}")
     return len(msgspec.json.decode(r.content).get("metrics", ()))
+
+
+def read_back(url: str, run_id: str, key: str, expected: int, timeout: float = 300) -> str | None:
+    """Check one series end to end through the API (one unpaginated request, so a slow
+    paging path cannot stall the harness; paging is timed in (d)). None if it holds
+    ``expected`` points, else what went wrong."""
+    try:
+        got = history_count_single(url, run_id, key, timeout)
+    except Exception as exc:
+        return f"read-back of {key} failed: {exc!r}"[:300]
+    return None if got == expected else f"read-back of {key}: {got:,} points, expected {expected:,}"
+
+
+def probe_pages(url: str, run_id: str, key: str, pages: int = 2, timeout: float = 120) -> str:
+    """Time the first ``pages`` pages of 25,000 (what MlflowClient.get_metric_history
+    does), each bounded by ``timeout``; a short description for the notes."""
+    import msgspec
+    import requests
+
+    took, token = [], None
+    for _ in range(pages):
+        params: dict[str, Any] = {"run_id": run_id, "metric_key": key, "max_results": 25_000}
+        if token:
+            params["page_token"] = token
+        t = time.perf_counter()
+        try:
+            r = requests.get(
+                url + "/api/2.0/mlflow/metrics/get-history", params=params, timeout=timeout
+            )
+        except requests.Timeout:
+            took.append(f"no answer within {timeout:.0f}s")
+            break
+        took.append(f"{time.perf_counter() - t:.2f}s")
+        token = msgspec.json.decode(r.content).get("next_page_token") if r.ok else None
+        if not token:
+            break
+    return ", ".join(f"page {i + 1} {t}" for i, t in enumerate(took))

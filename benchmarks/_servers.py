@@ -365,11 +365,14 @@ def _tree_rss_bytes(pid: int) -> int:
 class RssSampler:
     """Samples a server's process-tree RSS every ``interval`` seconds in a thread."""
 
-    def __init__(self, pid: int, interval: float = 0.5) -> None:
+    def __init__(self, pid: int, db_url: str | None = None, interval: float = 0.5) -> None:
         self.pid = pid
+        self.db_name = urllib.parse.urlsplit(db_url).path.lstrip("/") if db_url else None
         self.interval = interval
         self.samples: list[tuple[float, int]] = []
-        self.cpu: list[tuple[float, float, float]] = []  # (time, server CPU s, machine busy s)
+        # (time, server CPU s, its PostgreSQL backends' CPU s, machine busy s)
+        self.cpu: list[tuple[float, float, float, float]] = []
+        self._backends: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
 
@@ -378,8 +381,29 @@ class RssSampler:
             now = time.monotonic()
             self.samples.append((now, _tree_rss_bytes(self.pid)))
             if psutil is not None:
-                self.cpu.append((now, _tree_cpu_seconds(self.pid), _machine_busy_seconds()))
+                self.cpu.append(
+                    (
+                        now,
+                        _tree_cpu_seconds(self.pid),
+                        self._backend_cpu_seconds(),
+                        _machine_busy_seconds(),
+                    )
+                )
             self._stop.wait(self.interval)
+
+    def _backend_cpu_seconds(self) -> float:
+        """CPU seconds of the PostgreSQL backends serving this server's database (each
+        backend's latest reading; backends that exit keep their last one)."""
+        if not self.db_name:
+            return 0.0
+        marker = f" {self.db_name} "
+        for p in psutil.process_iter(["cmdline"]):
+            cmd = p.info.get("cmdline") or []
+            if cmd and cmd[0].startswith("postgres:") and marker in cmd[0] + " ":
+                with contextlib.suppress(psutil.Error):
+                    t = p.cpu_times()
+                    self._backends[p.pid] = t.user + t.system
+        return sum(self._backends.values())
 
     def __enter__(self) -> RssSampler:
         self._thread.start()
@@ -400,7 +424,8 @@ class RssSampler:
             # Cores kept busy: by the server (its process tree), and by everything on the
             # machine (clients, PostgreSQL, other users).
             out["server_cores"] = max(0.0, cpu[-1][1] - cpu[0][1]) / span
-            out["machine_cores"] = max(0.0, cpu[-1][2] - cpu[0][2]) / span
+            out["postgres_cores"] = max(0.0, cpu[-1][2] - cpu[0][2]) / span
+            out["machine_cores"] = max(0.0, cpu[-1][3] - cpu[0][3]) / span
         return out
 
     def _summary_rss(self, t_from: float, t_to: float) -> dict[str, float]:
@@ -432,13 +457,17 @@ class RssSampler:
         }
 
 
-def cpu_note(summary: dict[str, float]) -> str:
+def cpu_note(summary: dict[str, float], clients: float | None = None) -> str:
     server, machine = summary.get("server_cores"), summary.get("machine_cores")
     if server is None or machine is None:
         return "CPU use not measured (needs psutil)"
+    pg = summary.get("postgres_cores", 0.0)
+    parts = [f"server {server:.2f}", f"its PostgreSQL backends {pg:.2f}"]
+    if clients is not None:
+        parts.append(f"benchmark clients {clients:.2f}")
     return (
-        f"server process tree kept {server:.2f} cores busy, the whole machine {machine:.2f} "
-        f"of {psutil.cpu_count()} (clients, PostgreSQL, other users)"
+        "cores busy: " + ", ".join(parts) + f"; whole machine {machine:.2f} of "
+        f"{psutil.cpu_count()} (the rest: other processes on the machine)"
     )
 
 
@@ -468,17 +497,44 @@ def evtrack_projection_behind(sql: Sql, names: tuple[str, ...] = ("metrics", "ru
     return int(value or 0)
 
 
+LAG_DIAGNOSIS: list[str] = []
+
+
+def oldest_transactions(sql: Sql, limit: int = 3) -> list[str]:
+    """The cluster's oldest open transactions (they hold back evtrack's projectors)."""
+    rows = sql.all(
+        """SELECT datname, pid, round(extract(epoch FROM now() - xact_start)::numeric, 1),
+                  state, left(regexp_replace(query, '\\s+', ' ', 'g'), 80)
+           FROM pg_stat_activity
+           WHERE (backend_xid IS NOT NULL OR backend_xmin IS NOT NULL)
+             AND pid <> pg_backend_pid() AND xact_start IS NOT NULL
+           ORDER BY xact_start LIMIT %s""",
+        limit,
+    )
+    return [f"db={d} pid={p} open {age}s state={st} query={q!r}" for d, p, age, st, q in rows]
+
+
 def wait_for_projections(
     sql: Sql, timeout: float, *, names: tuple[str, ...] = ("metrics", "runs")
 ) -> float:
-    """Poll until the read models ``names`` include every committed event; return seconds."""
+    """Poll until the read models ``names`` include every committed event; return seconds.
+
+    Projectors only read below the oldest transaction still running in the whole PostgreSQL
+    cluster (transaction ids are cluster-wide), so a long transaction in another database on
+    the same server delays them. When the wait exceeds a second, the oldest transactions are
+    recorded in ``LAG_DIAGNOSIS`` for the report."""
     t0 = time.monotonic()
     last_report = t0
+    diagnosed = False
+    LAG_DIAGNOSIS.clear()
     while True:
         behind = evtrack_projection_behind(sql, names)
         now = time.monotonic()
         if behind == 0:
             return now - t0
+        if not diagnosed and now - t0 > 1.0:
+            diagnosed = True
+            LAG_DIAGNOSIS.extend(oldest_transactions(sql))
         if now - t0 > timeout:
             raise BenchmarkError(
                 f"evtrack read models still {behind} events behind after {timeout:.0f}s"
@@ -487,6 +543,79 @@ def wait_for_projections(
             say(f"  evtrack projections: {behind} events behind ({now - t0:.0f}s)")
             last_report = now
         time.sleep(0.05)
+
+
+class ProjectionWatcher:
+    """Polls how far evtrack's read models are behind the log, from a thread, while a
+    workload runs, so the catch-up moment is seen as it happens (not after the harness
+    has finished collecting its worker processes)."""
+
+    def __init__(self, db_url: str, interval: float = 0.05) -> None:
+        self.db_url = db_url
+        self.interval = interval
+        self.samples: list[tuple[float, int]] = []  # (time the answer arrived, events behind)
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="projection-watch", daemon=True)
+
+    def _run(self) -> None:
+        sql = Sql(self.db_url)
+        try:
+            while not self._stop.is_set():
+                behind = evtrack_projection_behind(sql)
+                self.samples.append((time.monotonic(), behind))
+                self._stop.wait(self.interval)
+        except Exception as exc:
+            self.error = repr(exc)
+        finally:
+            sql.close()
+
+    def __enter__(self) -> ProjectionWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def max_behind(self) -> int:
+        return max((b for _, b in self.samples), default=0)
+
+    def lag_after(self, t_ack: float, timeout: float) -> float:
+        """Seconds from ``t_ack`` (the last acknowledgement) until a poll that started after
+        it found the read models complete. Waits up to ``timeout``."""
+        deadline = time.monotonic() + timeout
+        diagnosed = False
+        LAG_DIAGNOSIS.clear()
+        last_report = time.monotonic()
+        while True:
+            # A poll answered at t started at most one query-time earlier; require the
+            # previous answer to be after t_ack too, so the poll surely began after it.
+            prev = None
+            for t, behind in list(self.samples):
+                if prev is not None and prev >= t_ack and behind == 0:
+                    return t - t_ack
+                prev = t
+            now = time.monotonic()
+            if self.error:
+                raise BenchmarkError(f"projection watcher failed: {self.error}")
+            if not self._thread.is_alive():
+                raise BenchmarkError("projection watcher stopped")
+            if not diagnosed and now - t_ack > 1.0:
+                diagnosed = True
+                with contextlib.suppress(Exception):
+                    sql = Sql(self.db_url)
+                    LAG_DIAGNOSIS.extend(oldest_transactions(sql))
+                    sql.close()
+            if now > deadline:
+                behind = self.samples[-1][1] if self.samples else "?"
+                raise BenchmarkError(
+                    f"evtrack read models still {behind} events behind after {timeout:.0f}s"
+                )
+            if now - last_report > 10:
+                say(f"  evtrack projections: {self.samples[-1][1]} events behind")
+                last_report = now
+            time.sleep(self.interval)
 
 
 def python_executable() -> str:

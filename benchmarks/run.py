@@ -514,8 +514,16 @@ def save(
 # ------------------------------------------------------------------------------ main
 
 
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Clean up (servers, databases) on SIGTERM and SIGINT too; a shell starts background
+    # jobs with SIGINT ignored, which would leave no way to stop the run cleanly.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     import wl_history
     import wl_log_batch
     import wl_log_metric

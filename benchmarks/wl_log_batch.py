@@ -11,6 +11,7 @@ servers' RSS is sampled throughout for (f).
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from typing import Any
@@ -18,7 +19,14 @@ from typing import Any
 import _mlflow_util as mu
 from _common import BenchmarkError, Row, percentile, run_workers, say
 from _context import Context
-from _servers import RssSampler, Server, cpu_note, stored_points, wait_for_projections
+from _servers import (
+    LAG_DIAGNOSIS,
+    ProjectionWatcher,
+    RssSampler,
+    Server,
+    cpu_note,
+    stored_points,
+)
 
 KEYS = 10
 
@@ -33,6 +41,7 @@ def worker(args: dict[str, Any], ready: Any) -> dict[str, Any]:
     rng = random.Random(args["seed"])
     client.get_run(run_id)  # open the connection before the clock starts
     t0 = ready()
+    cpu0 = time.process_time()
     deadline = t0 + duration
     lat: list[float] = []
     acked = failures = batch = 0
@@ -58,6 +67,7 @@ def worker(args: dict[str, Any], ready: Any) -> dict[str, Any]:
         "failures": failures,
         "error": first_error,
         "end": time.monotonic(),
+        "cpu_s": time.process_time() - cpu0,
     }
 
 
@@ -66,8 +76,9 @@ def measure(ctx: Context, server: Server) -> dict[str, Any]:
     exp = mu.new_experiment(server.url, "bench-a")
     run_ids = mu.new_runs(server.url, exp, a.procs_a, "log-batch")
     say(f"(a) {server.name}: {a.procs_a} processes x log_batch({a.batch_a}) for {a.duration:.0f}s")
-    sampler = RssSampler(server.proc.pid)  # type: ignore[union-attr]
-    with sampler:
+    sampler = RssSampler(server.proc.pid, server.db_url)  # type: ignore[union-attr]
+    watcher = ProjectionWatcher(server.db_url) if server.name == "evtrack" else None
+    with sampler, watcher or contextlib.nullcontext():
         outcome = run_workers(
             worker,
             [
@@ -90,8 +101,10 @@ def measure(ctx: Context, server: Server) -> dict[str, Any]:
         wall = last_ack - outcome.t0
         lag = None
         if server.name == "evtrack":
-            wait_for_projections(ctx.sql(server), a.lag_timeout)
-            lag = time.monotonic() - last_ack
+            assert watcher is not None
+            lag = watcher.lag_after(last_ack, a.lag_timeout)
+            if LAG_DIAGNOSIS:
+                ctx.note(f"(a) evtrack lag > 1 s; oldest transactions then: {LAG_DIAGNOSIS}")
         t_end = time.monotonic()
     acked = sum(r["acked"] for r in results)
     failures = sum(r["failures"] for r in results)
@@ -99,14 +112,13 @@ def measure(ctx: Context, server: Server) -> dict[str, Any]:
     stored = stored_points(server.name, ctx.sql(server), run_ids)
     # End to end through the API as well: one series of one run, every page.
     first = results[0]
-    api_count = mu.history_count_paged(server.url, first["run_id"], "m0")
-    api_ok = api_count == first["acked"] // KEYS
+    api_problem = mu.read_back(server.url, first["run_id"], "m0", first["acked"] // KEYS)
     errors = [r["error"] for r in results if r["error"]]
     out = {
         "acked": acked,
         "stored": stored,
-        "api_ok": api_ok,
-        "api_count": api_count,
+        "api_ok": api_problem is None,
+        "api_problem": api_problem,
         "failures": failures,
         "first_error": errors[0] if errors else None,
         "wall_s": wall,
@@ -115,7 +127,9 @@ def measure(ctx: Context, server: Server) -> dict[str, Any]:
         "p99_ms": percentile(lat, 99) * 1000,
         "calls": len(lat),
         "lag_s": lag,
+        "max_behind": watcher.max_behind() if watcher else None,
         "rss": sampler.summary_between(outcome.t0, t_end),
+        "client_cores": sum(r["cpu_s"] for r in results) / wall if wall > 0 else None,
     }
     say(
         f"(a) {server.name}: {out['points_per_s']:,.0f} points/s, p50 {out['p50_ms']:.1f} ms, "
@@ -174,10 +188,10 @@ def run(ctx: Context) -> None:
         ),
     ]
     for name, r in res.items():
-        ctx.note(f"(a) {name}: {cpu_note(r['rss'])}")
+        ctx.note(f"(a) {name}: {cpu_note(r['rss'], r['client_cores'])}")
         ctx.note(
             f"(a) {name}: {r['calls']} calls, acknowledged {r['acked']:,} points, stored "
-            f"{r['stored']:,} (API read-back of one series: {r['api_count']:,} points, "
-            f"{'as expected' if r['api_ok'] else 'WRONG'}), failed calls {r['failures']}"
+            f"{r['stored']:,} (API read-back of one series: "
+            f"{'as expected' if r['api_ok'] else r['api_problem']}), failed calls {r['failures']}"
             + (f" (first error: {r['first_error']})" if r["first_error"] else "")
         )

@@ -28,7 +28,7 @@ from typing import Any
 import _mlflow_util as mu
 from _common import BenchmarkError, Row, percentile, run_workers, say
 from _context import Context
-from _servers import RssSampler, cpu_note, stored_points, wait_for_projections
+from _servers import LAG_DIAGNOSIS, ProjectionWatcher, RssSampler, cpu_note, stored_points
 
 KEYS = 10
 
@@ -50,6 +50,7 @@ def client_worker(args: dict[str, Any], ready: Any) -> dict[str, Any]:
     log_metrics(fromkeys(keys, 0.0), 0)  # intern keys and open the segment before the clock
     step = 1
     t0 = ready()
+    cpu0 = time.process_time()
     deadline = t0 + args["duration"]
     monotonic = time.monotonic
     while monotonic() < deadline:
@@ -61,6 +62,7 @@ def client_worker(args: dict[str, Any], ready: Any) -> dict[str, Any]:
     delivered_at_deadline = client.stats().delivered_points
     ok = client.flush(args["flush_timeout"])
     acked_end = monotonic()
+    cpu_s = time.process_time() - cpu0
     stats = client.stats()
     run.end()
     client.close(60)
@@ -75,6 +77,7 @@ def client_worker(args: dict[str, Any], ready: Any) -> dict[str, Any]:
         "delivered_at_deadline": delivered_at_deadline,
         "logged_end": logged_end,
         "acked_end": acked_end,
+        "cpu_s": cpu_s,
     }
 
 
@@ -100,6 +103,7 @@ def raw_worker(args: dict[str, Any], ready: Any) -> dict[str, Any]:
     session = requests.Session()
     session.get(args["url"] + "/health", timeout=10)
     t0 = ready()
+    cpu0 = time.process_time()
     deadline = t0 + args["duration"]
     lat: list[float] = []
     acked = failures = throttled = k = 0
@@ -143,6 +147,7 @@ def raw_worker(args: dict[str, Any], ready: Any) -> dict[str, Any]:
         "throttled": throttled,
         "error": first_error,
         "end": time.monotonic(),
+        "cpu_s": time.process_time() - cpu0,
     }
 
 
@@ -155,8 +160,9 @@ def measure_client(ctx: Context) -> dict[str, Any]:
     exp = mu.new_experiment(server.url, "bench-b-client")
     spool = Path(ctx.workdir) / "spool-b"
     say(f"(b) evtrack.client: {a.procs_b} processes x log_metrics for {a.duration:.0f}s")
-    sampler = RssSampler(server.proc.pid)  # type: ignore[union-attr]
-    with sampler:
+    sampler = RssSampler(server.proc.pid, server.db_url)  # type: ignore[union-attr]
+    watcher = ProjectionWatcher(server.db_url)
+    with sampler, watcher:
         outcome = run_workers(
             client_worker,
             [
@@ -177,16 +183,20 @@ def measure_client(ctx: Context) -> dict[str, Any]:
         server.check_alive()
         res = outcome.results
         last_ack = max(r["acked_end"] for r in res)
-        wait_for_projections(ctx.sql(server), a.lag_timeout)
-        lag = time.monotonic() - last_ack
+        lag = watcher.lag_after(last_ack, a.lag_timeout)
+        if LAG_DIAGNOSIS:
+            ctx.note(f"(b) evtrack lag > 1 s; oldest transactions then: {LAG_DIAGNOSIS}")
         t_end = time.monotonic()
     t0 = outcome.t0
     logged = sum(r["logged"] for r in res)
     delivered = sum(r["delivered"] for r in res)
     stored = _stored(ctx, [r["run_id"] for r in res])
-    api_ok = mu.history_count_paged(server.url, res[0]["run_id"], "m0") == res[0]["logged"] // KEYS
+    api_problem = mu.read_back(server.url, res[0]["run_id"], "m0", res[0]["logged"] // KEYS)
+    pages = mu.probe_pages(server.url, res[0]["run_id"], "m0")
     out = {
-        "api_ok": api_ok,
+        "api_ok": api_problem is None,
+        "api_problem": api_problem,
+        "pages": pages,
         "logged": logged,
         "delivered": delivered,
         "stored": stored,
@@ -196,9 +206,11 @@ def measure_client(ctx: Context) -> dict[str, Any]:
         "requests": sum(r["requests"] for r in res),
         "log_rate": logged / max(1e-9, max(r["logged_end"] for r in res) - t0),
         "points_per_s": delivered / max(1e-9, last_ack - t0),
+        "client_cores": sum(r["cpu_s"] for r in res) / max(1e-9, last_ack - t0),
         "drain_s": last_ack - max(r["logged_end"] for r in res),
         "backlog_at_deadline": logged - sum(r["delivered_at_deadline"] for r in res),
         "lag_s": lag,
+        "max_behind": watcher.max_behind(),
         "rss": sampler.summary_between(t0, t_end),
     }
     say(
@@ -217,8 +229,9 @@ def measure_raw(ctx: Context) -> dict[str, Any]:
         f"(b) raw ingest: {a.procs_b} processes x {a.native_batch:,}-point msgpack requests "
         f"for {a.duration:.0f}s"
     )
-    sampler = RssSampler(server.proc.pid)  # type: ignore[union-attr]
-    with sampler:
+    sampler = RssSampler(server.proc.pid, server.db_url)  # type: ignore[union-attr]
+    watcher = ProjectionWatcher(server.db_url)
+    with sampler, watcher:
         outcome = run_workers(
             raw_worker,
             [
@@ -238,25 +251,31 @@ def measure_raw(ctx: Context) -> dict[str, Any]:
         server.check_alive()
         res = outcome.results
         last_ack = max(r["end"] for r in res)
-        wait_for_projections(ctx.sql(server), a.lag_timeout)
-        lag = time.monotonic() - last_ack
+        lag = watcher.lag_after(last_ack, a.lag_timeout)
+        if LAG_DIAGNOSIS:
+            ctx.note(f"(b) evtrack lag > 1 s; oldest transactions then: {LAG_DIAGNOSIS}")
         t_end = time.monotonic()
     acked = sum(r["acked"] for r in res)
     lat = [x for r in res for x in r["lat"]]
     stored = _stored(ctx, run_ids)
-    api_ok = mu.history_count_paged(server.url, res[0]["run_id"], "m0") == res[0]["acked"] // KEYS
+    api_problem = mu.read_back(server.url, res[0]["run_id"], "m0", res[0]["acked"] // KEYS)
+    pages = mu.probe_pages(server.url, res[0]["run_id"], "m0")
     errors = [r["error"] for r in res if r["error"]]
     out = {
-        "api_ok": api_ok,
+        "api_ok": api_problem is None,
+        "api_problem": api_problem,
+        "pages": pages,
         "acked": acked,
         "stored": stored,
         "failures": sum(r["failures"] for r in res),
         "throttled": sum(r["throttled"] for r in res),
         "first_error": errors[0] if errors else None,
         "points_per_s": acked / max(1e-9, last_ack - outcome.t0),
+        "client_cores": sum(r["cpu_s"] for r in res) / max(1e-9, last_ack - outcome.t0),
         "p50_ms": percentile(lat, 50) * 1000,
         "p99_ms": percentile(lat, 99) * 1000,
         "lag_s": lag,
+        "max_behind": watcher.max_behind(),
         "rss": sampler.summary_between(outcome.t0, t_end),
     }
     say(
@@ -344,13 +363,20 @@ def run(ctx: Context) -> None:
         f"(b) evtrack.client: logged {c['logged']:,} points ({c['log_rate']:,.0f}/s inside the "
         f"loop), delivered {c['delivered']:,} in {c['requests']} requests, dropped "
         f"{c['dropped']}, rejected {c['rejected']}, backlog when the loop ended "
-        f"{c['backlog_at_deadline']:,} points, drained in {c['drain_s']:.1f}s"
+        f"{c['backlog_at_deadline']:,} points, drained in {c['drain_s']:.1f}s; read models "
+        f"at most {c['max_behind']:,} events behind the log during the run"
     )
-    ctx.note(f"(b) evtrack.client: {cpu_note(c['rss'])}")
-    ctx.note(f"(b) raw ingest: {cpu_note(r['rss'])}")
+    ctx.note(f"(b) evtrack.client: {cpu_note(c['rss'], c['client_cores'])}")
+    for label, x in (("evtrack.client", c), ("raw ingest", r)):
+        ctx.note(
+            f"(b) {label}: one series read back through the API: "
+            f"{'as expected' if x['api_ok'] else x['api_problem']}; get-history pages of "
+            f"25,000 of that series (what MlflowClient does): {x['pages']}"
+        )
+    ctx.note(f"(b) raw ingest: {cpu_note(r['rss'], r['client_cores'])}")
     ctx.note(
         f"(b) raw ingest: acknowledged {r['acked']:,} points, request latency p50 "
         f"{r['p50_ms']:.0f} ms / p99 {r['p99_ms']:.0f} ms, {r['throttled']} answers were 429, "
-        f"{r['failures']} failed"
+        f"{r['failures']} failed; read models at most {r['max_behind']:,} events behind"
         + (f" (first error: {r['first_error']})" if r["first_error"] else "")
     )
