@@ -6,75 +6,28 @@ hashed chunk by chunk, so any growth close to the file size would mean someone b
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import random
-import threading
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+
+from _support.memory import MiB, hashed_body, peak_rss, rss
 
 from .conftest import BASE, Env
 
-MiB = 1024 * 1024
 SIZE = 300 * MiB
 # Generous for allocator slack and thread stacks; an order of magnitude below the file.
 MAX_RSS_GROWTH = 64 * MiB
-
-
-def _rss() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS in /proc/self/status")
-
-
-@contextmanager
-def _peak_rss() -> Iterator[list[int]]:
-    """Sample RSS every few ms in a thread; yields a one-element list holding the peak."""
-    peak = [_rss()]
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], _rss())
-            stop.wait(0.005)
-
-    t = threading.Thread(target=sample, daemon=True)
-    t.start()
-    try:
-        yield peak
-    finally:
-        stop.set()
-        t.join()
-        peak[0] = max(peak[0], _rss())
-
-
-def _blocks() -> Iterator[bytes]:
-    """Incompressible, reproducible 1 MiB blocks (a few distinct ones, cycled)."""
-    distinct = [random.Random(i).randbytes(MiB) for i in range(7)]
-    for i in range(SIZE // MiB):
-        yield distinct[i % len(distinct)]
-
-
-async def _body(digest: hashlib._Hash) -> AsyncIterator[bytes]:
-    for block in _blocks():
-        digest.update(block)
-        yield block
-        await asyncio.sleep(0)
 
 
 async def test_large_upload_and_download_bounded_memory(env: Env) -> None:
     # Warm up: thread pool, connection pool and imports are not what we measure.
     await env.client.put(f"{BASE}/warm/up", data=b"w" * (4 * MiB))
     assert (await env.client.get(f"{BASE}/warm/up")).status == 200
-    baseline = _rss()
+    baseline = rss()
 
     sent = hashlib.sha256()
-    with _peak_rss() as up_peak:
+    with peak_rss() as up_peak:
         resp = await env.client.put(
             f"{BASE}/big/blob.bin",
-            data=_body(sent),
+            data=hashed_body(SIZE, sent),
             headers={"Content-Length": str(SIZE), "Content-Type": "application/octet-stream"},
         )
         assert resp.status == 200, await resp.text()
@@ -83,7 +36,7 @@ async def test_large_upload_and_download_bounded_memory(env: Env) -> None:
 
     received = hashlib.sha256()
     total = 0
-    with _peak_rss() as down_peak:
+    with peak_rss() as down_peak:
         resp = await env.client.get(f"{BASE}/big/blob.bin")
         assert resp.status == 200
         assert resp.headers["Content-Length"] == str(SIZE)

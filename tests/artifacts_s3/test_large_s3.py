@@ -8,65 +8,18 @@ upload must go through multipart (38 parts of 8 MiB), which is where buffering c
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import random
-import threading
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
 
 import pytest
+from _support.memory import MiB, hashed_body, peak_rss, rss
 
 from .conftest import BASE, S3_PREFIX, HttpEnv, S3Backend
 
-MiB = 1024 * 1024
 SIZE = 300 * MiB
 PART = 8 * MiB
 # At most (2 in flight + 1 filling) parts of 8 MiB, plus the joined copy of one part, HTTP and
 # allocator slack: the same bound as the local store's test, far below the 300 MiB file.
 MAX_RSS_GROWTH = 64 * MiB
-
-
-def _rss() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS in /proc/self/status")
-
-
-@contextmanager
-def _peak_rss() -> Iterator[list[int]]:
-    """Sample RSS every few ms in a thread; yields a one-element list holding the peak."""
-    peak = [_rss()]
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], _rss())
-            stop.wait(0.005)
-
-    t = threading.Thread(target=sample, daemon=True)
-    t.start()
-    try:
-        yield peak
-    finally:
-        stop.set()
-        t.join()
-        peak[0] = max(peak[0], _rss())
-
-
-def _blocks() -> Iterator[bytes]:
-    distinct = [random.Random(i).randbytes(MiB) for i in range(7)]
-    for i in range(SIZE // MiB):
-        yield distinct[i % len(distinct)]
-
-
-async def _body(digest: hashlib._Hash) -> AsyncIterator[bytes]:
-    for block in _blocks():
-        digest.update(block)
-        yield block
-        await asyncio.sleep(0)
 
 
 @pytest.mark.parametrize("backend", ["s3"], indirect=True)
@@ -78,13 +31,13 @@ async def test_large_upload_and_download_bounded_memory(http: HttpEnv) -> None:
     assert (await http.client.put(f"{BASE}/warm/up", data=warm)).status == 200
     assert await (await http.client.get(f"{BASE}/warm/up")).read() == warm
     del warm
-    baseline = _rss()
+    baseline = rss()
 
     sent = hashlib.sha256()
-    with _peak_rss() as up_peak:
+    with peak_rss() as up_peak:
         resp = await http.client.put(
             f"{BASE}/big/blob.bin",
-            data=_body(sent),
+            data=hashed_body(SIZE, sent),
             headers={"Content-Length": str(SIZE), "Content-Type": "application/octet-stream"},
         )
         assert resp.status == 200, await resp.text()
@@ -97,7 +50,7 @@ async def test_large_upload_and_download_bounded_memory(http: HttpEnv) -> None:
 
     received = hashlib.sha256()
     total = 0
-    with _peak_rss() as down_peak:
+    with peak_rss() as down_peak:
         resp = await http.client.get(f"{BASE}/big/blob.bin")
         assert resp.status == 200
         assert resp.headers["Content-Length"] == str(SIZE)
