@@ -12,7 +12,7 @@ import pytest
 import requests
 from _support.server import EvtrackServer
 
-from evtrack.queries.metrics import bucket_starts, sample_rows
+from evtrack.queries.metric_samples import bucket_starts, sample_rows
 
 
 @pytest.mark.parametrize(

@@ -84,7 +84,7 @@ from evtrack.domain._validation import DOUBLE_MAX, parse_experiment_id
 from evtrack.errors import EvtrackError, invalid, not_found
 from evtrack.permissions import Permission
 from evtrack.queries import experiments as experiment_queries
-from evtrack.queries import metrics as metric_queries
+from evtrack.queries import metric_samples
 from evtrack.queries import registry as registry_queries
 from evtrack.queries import runs as run_queries
 from evtrack.search import (
@@ -719,7 +719,7 @@ async def _metric_history_bulk_interval(
             f"end_step={end}."
         )
     run_ids = [r for r in data.get("runIds") or [] if r is not None]
-    points = await metric_queries.metric_history_sampled(
+    points = await metric_samples.metric_history_sampled(
         _context(info).pool,
         run_ids,
         data.get("metricKey") or "",

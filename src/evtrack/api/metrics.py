@@ -12,6 +12,7 @@ from evtrack.api._requests import read_args
 from evtrack.api._routing import Route
 from evtrack.errors import invalid
 from evtrack.permissions import Permission
+from evtrack.queries import metric_samples
 from evtrack.queries import metrics as queries
 from evtrack.wire import mlflow as wire
 
@@ -92,7 +93,7 @@ async def get_history_bulk_interval(request: web.Request) -> web.Response:
             "end_step must be greater than start_step. "
             f"Found start_step={start} and end_step={end}."
         )
-    points = await queries.metric_history_sampled(
+    points = await metric_samples.metric_history_sampled(
         services(request).pool,
         run_ids,
         key,
