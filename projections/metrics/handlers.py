@@ -1,220 +1,167 @@
 """Metric history read model: every point of every series, in columnar chunks, plus a
 strided overview per series for charts.
 
-Ingest at scale is the point: a projector batch of RunDataLogged events becomes one COPY of a
-few chunk rows and one upsert per touched series, whatever the number of points.
+Ingest at scale is the point: a projector batch of RunDataLogged events becomes one binary
+COPY of a few chunk rows, one COPY of overview rows and one upsert of the touched series'
+counters, whatever the number of points. Points stay in numpy arrays from the event's bytes
+to the COPY buffer.
 """
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from evtrack.eventlog import Conn, RecordedEvent
 from evtrack.events import RunDataLogged
-from evtrack.projector import Projection, load_schema
+from evtrack.events._arrays import (
+    F64,
+    I64,
+    SeriesPart,
+    lexicographic_extreme,
+    metric_arrays,
+    nan_as_largest,
+)
+from evtrack.projector import Projection, binary_copy, load_schema
 
 projection = Projection("metrics", load_schema("evtrack.projections.metrics"))
 
 OVERVIEW_CAP = 5000
 """Most points kept per series overview: twice the largest chart request (2500)."""
 
+_CHUNK_COLUMNS = (
+    "run_id",
+    "key",
+    "seq",
+    "n",
+    "min_ts",
+    "max_ts",
+    "min_step",
+    "max_step",
+    "timestamps",
+    "steps",
+    "vals",
+    "model_ids",
+    "dataset_names",
+    "dataset_digests",
+)
+_OVERVIEW_COLUMNS = ("run_id", "key", "seq", "timestamps", "steps", "vals")
+
+SeriesId = tuple[str, str]  # (run_id, key)
 Point = tuple[int, int, float]  # (step, timestamp, value): the order charts sample in
 
 
-def _order_key(point: Point) -> tuple[int, int, float]:
-    step, ts, value = point
-    return step, ts, math.inf if math.isnan(value) else value
-
-
 @dataclass
-class _Chunk:
-    timestamps: list[int] = field(default_factory=list)
-    steps: list[int] = field(default_factory=list)
-    vals: list[float] = field(default_factory=list)
-    model_ids: list[str | None] | None = None
-    dataset_names: list[str | None] | None = None
-    dataset_digests: list[str | None] | None = None
-
-
-def _split_by_key(e: RunDataLogged) -> dict[str, _Chunk]:
-    m = e.metrics
-    assert m is not None
-    keys = m.keys
-    if len(set(keys)) == 1:  # the common case: one series per request, no per-point work
-        return {
-            keys[0]: _Chunk(
-                list(m.timestamps),
-                list(m.steps),
-                list(m.values),
-                m.model_ids,
-                m.dataset_names,
-                m.dataset_digests,
-            )
-        }
-    chunks: dict[str, _Chunk] = defaultdict(_Chunk)
-    optional = (m.model_ids, m.dataset_names, m.dataset_digests)
-    for i, key in enumerate(keys):
-        chunk = chunks[key]
-        chunk.timestamps.append(m.timestamps[i])
-        chunk.steps.append(m.steps[i])
-        chunk.vals.append(m.values[i])
-        for column, name in zip(
-            optional, ("model_ids", "dataset_names", "dataset_digests"), strict=True
-        ):
-            if column is not None:
-                target = getattr(chunk, name)
-                if target is None:
-                    target = []
-                    setattr(chunk, name, target)
-                target.append(column[i])
-    return chunks
+class _Arrival:
+    seq: int
+    part: SeriesPart
 
 
 @projection.on_batch(RunDataLogged)
 async def _points(conn: Conn, records: Sequence[RecordedEvent]) -> None:
-    rows: list[tuple[Any, ...]] = []
-    arrivals: dict[tuple[str, str], list[_Chunk]] = defaultdict(list)
+    chunks = binary_copy.BinaryRows(_CHUNK_COLUMNS)
+    arrivals: dict[SeriesId, list[_Arrival]] = defaultdict(list)
     for rec in records:
         e = rec.event
         assert isinstance(e, RunDataLogged)
-        if e.metrics is None or not e.metrics.keys:
+        arrays = metric_arrays(e)
+        if arrays is None:
             continue
-        for key, chunk in _split_by_key(e).items():
-            rows.append(
-                (
-                    e.run_id,
-                    key,
-                    rec.position.global_position,
-                    len(chunk.vals),
-                    min(chunk.timestamps),
-                    max(chunk.timestamps),
-                    min(chunk.steps),
-                    max(chunk.steps),
-                    chunk.timestamps,
-                    chunk.steps,
-                    chunk.vals,
-                    chunk.model_ids,
-                    chunk.dataset_names,
-                    chunk.dataset_digests,
-                )
-            )
-            arrivals[(e.run_id, key)].append(chunk)
-    if not rows:
+        seq = rec.position.global_position
+        for part in arrays.by_key():
+            chunks.add(*_chunk_fields(e.run_id, seq, part))
+            arrivals[(e.run_id, part.key)].append(_Arrival(seq, part))
+    if not arrivals:
         return
-    await conn.copy_records_to_table("chunks", records=rows)
+    await chunks.copy_to(conn, "chunks")
     await _update_overviews(conn, arrivals)
 
 
-async def _update_overviews(conn: Conn, arrivals: dict[tuple[str, str], list[_Chunk]]) -> None:
-    runs = [r for r, _ in arrivals]
-    keys = [k for _, k in arrivals]
-    existing = {
-        (r["run_id"], r["key"]): r
-        for r in await conn.fetch(
-            """SELECT s.* FROM series s
-               JOIN unnest($1::text[], $2::text[]) AS t(run_id, key)
-                 ON s.run_id = t.run_id AND s.key = t.key""",
-            runs,
-            keys,
-        )
-    }
-    updates = []
-    for series_key, chunks in arrivals.items():
-        row = existing.get(series_key)
-        overview = _Overview.from_row(row) if row is not None else _Overview()
-        for chunk in chunks:
-            overview.add(chunk)
-        updates.append((*series_key, *overview.as_row()))
-    await conn.executemany(
-        """INSERT INTO series (run_id, key, total, stride, timestamps, steps, vals,
-                               first_ts, first_step, first_val, last_ts, last_step, last_val)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-           ON CONFLICT (run_id, key) DO UPDATE SET
-               total = excluded.total, stride = excluded.stride,
-               timestamps = excluded.timestamps, steps = excluded.steps, vals = excluded.vals,
-               first_ts = excluded.first_ts, first_step = excluded.first_step,
-               first_val = excluded.first_val, last_ts = excluded.last_ts,
-               last_step = excluded.last_step, last_val = excluded.last_val""",
-        updates,
+def _chunk_fields(run_id: str, seq: int, part: SeriesPart) -> tuple[bytes | None, ...]:
+    bc = binary_copy
+    return (
+        bc.text(run_id),
+        bc.text(part.key),
+        bc.int8(seq),
+        bc.int4(len(part)),
+        bc.int8(int(part.timestamps.min())),
+        bc.int8(int(part.timestamps.max())),
+        bc.int8(int(part.steps.min())),
+        bc.int8(int(part.steps.max())),
+        bc.int8_array(part.timestamps),
+        bc.int8_array(part.steps),
+        bc.float8_array(part.values),
+        None if part.model_ids is None else bc.text_array(part.model_ids),
+        None if part.dataset_names is None else bc.text_array(part.dataset_names),
+        None if part.dataset_digests is None else bc.text_array(part.dataset_digests),
     )
-
-
-def _extreme(chunk: _Chunk, step: int) -> list[Point]:
-    steps = chunk.steps
-    if steps.count(step) == 1:  # the usual case, found without a Python-level loop
-        i = steps.index(step)
-        return [(step, chunk.timestamps[i], chunk.vals[i])]
-    return [
-        (s, t, v) for s, t, v in zip(steps, chunk.timestamps, chunk.vals, strict=True) if s == step
-    ]
-
-
-def _extremes(chunk: _Chunk) -> tuple[Point, Point]:
-    """The chunk's smallest and largest points by (step, timestamp, value)."""
-    low = min(_extreme(chunk, min(chunk.steps)), key=_order_key)
-    high = max(_extreme(chunk, max(chunk.steps)), key=_order_key)
-    return low, high
 
 
 @dataclass
 class _Overview:
-    """Every ``stride``-th point received, in arrival order, at most ``OVERVIEW_CAP`` of them.
+    """A series' overview state: every ``stride``-th point received, in arrival order.
 
-    Point i (counting from 0 in arrival order) is kept when i % stride == 0. When the subset
-    outgrows the cap, every other kept point is dropped and the stride doubles, which keeps
-    exactly the points whose index is a multiple of the new stride: the subset stays evenly
-    spread over the whole series.
+    Point i (counting from 0 in arrival order) is kept when i % stride == 0. Kept points are
+    appended as new rows; when there are more than ``OVERVIEW_CAP`` of them, every other one
+    is dropped and the stride doubles, which keeps exactly the points whose index is a
+    multiple of the new stride: the subset stays evenly spread over the whole series.
     """
 
     total: int = 0
     stride: int = 1
-    timestamps: list[int] = field(default_factory=list)
-    steps: list[int] = field(default_factory=list)
-    vals: list[float] = field(default_factory=list)
+    kept: int = 0
     first: Point | None = None
     last: Point | None = None
+    new_rows: list[tuple[int, I64, I64, F64]] = field(default_factory=list)  # (seq, ts, st, v)
+    must_thin: bool = False
 
     @classmethod
     def from_row(cls, row: Any) -> _Overview:
         return cls(
             row["total"],
             row["stride"],
-            list(row["timestamps"]),
-            list(row["steps"]),
-            list(row["vals"]),
+            row["kept"],
             (row["first_step"], row["first_ts"], row["first_val"]),
             (row["last_step"], row["last_ts"], row["last_val"]),
         )
 
-    def add(self, chunk: _Chunk) -> None:
+    def add(self, seq: int, part: SeriesPart) -> None:
         offset = (-self.total) % self.stride
-        self.timestamps.extend(chunk.timestamps[offset :: self.stride])
-        self.steps.extend(chunk.steps[offset :: self.stride])
-        self.vals.extend(chunk.vals[offset :: self.stride])
-        self.total += len(chunk.vals)
-        while len(self.vals) > OVERVIEW_CAP:
-            self.timestamps = self.timestamps[::2]
-            self.steps = self.steps[::2]
-            self.vals = self.vals[::2]
-            self.stride *= 2
-        low, high = _extremes(chunk)
+        picked = slice(offset, None, self.stride)
+        ts, steps, vals = part.timestamps[picked], part.steps[picked], part.values[picked]
+        if len(vals):
+            self.new_rows.append((seq, ts, steps, vals))
+        self.total += len(part)
+        self.kept += len(vals)
+        self.must_thin = self.must_thin or self.kept > OVERVIEW_CAP
+        low, high = _extremes(part)
         if self.first is None or _order_key(low) < _order_key(self.first):
             self.first = low
         if self.last is None or _order_key(high) > _order_key(self.last):
             self.last = high
+
+    def thin(self, stored: list[tuple[int, I64, I64, F64]]) -> tuple[int, I64, I64, F64]:
+        """One row holding the thinned overview of ``stored`` rows plus the new ones."""
+        rows = stored + self.new_rows
+        ts = np.concatenate([r[1] for r in rows])
+        steps = np.concatenate([r[2] for r in rows])
+        vals = np.concatenate([r[3] for r in rows])
+        while len(vals) > OVERVIEW_CAP:
+            ts, steps, vals = ts[::2], steps[::2], vals[::2]
+            self.stride *= 2
+        self.kept = len(vals)
+        return rows[-1][0], ts, steps, vals
 
     def as_row(self) -> tuple[Any, ...]:
         assert self.first is not None and self.last is not None
         return (
             self.total,
             self.stride,
-            self.timestamps,
-            self.steps,
-            self.vals,
+            self.kept,
             self.first[1],
             self.first[0],
             self.first[2],
@@ -222,3 +169,107 @@ class _Overview:
             self.last[0],
             self.last[2],
         )
+
+
+def _order_key(point: Point) -> tuple[int, int, float]:
+    step, ts, value = point
+    return step, ts, float("inf") if value != value else value
+
+
+def _extremes(part: SeriesPart) -> tuple[Point, Point]:
+    """The part's smallest and largest points by (step, timestamp, value), NaN largest."""
+    order = (part.steps, part.timestamps, nan_as_largest(part.values))
+    low = lexicographic_extreme(order, largest=False)
+    high = lexicographic_extreme(order, largest=True)
+    return _point(part, low), _point(part, high)
+
+
+def _point(part: SeriesPart, i: int) -> Point:
+    return int(part.steps[i]), int(part.timestamps[i]), float(part.values[i])
+
+
+async def _update_overviews(conn: Conn, arrivals: dict[SeriesId, list[_Arrival]]) -> None:
+    ids = list(arrivals)
+    existing = {
+        (r["run_id"], r["key"]): r
+        for r in await conn.fetch(
+            """SELECT s.* FROM series s
+               JOIN unnest($1::text[], $2::text[]) AS t(run_id, key)
+                 ON s.run_id = t.run_id AND s.key = t.key""",
+            [r for r, _ in ids],
+            [k for _, k in ids],
+        )
+    }
+    overviews: dict[SeriesId, _Overview] = {}
+    for series_id, parts in arrivals.items():
+        row = existing.get(series_id)
+        overview = _Overview.from_row(row) if row is not None else _Overview()
+        for arrival in parts:
+            overview.add(arrival.seq, arrival.part)
+        overviews[series_id] = overview
+    thinned = [sid for sid, o in overviews.items() if o.must_thin]
+    stored = await _stored_overviews(conn, thinned)
+    if thinned:
+        await conn.execute(
+            """DELETE FROM overview o USING unnest($1::text[], $2::text[]) AS t(run_id, key)
+               WHERE o.run_id = t.run_id AND o.key = t.key""",
+            [r for r, _ in thinned],
+            [k for _, k in thinned],
+        )
+    rows = binary_copy.BinaryRows(_OVERVIEW_COLUMNS)
+    for (run_id, key), overview in overviews.items():
+        if overview.must_thin:
+            new_rows = [overview.thin(stored.get((run_id, key), []))]
+        else:
+            new_rows = overview.new_rows
+        for seq, ts, steps, vals in new_rows:
+            rows.add(
+                binary_copy.text(run_id),
+                binary_copy.text(key),
+                binary_copy.int8(seq),
+                binary_copy.int8_array(ts),
+                binary_copy.int8_array(steps),
+                binary_copy.float8_array(vals),
+            )
+    await rows.copy_to(conn, "overview")
+    counters = [(*sid, *o.as_row()) for sid, o in overviews.items()]
+    columns = list(zip(*counters, strict=True))
+    await conn.execute(
+        """INSERT INTO series (run_id, key, total, stride, kept, first_ts, first_step,
+                               first_val, last_ts, last_step, last_val)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::int[],
+                                $6::bigint[], $7::bigint[], $8::float8[], $9::bigint[],
+                                $10::bigint[], $11::float8[])
+           ON CONFLICT (run_id, key) DO UPDATE SET
+               total = excluded.total, stride = excluded.stride, kept = excluded.kept,
+               first_ts = excluded.first_ts, first_step = excluded.first_step,
+               first_val = excluded.first_val, last_ts = excluded.last_ts,
+               last_step = excluded.last_step, last_val = excluded.last_val""",
+        *[list(c) for c in columns],
+    )
+
+
+async def _stored_overviews(
+    conn: Conn, series: list[SeriesId]
+) -> dict[SeriesId, list[tuple[int, I64, I64, F64]]]:
+    """The overview rows already stored for ``series``, in arrival order."""
+    out: dict[SeriesId, list[tuple[int, I64, I64, F64]]] = defaultdict(list)
+    if not series:
+        return out
+    for r in await conn.fetch(
+        """SELECT o.run_id, o.key, o.seq, o.timestamps, o.steps, o.vals FROM overview o
+           JOIN unnest($1::text[], $2::text[]) AS t(run_id, key)
+             ON o.run_id = t.run_id AND o.key = t.key
+           ORDER BY o.run_id, o.key, o.seq""",
+        [r for r, _ in series],
+        [k for _, k in series],
+    ):
+        out[(r["run_id"], r["key"])].append(
+            (
+                r["seq"],
+                np.asarray(r["timestamps"], dtype=np.int64),
+                np.asarray(r["steps"], dtype=np.int64),
+                np.asarray(r["vals"], dtype=np.float64),
+            )
+        )
+    return out

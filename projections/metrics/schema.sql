@@ -19,18 +19,14 @@ CREATE TABLE chunks (
     PRIMARY KEY (run_id, key, seq)
 );
 
--- One row per series: how many points it received and an evenly strided subset of them (at
--- most a few thousand), so charts of a million-point series read a few thousand points. The
--- smallest and largest points by (step, timestamp, value) are kept too: charts always show
--- both ends.
+-- One row per series: how many points it received and the stride of its overview, plus the
+-- smallest and largest points by (step, timestamp, value): charts always show both ends.
 CREATE TABLE series (
     run_id     text             NOT NULL,
     key        text             NOT NULL,
     total      bigint           NOT NULL,
     stride     bigint           NOT NULL,
-    timestamps bigint[]         NOT NULL,
-    steps      bigint[]         NOT NULL,
-    vals       double precision[] NOT NULL,
+    kept       integer          NOT NULL,  -- points in the series' overview rows
     first_ts   bigint           NOT NULL,
     first_step bigint           NOT NULL,
     first_val  double precision NOT NULL,
@@ -38,4 +34,18 @@ CREATE TABLE series (
     last_step  bigint           NOT NULL,
     last_val   double precision NOT NULL,
     PRIMARY KEY (run_id, key)
+);
+
+-- The overview of a series: every stride-th point it received, in arrival order, at most a
+-- few thousand, so charts of a million-point series read a few thousand points. Rows are
+-- appended per batch (never rewritten) until the overview outgrows its cap; then the series'
+-- rows are thinned into one and the stride doubles, which happens log2(total / cap) times.
+CREATE TABLE overview (
+    run_id     text               NOT NULL,
+    key        text               NOT NULL,
+    seq        bigint             NOT NULL,  -- global position of the event the points came in
+    timestamps bigint[]           NOT NULL,
+    steps      bigint[]           NOT NULL,
+    vals       double precision[] NOT NULL,
+    PRIMARY KEY (run_id, key, seq)
 );

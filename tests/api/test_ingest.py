@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 import msgspec
+import numpy as np
 import pytest
 import requests
 from _support.server import EvtrackServer
@@ -48,6 +49,26 @@ def _run_record(
     if start:
         record["start"] = {"experiment_name": "ingest-tests", "run_name": f"r-{run_id[:6]}"}
     return record
+
+
+def _packed(
+    names: list[str],
+    key_index: list[int],
+    values: list[float],
+    timestamps: list[int],
+    steps: list[int],
+    cut: str | None = None,
+) -> dict[str, Any]:
+    """A record's ``packed`` field; ``cut`` drops one byte from that column."""
+    columns = {
+        "key_index": np.asarray(key_index, dtype="<u4").tobytes(),
+        "values": np.asarray(values, dtype="<f8").tobytes(),
+        "timestamps": np.asarray(timestamps, dtype="<i8").tobytes(),
+        "steps": np.asarray(steps, dtype="<i8").tobytes(),
+    }
+    if cut is not None:
+        columns[cut] = columns[cut][:-1]
+    return {"packed": {"names": names, **columns}}
 
 
 def _history(server: EvtrackServer, run_id: str, key: str = "loss") -> list[dict[str, Any]]:
@@ -120,6 +141,49 @@ def test_ndjson_gzip_and_non_finite_values(shared_server: EvtrackServer) -> None
     assert {"key": "phase", "value": "warmup"} in run["data"]["tags"]
 
 
+def test_packed_columns_with_list_columns_in_one_request(shared_server: EvtrackServer) -> None:
+    """Packed arrays and list columns of one run merge into one event, in record order."""
+    run_id = uuid.uuid4().hex
+    n = 30_000
+    steps = np.arange(n)
+    records = [
+        {
+            "run_id": run_id,
+            "start": {"experiment_name": "ingest-tests"},
+            # names no point uses are dropped; keys interleave; NaN kept, inf clamped
+            **_packed(
+                ["unused", "a", "b"],
+                (1 + steps % 2).tolist(),
+                np.where(steps == 7, np.nan, np.where(steps == 9, -np.inf, steps * 0.5)).tolist(),
+                (1000 + steps).tolist(),
+                steps.tolist(),
+            ),
+        },
+        _run_record(run_id, 3, key="a", start=False),
+    ]
+    before = _events(shared_server.dsn)
+    resp = requests.post(
+        shared_server.url + URL, data=msgspec.msgpack.encode(records), headers=MSGPACK
+    )
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["points"] == n + 3
+    assert _events(shared_server.dsn) == before + 1
+    a = _history(shared_server, run_id, "a")  # even steps, plus the list record's points
+    b = _history(shared_server, run_id, "b")  # odd steps
+    # the list record's (1000, 0, 0.0) is identical to a packed point, so it appears once
+    assert len(a) == n // 2 + 2 and len(b) == n // 2
+    assert [p["step"] for p in b] == list(range(1, n, 2))
+    odd = {p["step"]: p["value"] for p in b}
+    assert odd[7] == "NaN" and odd[9] == -1.7976931348623157e308 and odd[11] == 5.5
+    assert {(p["timestamp"], p["step"], p["value"]) for p in a} >= {(1001, 1, 1.0), (1002, 2, 1.0)}
+    run = requests.get(
+        f"{shared_server.url}/api/2.0/mlflow/runs/get", params={"run_id": run_id}
+    ).json()["run"]
+    latest = {m["key"]: (m["step"], m["value"]) for m in run["data"]["metrics"]}
+    assert latest == {"a": (n - 2, (n - 2) * 0.5), "b": (n - 1, (n - 1) * 0.5)}
+    assert "unused" not in latest
+
+
 def test_retry_with_the_same_key_appends_nothing(shared_server: EvtrackServer) -> None:
     run_id = uuid.uuid4().hex
     body = msgspec.msgpack.encode([_run_record(run_id, 500)])
@@ -160,6 +224,26 @@ BAD = [
             "run_id": "a" * 32,
             "metrics": {"keys": ["k"], "values": ["high"], "timestamps": [1], "steps": [0]},
         },
+    ),
+    (
+        "packed lengths disagree",
+        {"run_id": "a" * 32, **_packed(["k"], [0, 0], [1.0, 2.0], [1, 2], [0, 1], cut="steps")},
+    ),
+    (
+        "packed values not whole float64s",
+        {"run_id": "a" * 32, **_packed(["k"], [0], [1.0], [1], [0], cut="values")},
+    ),
+    (
+        "packed key index past names",
+        {"run_id": "a" * 32, **_packed(["k"], [0, 1], [1.0, 2.0], [1, 2], [0, 1])},
+    ),
+    (
+        "packed negative timestamp",
+        {"run_id": "a" * 32, **_packed(["k"], [0], [1.0], [-5], [0])},
+    ),
+    (
+        "packed bad key",
+        {"run_id": "a" * 32, **_packed(["ok", "bad$key"], [0, 1], [1.0, 2.0], [1, 2], [0, 1])},
     ),
     ("bad run id", {"run_id": "../x", "params": [{"key": "a", "value": "b"}]}),
     ("start without experiment", {"run_id": "a" * 32, "start": {"run_name": "x"}}),

@@ -22,6 +22,7 @@ from evtrack.events import (
     RunRestored,
     RunTagDeleted,
 )
+from evtrack.events._arrays import from_columns, metric_arrays, pack
 from evtrack.projections.registry import all_projections
 from evtrack.projector import Projection, ensure_current, rebuild
 
@@ -71,11 +72,14 @@ async def _workload(store: EventStore) -> list[str]:
                 timestamps=[rng.randint(0, 50) for _ in range(n)],
                 steps=[rng.randint(0, 10) for _ in range(n)],
             )
-            data = tracking.RunData(
-                metrics,
-                [KeyValue(f"p{w}-{step}", str(step))],
-                [KeyValue(rng.choice(["stage", "note"]), f"{w}-{step}")],
-            )
+            params = [KeyValue(f"p{w}-{step}", str(step))]
+            tags = [KeyValue(rng.choice(["stage", "note"]), f"{w}-{step}")]
+            if w % 2:  # half the writers log the bulk (packed) form of the same points
+                a = from_columns(metrics)
+                packed = pack(a.names, a.key_index, a.values, a.timestamps, a.steps)
+                data = tracking.RunData(None, params, tags, packed_metrics=packed)
+            else:
+                data = tracking.RunData(metrics, params, tags)
             await store.execute(
                 lambda uow, r=run_id, d=data: tracking.log_run_data(uow, r, d),
                 metadata=META,
@@ -140,9 +144,10 @@ def _fold(records: list[Any]) -> dict[str, Any]:
                 params.setdefault((e.run_id, p.key), p.value)
             for t in e.tags:
                 tags[(e.run_id, t.key)] = t.value
-            if e.metrics:
-                m = e.metrics
-                for k, v, ts, st in zip(m.keys, m.values, m.timestamps, m.steps, strict=True):
+            if (m := metric_arrays(e)) is not None:
+                keys = [m.names[i] for i in m.key_index.tolist()]
+                columns = (m.values.tolist(), m.timestamps.tolist(), m.steps.tolist())
+                for k, v, ts, st in zip(keys, *columns, strict=True):
                     nan = v != v
                     point = (st, ts, 0.0 if nan else v, nan)
                     points.add((e.run_id, k, st, ts, 0.0 if nan else v, nan))
@@ -204,6 +209,15 @@ async def _answers(pool: asyncpg.Pool) -> dict[str, list[Any]]:
            FROM rm_metrics.chunks c, unnest(c.steps, c.timestamps, c.vals) AS u(step, ts, v)"""
     )
     out["points"] = sorted(tuple(r.values()) for r in points)
+    # Overview rows are cut where projector batches ended; their concatenation is what counts.
+    overview = await pool.fetch(
+        """SELECT o.run_id, o.key,
+                  array_agg(u.step ORDER BY o.seq, u.n), array_agg(u.ts ORDER BY o.seq, u.n)
+           FROM rm_metrics.overview o,
+                unnest(o.steps, o.timestamps) WITH ORDINALITY AS u(step, ts, n)
+           GROUP BY o.run_id, o.key"""
+    )
+    out["overview"] = sorted(repr(tuple(r.values())) for r in overview)
     return out
 
 

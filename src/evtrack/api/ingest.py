@@ -21,11 +21,17 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from evtrack.api._common import json_response, run_command, services
+from evtrack.api._ingest_points import (
+    CheckedPoints,
+    KeyChecker,
+    RunPoints,
+    from_lists,
+    from_packed,
+)
 from evtrack.api._routing import Route
 from evtrack.domain import tracking
 from evtrack.domain._validation import (
     DOUBLE_MAX,
-    MAX_ENTITY_KEY_LENGTH,
     MAX_PARAM_VAL_LENGTH,
     MAX_TAG_VAL_LENGTH,
     check_length,
@@ -35,7 +41,7 @@ from evtrack.domain._validation import (
 )
 from evtrack.errors import ErrorCode, EvtrackError, invalid
 from evtrack.eventlog import UnitOfWork
-from evtrack.events import KeyValue, MetricColumns
+from evtrack.events import KeyValue
 from evtrack.permissions import Permission
 from evtrack.wire.ingest import (
     MSGPACK,
@@ -192,37 +198,25 @@ def _plan(records: list[IngestRecord]) -> _Plan:
 
 def _validated(records: list[IngestRecord]) -> tuple[dict[str, tracking.RunData], IngestResponse]:
     """Group records by run and check every value, before anything is written."""
-    keys_seen: set[str] = set()
-    metric_parts: dict[str, list[MetricColumns]] = defaultdict(list)
+    keys = KeyChecker()
+    points_by_run: dict[str, RunPoints] = defaultdict(RunPoints)
     params: dict[str, dict[str, str]] = defaultdict(dict)
     tags: dict[str, dict[str, str]] = defaultdict(dict)
     points = n_params = n_tags = 0
     for index, record in enumerate(records):
-        validate_run_id(record.run_id, f"records[{index}].run_id")
-        m = record.metrics
-        if m is not None:
-            n = len(m.keys)
-            if not (len(m.values) == len(m.timestamps) == len(m.steps) == n):
+        where = f"records[{index}]"
+        validate_run_id(record.run_id, f"{where}.run_id")
+        for checked in _record_points(record, where):
+            keys.check(checked.names, f"{where}.metrics.keys")
+            points_by_run[record.run_id].add(checked)
+            points += len(checked)
+            if points > MAX_POINTS_PER_REQUEST:
                 raise invalid(
-                    f"records[{index}].metrics: keys, values, timestamps and steps "
-                    "must have equal lengths."
+                    f"An ingest request can carry at most {MAX_POINTS_PER_REQUEST} metric "
+                    f"points; got more."
                 )
-            for key in set(m.keys) - keys_seen:
-                validate_entity_name(key, f"records[{index}].metrics.keys", kind="metric")
-                check_length("Metric name", MAX_ENTITY_KEY_LENGTH, key)
-                keys_seen.add(key)
-            if any(t < 0 for t in m.timestamps):
-                raise invalid(f"records[{index}].metrics: timestamps must be non-negative.")
-            values = [
-                v if math.isfinite(v) or math.isnan(v) else math.copysign(DOUBLE_MAX, v)
-                for v in m.values
-            ]
-            metric_parts[record.run_id].append(
-                MetricColumns(list(m.keys), values, list(m.timestamps), list(m.steps))
-            )
-            points += n
         for p in record.params:
-            validate_entity_name(p.key, f"records[{index}].params.key", kind="param")
+            validate_entity_name(p.key, f"{where}.params.key", kind="param")
             value = check_length("Param value", MAX_PARAM_VAL_LENGTH, p.value, truncate=True)
             if params[record.run_id].setdefault(p.key, value) != value:
                 raise invalid(
@@ -231,38 +225,35 @@ def _validated(records: list[IngestRecord]) -> tuple[dict[str, tracking.RunData]
                 )
             n_params += 1
         for t in record.tags:
-            validate_entity_name(t.key, f"records[{index}].tags.key", kind="tag")
+            validate_entity_name(t.key, f"{where}.tags.key", kind="tag")
             tags[record.run_id][t.key] = check_length(
                 "Tag value", MAX_TAG_VAL_LENGTH, t.value, truncate=True
             )
             n_tags += 1
-    if points > MAX_POINTS_PER_REQUEST:
-        raise invalid(
-            f"An ingest request can carry at most {MAX_POINTS_PER_REQUEST} metric points; "
-            f"got {points}."
-        )
-    runs = set(metric_parts) | set(params) | set(tags)
+    runs = {r for r, p in points_by_run.items() if p.count} | set(params) | set(tags)
     if len(runs) > MAX_RUNS_PER_REQUEST:
         raise invalid(
             f"An ingest request can address at most {MAX_RUNS_PER_REQUEST} runs; got {len(runs)}."
         )
-    grouped = {}
-    for run_id in sorted(runs):
-        parts = metric_parts.get(run_id, [])
-        columns = None
-        if parts:
-            columns = MetricColumns(
-                keys=[k for p in parts for k in p.keys],
-                values=[v for p in parts for v in p.values],
-                timestamps=[t for p in parts for t in p.timestamps],
-                steps=[s for p in parts for s in p.steps],
-            )
-        grouped[run_id] = tracking.RunData(
-            columns,
+    grouped = {
+        run_id: tracking.RunData(
+            None,
             [KeyValue(k, v) for k, v in params.get(run_id, {}).items()],
             [KeyValue(k, v) for k, v in tags.get(run_id, {}).items()],
+            packed_metrics=points_by_run[run_id].packed() if run_id in points_by_run else None,
         )
+        for run_id in sorted(runs)
+    }
     return grouped, IngestResponse(len(runs), points, n_params, n_tags)
+
+
+def _record_points(record: IngestRecord, where: str) -> list[CheckedPoints]:
+    out = []
+    if record.metrics is not None:
+        out.append(from_lists(record.metrics, f"{where}.metrics"))
+    if record.packed is not None:
+        out.append(from_packed(record.packed, f"{where}.packed"))
+    return out
 
 
 async def ingest(request: web.Request) -> web.Response:

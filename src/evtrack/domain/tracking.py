@@ -47,6 +47,7 @@ from evtrack.events import (
     KeyValue,
     MetricColumns,
     ModelOutput,
+    PackedMetrics,
     RunCreated,
     RunDataLogged,
     RunDeleted,
@@ -319,6 +320,7 @@ class RunData:
     metrics: MetricColumns | None
     params: list[KeyValue]
     tags: list[KeyValue]
+    packed_metrics: PackedMetrics | None = None  # bulk ingestion's form of the points
 
 
 async def log_run_data(uow: UnitOfWork, run_id: str, data: RunData) -> None:
@@ -351,9 +353,15 @@ async def log_run_data(uow: UnitOfWork, run_id: str, data: RunData) -> None:
             f" logged='{changed}' for run ID='{run_id}'."
         )
     new_params = [p for p in data.params if p.key not in loaded.run.params]
-    if data.metrics is None and not new_params and not data.tags:
+    if data.metrics is None and data.packed_metrics is None and not new_params and not data.tags:
         return
-    event = RunDataLogged(run_id=run_id, metrics=data.metrics, params=new_params, tags=data.tags)
+    event = RunDataLogged(
+        run_id=run_id,
+        metrics=data.metrics,
+        params=new_params,
+        tags=data.tags,
+        packed_metrics=data.packed_metrics,
+    )
     tracked_tags = set(t.key for t in data.tags) - loaded.run.tag_keys
     if any(t.key == LOG_MODEL_HISTORY_TAG for t in data.tags):
         tracked_tags.add(LOG_MODEL_HISTORY_TAG)  # its value is part of the run's state

@@ -35,6 +35,26 @@ class MetricColumns(msgspec.Struct, frozen=True, omit_defaults=True):
         return len(self.keys)
 
 
+class PackedMetrics(msgspec.Struct, frozen=True):
+    """Metric points of one ingest request as packed little-endian arrays, one per field.
+
+    The bulk form of :class:`MetricColumns`: a million points are four byte strings, so
+    neither the ingest route nor the projectors make a Python object per point. ``names`` are
+    the metric keys; ``key_index`` holds one ``uint32`` index into ``names`` per point;
+    ``values`` are ``float64`` (NaN kept, infinities clamped as for MetricColumns),
+    ``timestamps`` (ms) and ``steps`` are ``int64``.
+    """
+
+    names: list[str]
+    key_index: bytes
+    values: bytes
+    timestamps: bytes
+    steps: bytes
+
+    def __len__(self) -> int:
+        return len(self.values) // 8
+
+
 class ExperimentCreated(Event, frozen=True):
     experiment_id: int
     name: str
@@ -109,6 +129,7 @@ class RunDataLogged(Event, frozen=True):
     metrics: MetricColumns | None = None
     params: list[KeyValue] = []
     tags: list[KeyValue] = []
+    packed_metrics: PackedMetrics | None = None  # ingest's bulk form; see PackedMetrics
 
 
 class RunTagDeleted(Event, frozen=True):

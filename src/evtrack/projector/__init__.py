@@ -1,5 +1,6 @@
 """The projector runtime: applies the log to read models, exactly once, in log order."""
 
+from evtrack.projector import _binary_copy as binary_copy
 from evtrack.projector._projection import Projection, load_schema
 from evtrack.projector._runtime import (
     DOORBELL_CHANNEL,
@@ -16,6 +17,7 @@ __all__ = [
     "Projection",
     "ProjectorRuntime",
     "apply_next_batch",
+    "binary_copy",
     "ensure_current",
     "install",
     "load_schema",

@@ -22,6 +22,7 @@ from evtrack.errors import invalid, not_found
 from evtrack.eventlog import Conn, RecordedEvent
 from evtrack.eventlog._records import record_from_row
 from evtrack.events import RunDataLogged
+from evtrack.events._arrays import metric_arrays
 
 Executor: TypeAlias = "Conn | asyncpg.Pool[Any]"
 
@@ -50,9 +51,11 @@ def describe(record: RecordedEvent) -> dict[str, Any]:
         if record.event is not None
         else {}
     )
-    if isinstance(record.event, RunDataLogged) and record.event.metrics is not None:
-        m = record.event.metrics
-        change["metrics"] = {"points": len(m.keys), "keys": sorted(set(m.keys))}
+    if isinstance(record.event, RunDataLogged):
+        arrays = metric_arrays(record.event)
+        change.pop("packed_metrics", None)
+        if arrays is not None:
+            change["metrics"] = {"points": len(arrays), "keys": sorted(arrays.names)}
     meta = record.metadata or {}
     entry: dict[str, Any] = {
         "position": f"{record.position.transaction_id}-{record.position.global_position}",

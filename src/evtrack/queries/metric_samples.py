@@ -79,7 +79,14 @@ async def _points_for_sampling(
             end_step,
         )
         return sorted(((r["step"], r["ts"], r["v"]) for r in rows), key=_sort_key)
-    overview = zip(series["steps"], series["timestamps"], series["vals"], strict=True)
+    overview: list[Point] = []
+    for row in await db.fetch(
+        """SELECT steps, timestamps, vals FROM rm_metrics.overview
+           WHERE run_id = $1 AND key = $2 ORDER BY seq""",
+        run_id,
+        key,
+    ):
+        overview.extend(zip(row["steps"], row["timestamps"], row["vals"], strict=True))
     ends = [
         (series["first_step"], series["first_ts"], series["first_val"]),
         (series["last_step"], series["last_ts"], series["last_val"]),

@@ -1,7 +1,8 @@
 """Wire types of evtrack's native ingestion route, shared by the server and ``evtrack.client``.
 
 One request carries records for many runs. Metric points travel as columns (one list per
-field), so a batch of a million points is a handful of arrays, not a million objects.
+field), or packed into little-endian arrays (``IngestPackedMetrics``), so a batch of a million
+points is a handful of arrays, not a million objects.
 MessagePack is the fast path; NDJSON (one record per line) is there for curl and shell
 pipelines, where NaN and infinities may be spelled as the strings "NaN", "Infinity" and
 "-Infinity".
@@ -17,6 +18,21 @@ class IngestMetrics(msgspec.Struct, omit_defaults=True):
     values: list[float]
     timestamps: list[int]
     steps: list[int]
+
+
+class IngestPackedMetrics(msgspec.Struct):
+    """Metric points as packed little-endian arrays (MessagePack ``bin``), the bulk form.
+
+    ``names`` are metric keys; ``key_index`` is one ``uint32`` per point, an index into
+    ``names``; ``values`` are ``float64`` (NaN and infinities allowed), ``timestamps`` (ms)
+    and ``steps`` are ``int64``. The server never makes a Python object per point of these.
+    """
+
+    names: list[str]
+    key_index: bytes
+    values: bytes
+    timestamps: bytes
+    steps: bytes
 
 
 class IngestKeyValue(msgspec.Struct):
@@ -51,6 +67,7 @@ class IngestRecord(msgspec.Struct, omit_defaults=True):
     tags: list[IngestKeyValue] = []
     start: IngestRunStart | None = None
     end: IngestRunEnd | None = None
+    packed: IngestPackedMetrics | None = None  # MessagePack only; may come with ``metrics``
 
 
 class IngestRequest(msgspec.Struct):
