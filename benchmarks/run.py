@@ -181,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=50_000,
         help="(b) points per raw native ingest request (default 50,000)",
     )
+    scale.add_argument(
+        "--native-format",
+        choices=("packed", "lists"),
+        default="packed",
+        help="(b) how raw ingest requests carry points: packed little-endian arrays "
+        "(the bulk form, default) or msgpack lists of numbers",
+    )
     scale.add_argument("--log-metric-calls", type=int, help="(c) calls (2000)")
     scale.add_argument("--history-small", type=int, help="(d) points (100,000)")
     scale.add_argument("--history-large", type=int, help="(d) points (1,000,000)")

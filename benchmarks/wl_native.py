@@ -85,10 +85,13 @@ def raw_worker(args: dict[str, Any], ready: Any) -> dict[str, Any]:
     import msgspec
     import requests
 
+    import numpy as np
+
     from evtrack.wire.ingest import (
         INGEST_PATH,
         MSGPACK,
         IngestMetrics,
+        IngestPackedMetrics,
         IngestRecord,
         IngestRequest,
     )
@@ -98,6 +101,9 @@ def raw_worker(args: dict[str, Any], ready: Any) -> dict[str, Any]:
     keys = [k for j in range(KEYS) for k in [f"m{j}"] * per_key]
     rng = random.Random(args["i"])
     values = [rng.random() for _ in range(n)]
+    names = [f"m{j}" for j in range(KEYS)]
+    key_index = np.repeat(np.arange(KEYS, dtype="<u4"), per_key).tobytes()
+    packed_values = np.asarray(values, dtype="<f8").tobytes()
     encode = msgspec.msgpack.Encoder().encode
     url = args["url"] + INGEST_PATH
     session = requests.Session()
@@ -110,10 +116,19 @@ def raw_worker(args: dict[str, Any], ready: Any) -> dict[str, Any]:
     first_error = None
     while time.monotonic() < deadline:
         ts = mu.now_ms()
-        steps = list(range(k * per_key, (k + 1) * per_key)) * KEYS
-        body = encode(
-            IngestRequest([IngestRecord(run_id, IngestMetrics(keys, values, [ts] * n, steps))])
-        )
+        if args["format"] == "packed":
+            packed = IngestPackedMetrics(
+                names,
+                key_index,
+                packed_values,
+                np.full(n, ts, dtype="<i8").tobytes(),
+                np.tile(np.arange(k * per_key, (k + 1) * per_key, dtype="<i8"), KEYS).tobytes(),
+            )
+            record = IngestRecord(run_id, packed=packed)
+        else:
+            steps = list(range(k * per_key, (k + 1) * per_key)) * KEYS
+            record = IngestRecord(run_id, IngestMetrics(keys, values, [ts] * n, steps))
+        body = encode(IngestRequest([record]))
         headers = {"Content-Type": MSGPACK, "Idempotency-Key": f"bench-{run_id}-{k}"}
         k += 1
         while True:
@@ -227,7 +242,7 @@ def measure_raw(ctx: Context) -> dict[str, Any]:
     run_ids = mu.new_runs(server.url, exp, a.procs_b, "native-raw")
     say(
         f"(b) raw ingest: {a.procs_b} processes x {a.native_batch:,}-point msgpack requests "
-        f"for {a.duration:.0f}s"
+        f"({a.native_format}) for {a.duration:.0f}s"
     )
     sampler = RssSampler(server.proc.pid, server.db_url)  # type: ignore[union-attr]
     watcher = ProjectionWatcher(server.db_url)
@@ -239,6 +254,7 @@ def measure_raw(ctx: Context) -> dict[str, Any]:
                     "url": server.url,
                     "run_id": r,
                     "batch": a.native_batch,
+                    "format": a.native_format,
                     "duration": a.duration,
                     "i": i,
                 }

@@ -10,11 +10,13 @@ import pytest
 
 from evtrack.eventlog import (
     ANY_VERSION,
+    LOG_START,
     EventStore,
     IdempotencyKey,
     UnitOfWork,
     WrongExpectedVersion,
     available_migrations,
+    read_after,
     upgrade,
 )
 from evtrack.events import (
@@ -52,6 +54,38 @@ async def test_events_cannot_be_updated_deleted_or_truncated(
         with pytest.raises(asyncpg.PostgresError, match="append-only"):
             await pool.execute(statement)
     assert await pool.fetchval("SELECT actor FROM events") == "tester"
+
+
+async def test_reads_in_log_order_are_bounded_by_payload_bytes(
+    store: EventStore, pool: asyncpg.Pool
+) -> None:
+    """A projector behind on large events gets them a few at a time, never none at all."""
+
+    async def append(uow: UnitOfWork) -> None:
+        for i in range(6):
+            big = ExperimentTagSet(experiment_id=1, key=f"k{i}", value=str(i) * 40_000)
+            uow.append(f"s-{i}", [big], expected_version=0)
+        uow.append("s-small", [_tag(9)], expected_version=0)
+
+    await store.execute(append, metadata=META, result_type=type(None))
+    sizes: list[int] = []
+    seen: list[str] = []
+    position = LOG_START
+    deadline = asyncio.get_running_loop().time() + 60
+    async with pool.acquire() as conn:
+        # Reads stop below the oldest transaction running in the cluster: wait it out.
+        while len(seen) < 7 and asyncio.get_running_loop().time() < deadline:
+            batch = await read_after(conn, position, 100, None, max_payload_bytes=90_000)
+            if not batch:
+                await asyncio.sleep(0.05)
+                continue
+            sizes.append(len(batch))
+            seen.extend(r.stream_id for r in batch)
+            position = batch[-1].position
+        one = await read_after(conn, LOG_START, 100, None, max_payload_bytes=1)
+    assert seen == [f"s-{i}" for i in range(6)] + ["s-small"]
+    assert max(sizes) <= 3 and len(sizes) >= 3  # ~40 kB each: at most three per 90 kB
+    assert len(one) == 1  # the first event is returned even when it alone exceeds the bound
 
 
 async def test_metadata_records_actor_request_and_client(

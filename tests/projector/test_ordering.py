@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import asyncpg
 
@@ -168,3 +169,58 @@ async def test_two_projector_owners_cannot_apply_a_batch_twice(
     totals = await asyncio.gather(owner(), owner(), owner())
     assert sum(totals) == 50
     assert await _seen(pool) == [str(i) for i in range(50)]
+
+
+async def _open_write_transaction(dsn: str) -> tuple[asyncpg.Connection, asyncpg.Transaction]:
+    """A connection holding a transaction that has a transaction id and stays open."""
+    conn = await asyncpg.connect(dsn)
+    await conn.execute("CREATE TABLE IF NOT EXISTS scratch (n int)")
+    tx = conn.transaction()
+    await tx.start()
+    await conn.execute("INSERT INTO scratch VALUES (1)")
+    return conn, tx
+
+
+async def _tag_seen_within(
+    store: EventStore, pool: asyncpg.Pool, projection: Projection, key: str, seconds: float
+) -> bool:
+    async def append(uow: UnitOfWork) -> None:
+        uow.append(
+            "exp-1",
+            [ExperimentTagSet(experiment_id=1, key=key, value="v")],
+            expected_version=ANY_VERSION,
+        )
+
+    await store.execute(append, metadata=META, result_type=type(None))
+    deadline = asyncio.get_running_loop().time() + seconds
+    async with pool.acquire() as conn:
+        while asyncio.get_running_loop().time() < deadline:
+            await _drain(conn, projection)
+            if key in await _seen(pool):
+                return True
+            await asyncio.sleep(0.05)
+    return False
+
+
+async def test_open_transactions_of_other_databases_do_not_hold_projections_back(
+    store: EventStore, pool: asyncpg.Pool, make_database: Any, fresh_database_dsn: str
+) -> None:
+    """Only transactions that can write this log bound what projectors may read."""
+    projection = recording_projection()
+    async with pool.acquire() as conn:
+        await install(conn, projection, schema=projection.schema_name, checkpoint=projection.name)
+    other, other_tx = await _open_write_transaction(make_database())
+    try:
+        assert await _tag_seen_within(store, pool, projection, "despite-other-db", 30)
+    finally:
+        await other_tx.rollback()
+        await other.close()
+    same, same_tx = await _open_write_transaction(fresh_database_dsn)  # the pool's database
+    try:
+        # A transaction of this database might still append events: it must hold reads back.
+        assert not await _tag_seen_within(store, pool, projection, "held-back", 1.5)
+    finally:
+        await same_tx.rollback()
+        await same.close()
+    assert await _tag_seen_within(store, pool, projection, "after", 30)
+    assert (await _seen(pool))[-2:] == ["held-back", "after"]

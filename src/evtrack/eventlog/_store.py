@@ -343,11 +343,26 @@ _RECORD_COLUMNS = (
 )
 
 
+_HORIZON = """SELECT CASE
+    WHEN EXISTS (
+        SELECT 1 FROM events AS later
+        WHERE (later.transaction_id, later.global_position) > ($1::xid8, $2::bigint)
+          AND later.transaction_id >= pg_snapshot_xmin(pg_current_snapshot()))
+    THEN log_read_horizon()
+    ELSE pg_snapshot_xmin(pg_current_snapshot())
+END"""
+"""The read bound: the cheap cluster-wide one, unless it is what holds the reader back; then
+the one that ignores other databases' transactions (see migration 0002), which costs a look
+at pg_stat_activity."""
+
+
 async def read_after(
     conn: Conn,
     after: LogPosition,
     limit: int,
     payload_types: Sequence[str] | None,
+    *,
+    max_payload_bytes: int | None = None,
 ) -> list[RecordedEvent]:
     """Events after ``after`` in log order, from transactions that can no longer be joined.
 
@@ -355,7 +370,9 @@ async def read_after(
     (invariant 2): a transaction that inserted earlier but commits later is therefore read
     once it commits, in its place, never skipped. Payloads are fetched only for
     ``payload_types`` (all when None); other events come back with ``event=None`` so the
-    reader's cursor can still move past them.
+    reader's cursor can still move past them. ``max_payload_bytes`` also bounds the batch by
+    the stored size of the payloads it fetches (at least one event is always returned): a
+    thousand million-point ingest events must not arrive in one batch.
     """
     if payload_types is None:
         payload_sql = "payload"
@@ -363,12 +380,20 @@ async def read_after(
     else:
         payload_sql = "CASE WHEN event_type = ANY($4::text[]) THEN payload END AS payload"
         args = (after.transaction_id, after.global_position, limit, list(payload_types))
-    rows = await conn.fetch(
-        f"""SELECT {_RECORD_COLUMNS}, {payload_sql} FROM events
+    query = f"""SELECT {_RECORD_COLUMNS}, {payload_sql} FROM events
             WHERE (transaction_id, global_position) > ($1::xid8, $2::bigint)
-              AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+              AND transaction_id < ({_HORIZON})
             ORDER BY transaction_id, global_position
-            LIMIT $3""",
-        *args,
-    )
+            LIMIT $3"""
+    if max_payload_bytes is not None:
+        # octet_length of a TOASTed value reads its header only; payloads are not fetched
+        # for the rows the bound cuts off.
+        query = f"""SELECT {_RECORD_COLUMNS}, payload FROM (
+                SELECT *, sum(COALESCE(octet_length(payload), 0)) OVER (
+                           ORDER BY transaction_id, global_position) AS running
+                FROM ({query}) AS page) AS sized
+            WHERE running - COALESCE(octet_length(payload), 0) < ${len(args) + 1}
+            ORDER BY transaction_id, global_position"""
+        args = (*args, max_payload_bytes)
+    rows = await conn.fetch(query, *args)
     return [record_from_row(r) for r in rows]

@@ -26,6 +26,10 @@ log = structlog.get_logger("evtrack.projector")
 
 DOORBELL_CHANNEL = "evtrack_events"
 
+MAX_BATCH_PAYLOAD_BYTES = 32 * 1024 * 1024
+"""Stored payload bytes a projector batch reads at most (besides its event count): bounds the
+projector's memory when it is behind on large ingest events."""
+
 
 def lease_key(name: str) -> int:
     return zlib.crc32(f"evtrack-projection:{name}".encode())
@@ -79,7 +83,13 @@ async def _apply_in_transaction(
     if row is None:
         raise LookupError(f"projection {checkpoint} is not installed")
     cursor = LogPosition(row["transaction_id"], row["global_position"])
-    records = await read_after(conn, cursor, batch_size, sorted(projection.event_types))
+    records = await read_after(
+        conn,
+        cursor,
+        batch_size,
+        sorted(projection.event_types),
+        max_payload_bytes=MAX_BATCH_PAYLOAD_BYTES,
+    )
     if not records:
         return 0, None
     await conn.execute(f'SET LOCAL search_path TO "{schema}", public')
@@ -121,7 +131,7 @@ async def rebuild(
             position = last
             if on_progress is not None:
                 on_progress(position)
-        if count < batch_size:
+        if count == 0:
             break
     async with conn.transaction():
         await conn.execute(
@@ -139,7 +149,7 @@ async def rebuild(
             )
             if last is not None:
                 position = last
-            if count < batch_size:
+            if count == 0:
                 break
         await conn.execute(f'DROP SCHEMA IF EXISTS "{projection.schema_name}" CASCADE')
         await conn.execute(f'ALTER SCHEMA "{shadow}" RENAME TO "{projection.schema_name}"')
@@ -281,7 +291,7 @@ class ProjectorRuntime:
                         self._progress.notify_all()
                 elif projection.name not in self._positions:
                     self._positions[projection.name] = await _checkpoint(conn, projection.name)
-                if count >= self._batch_size:
+                if count:  # maybe more: batches are also bounded by payload bytes
                     continue
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(bell.wait(), self._poll_interval_s)
