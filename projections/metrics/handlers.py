@@ -33,6 +33,9 @@ projection = Projection("metrics", load_schema("evtrack.projections.metrics"))
 OVERVIEW_CAP = 5000
 """Most points kept per series overview: twice the largest chart request (2500)."""
 
+OVERVIEW_MAX_ROWS = 32
+"""Overview rows a series may have before they are merged into one."""
+
 _CHUNK_COLUMNS = (
     "run_id",
     "key",
@@ -49,22 +52,16 @@ _CHUNK_COLUMNS = (
     "dataset_names",
     "dataset_digests",
 )
-_OVERVIEW_COLUMNS = ("run_id", "key", "seq", "timestamps", "steps", "vals")
+_OVERVIEW_COLUMNS = ("run_id", "key", "first_index", "timestamps", "steps", "vals")
 
 SeriesId = tuple[str, str]  # (run_id, key)
 Point = tuple[int, int, float]  # (step, timestamp, value): the order charts sample in
 
 
-@dataclass
-class _Arrival:
-    seq: int
-    part: SeriesPart
-
-
 @projection.on_batch(RunDataLogged)
 async def _points(conn: Conn, records: Sequence[RecordedEvent]) -> None:
     chunks = binary_copy.BinaryRows(_CHUNK_COLUMNS)
-    arrivals: dict[SeriesId, list[_Arrival]] = defaultdict(list)
+    arrivals: dict[SeriesId, list[SeriesPart]] = defaultdict(list)  # in log order
     for rec in records:
         e = rec.event
         assert isinstance(e, RunDataLogged)
@@ -74,7 +71,7 @@ async def _points(conn: Conn, records: Sequence[RecordedEvent]) -> None:
         seq = rec.position.global_position
         for part in arrays.by_key():
             chunks.add(*_chunk_fields(e.run_id, seq, part))
-            arrivals[(e.run_id, part.key)].append(_Arrival(seq, part))
+            arrivals[(e.run_id, part.key)].append(part)
     if not arrivals:
         return
     await chunks.copy_to(conn, "chunks")
@@ -114,10 +111,11 @@ class _Overview:
     total: int = 0
     stride: int = 1
     kept: int = 0
+    rows: int = 0
     first: Point | None = None
     last: Point | None = None
-    new_rows: list[tuple[int, I64, I64, F64]] = field(default_factory=list)  # (seq, ts, st, v)
-    must_thin: bool = False
+    # (arrival index of the first point, timestamps, steps, values)
+    new_rows: list[tuple[int, I64, I64, F64]] = field(default_factory=list)
 
     @classmethod
     def from_row(cls, row: Any) -> _Overview:
@@ -125,27 +123,32 @@ class _Overview:
             row["total"],
             row["stride"],
             row["kept"],
+            row["rows"],
             (row["first_step"], row["first_ts"], row["first_val"]),
             (row["last_step"], row["last_ts"], row["last_val"]),
         )
 
-    def add(self, seq: int, part: SeriesPart) -> None:
+    @property
+    def must_rewrite(self) -> bool:
+        """Thin (over the cap) or merge (too many rows) instead of appending rows."""
+        return self.kept > OVERVIEW_CAP or self.rows + len(self.new_rows) > OVERVIEW_MAX_ROWS
+
+    def add(self, part: SeriesPart) -> None:
         offset = (-self.total) % self.stride
         picked = slice(offset, None, self.stride)
         ts, steps, vals = part.timestamps[picked], part.steps[picked], part.values[picked]
         if len(vals):
-            self.new_rows.append((seq, ts, steps, vals))
+            self.new_rows.append((self.total + offset, ts, steps, vals))
         self.total += len(part)
         self.kept += len(vals)
-        self.must_thin = self.must_thin or self.kept > OVERVIEW_CAP
         low, high = _extremes(part)
         if self.first is None or _order_key(low) < _order_key(self.first):
             self.first = low
         if self.last is None or _order_key(high) > _order_key(self.last):
             self.last = high
 
-    def thin(self, stored: list[tuple[int, I64, I64, F64]]) -> tuple[int, I64, I64, F64]:
-        """One row holding the thinned overview of ``stored`` rows plus the new ones."""
+    def rewrite(self, stored: list[tuple[int, I64, I64, F64]]) -> tuple[int, I64, I64, F64]:
+        """One row holding ``stored`` rows plus the new ones, thinned to fit the cap."""
         rows = stored + self.new_rows
         ts = np.concatenate([r[1] for r in rows])
         steps = np.concatenate([r[2] for r in rows])
@@ -154,7 +157,9 @@ class _Overview:
             ts, steps, vals = ts[::2], steps[::2], vals[::2]
             self.stride *= 2
         self.kept = len(vals)
-        return rows[-1][0], ts, steps, vals
+        self.rows = 1
+        self.new_rows = []
+        return rows[0][0], ts, steps, vals
 
     def as_row(self) -> tuple[Any, ...]:
         assert self.first is not None and self.last is not None
@@ -162,6 +167,7 @@ class _Overview:
             self.total,
             self.stride,
             self.kept,
+            self.rows + len(self.new_rows),
             self.first[1],
             self.first[0],
             self.first[2],
@@ -188,7 +194,7 @@ def _point(part: SeriesPart, i: int) -> Point:
     return int(part.steps[i]), int(part.timestamps[i]), float(part.values[i])
 
 
-async def _update_overviews(conn: Conn, arrivals: dict[SeriesId, list[_Arrival]]) -> None:
+async def _update_overviews(conn: Conn, arrivals: dict[SeriesId, list[SeriesPart]]) -> None:
     ids = list(arrivals)
     existing = {
         (r["run_id"], r["key"]): r
@@ -204,29 +210,29 @@ async def _update_overviews(conn: Conn, arrivals: dict[SeriesId, list[_Arrival]]
     for series_id, parts in arrivals.items():
         row = existing.get(series_id)
         overview = _Overview.from_row(row) if row is not None else _Overview()
-        for arrival in parts:
-            overview.add(arrival.seq, arrival.part)
+        for part in parts:
+            overview.add(part)
         overviews[series_id] = overview
-    thinned = [sid for sid, o in overviews.items() if o.must_thin]
-    stored = await _stored_overviews(conn, thinned)
-    if thinned:
+    rewritten = [sid for sid, o in overviews.items() if o.must_rewrite]
+    stored = await _stored_overviews(conn, rewritten)
+    if rewritten:
         await conn.execute(
             """DELETE FROM overview o USING unnest($1::text[], $2::text[]) AS t(run_id, key)
                WHERE o.run_id = t.run_id AND o.key = t.key""",
-            [r for r, _ in thinned],
-            [k for _, k in thinned],
+            [r for r, _ in rewritten],
+            [k for _, k in rewritten],
         )
     rows = binary_copy.BinaryRows(_OVERVIEW_COLUMNS)
     for (run_id, key), overview in overviews.items():
-        if overview.must_thin:
-            new_rows = [overview.thin(stored.get((run_id, key), []))]
+        if overview.must_rewrite:
+            new_rows = [overview.rewrite(stored.get((run_id, key), []))]
         else:
             new_rows = overview.new_rows
-        for seq, ts, steps, vals in new_rows:
+        for first_index, ts, steps, vals in new_rows:
             rows.add(
                 binary_copy.text(run_id),
                 binary_copy.text(key),
-                binary_copy.int8(seq),
+                binary_copy.int8(first_index),
                 binary_copy.int8_array(ts),
                 binary_copy.int8_array(steps),
                 binary_copy.float8_array(vals),
@@ -235,13 +241,14 @@ async def _update_overviews(conn: Conn, arrivals: dict[SeriesId, list[_Arrival]]
     counters = [(*sid, *o.as_row()) for sid, o in overviews.items()]
     columns = list(zip(*counters, strict=True))
     await conn.execute(
-        """INSERT INTO series (run_id, key, total, stride, kept, first_ts, first_step,
+        """INSERT INTO series (run_id, key, total, stride, kept, rows, first_ts, first_step,
                                first_val, last_ts, last_step, last_val)
            SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::int[],
-                                $6::bigint[], $7::bigint[], $8::float8[], $9::bigint[],
-                                $10::bigint[], $11::float8[])
+                                $6::int[], $7::bigint[], $8::bigint[], $9::float8[],
+                                $10::bigint[], $11::bigint[], $12::float8[])
            ON CONFLICT (run_id, key) DO UPDATE SET
                total = excluded.total, stride = excluded.stride, kept = excluded.kept,
+               rows = excluded.rows,
                first_ts = excluded.first_ts, first_step = excluded.first_step,
                first_val = excluded.first_val, last_ts = excluded.last_ts,
                last_step = excluded.last_step, last_val = excluded.last_val""",
@@ -257,16 +264,16 @@ async def _stored_overviews(
     if not series:
         return out
     for r in await conn.fetch(
-        """SELECT o.run_id, o.key, o.seq, o.timestamps, o.steps, o.vals FROM overview o
+        """SELECT o.run_id, o.key, o.first_index, o.timestamps, o.steps, o.vals FROM overview o
            JOIN unnest($1::text[], $2::text[]) AS t(run_id, key)
              ON o.run_id = t.run_id AND o.key = t.key
-           ORDER BY o.run_id, o.key, o.seq""",
+           ORDER BY o.run_id, o.key, o.first_index""",
         [r for r, _ in series],
         [k for _, k in series],
     ):
         out[(r["run_id"], r["key"])].append(
             (
-                r["seq"],
+                r["first_index"],
                 np.asarray(r["timestamps"], dtype=np.int64),
                 np.asarray(r["steps"], dtype=np.int64),
                 np.asarray(r["vals"], dtype=np.float64),

@@ -27,6 +27,7 @@ CREATE TABLE series (
     total      bigint           NOT NULL,
     stride     bigint           NOT NULL,
     kept       integer          NOT NULL,  -- points in the series' overview rows
+    rows       integer          NOT NULL,  -- overview rows (merged into one past a few dozen)
     first_ts   bigint           NOT NULL,
     first_step bigint           NOT NULL,
     first_val  double precision NOT NULL,
@@ -38,14 +39,17 @@ CREATE TABLE series (
 
 -- The overview of a series: every stride-th point it received, in arrival order, at most a
 -- few thousand, so charts of a million-point series read a few thousand points. Rows are
--- appended per batch (never rewritten) until the overview outgrows its cap; then the series'
--- rows are thinned into one and the stride doubles, which happens log2(total / cap) times.
+-- appended per batch until the overview outgrows its cap (then the series' rows are thinned
+-- into one and the stride doubles, log2(total / cap) times in all) or a series has more than a
+-- few dozen rows (then they are merged into one, so a chart reads a handful of rows).
 CREATE TABLE overview (
     run_id     text               NOT NULL,
     key        text               NOT NULL,
-    seq        bigint             NOT NULL,  -- global position of the event the points came in
+    -- arrival index (0 for the series' first point) of the row's first point: rows in this
+    -- order are the overview in arrival order, however projector batches fell
+    first_index bigint            NOT NULL,
     timestamps bigint[]           NOT NULL,
     steps      bigint[]           NOT NULL,
     vals       double precision[] NOT NULL,
-    PRIMARY KEY (run_id, key, seq)
+    PRIMARY KEY (run_id, key, first_index)
 );

@@ -13,7 +13,7 @@ from evtrack.domain import tracking
 from evtrack.eventlog import EventStore
 from evtrack.events import KeyValue, Metadata, MetricColumns
 from evtrack.events._arrays import from_columns, lexicographic_extreme, pack
-from evtrack.projections.metrics.handlers import OVERVIEW_CAP
+from evtrack.projections.metrics.handlers import OVERVIEW_CAP, OVERVIEW_MAX_ROWS
 from evtrack.projections.registry import all_projections
 from evtrack.projector import binary_copy, ensure_current
 
@@ -103,7 +103,7 @@ async def test_overview_keeps_every_stride_th_point_across_batches(
     arrived: dict[str, list[tuple[int, int, float]]] = {"loss": [], "acc": []}
     async with pool.acquire() as conn:
         await ensure_current(conn, metrics)
-        for batch in range(14):
+        for batch in range(45):
             n = int(rng.integers(1, 3000)) if batch % 3 else int(rng.integers(5000, 9000))
             keys = rng.choice(["loss", "acc"], size=n).tolist()
             steps = rng.integers(0, 50_000, size=n)
@@ -142,11 +142,17 @@ async def test_overview_keeps_every_stride_th_point_across_batches(
             kept = await conn.fetch(
                 """SELECT u.step, u.ts, u.v FROM rm_metrics.overview o,
                           unnest(o.steps, o.timestamps, o.vals) WITH ORDINALITY AS u(step, ts, v, n)
-                   WHERE o.run_id = $1 AND o.key = $2 ORDER BY o.seq, u.n""",
+                   WHERE o.run_id = $1 AND o.key = $2 ORDER BY o.first_index, u.n""",
                 run_id,
                 key,
             )
             assert series["kept"] == len(kept)
+            rows = await conn.fetchval(
+                "SELECT count(*) FROM rm_metrics.overview WHERE run_id = $1 AND key = $2",
+                run_id,
+                key,
+            )
+            assert series["rows"] == rows <= OVERVIEW_MAX_ROWS
             assert [repr(tuple(r)) for r in kept] == [repr(p) for p in points[::stride]]
 
             def order(p: tuple[int, int, float]) -> tuple[int, int, float]:

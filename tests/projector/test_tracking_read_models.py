@@ -196,7 +196,9 @@ async def _answers(pool: asyncpg.Pool) -> dict[str, list[Any]]:
         "tags": "rm_runs.tags",
         "latest": "rm_runs.latest_metrics",
         "chunks": "rm_metrics.chunks",
-        "series": "rm_metrics.series",
+        # rows counts overview rows, which depend on where projector batches ended
+        "series": "(SELECT run_id, key, total, stride, kept, first_ts, first_step, first_val,"
+        " last_ts, last_step, last_val FROM rm_metrics.series) AS s",
     }
     out = {}
     for name, table in tables.items():
@@ -212,7 +214,8 @@ async def _answers(pool: asyncpg.Pool) -> dict[str, list[Any]]:
     # Overview rows are cut where projector batches ended; their concatenation is what counts.
     overview = await pool.fetch(
         """SELECT o.run_id, o.key,
-                  array_agg(u.step ORDER BY o.seq, u.n), array_agg(u.ts ORDER BY o.seq, u.n)
+                  array_agg(u.step ORDER BY o.first_index, u.n),
+                  array_agg(u.ts ORDER BY o.first_index, u.n)
            FROM rm_metrics.overview o,
                 unnest(o.steps, o.timestamps) WITH ORDINALITY AS u(step, ts, n)
            GROUP BY o.run_id, o.key"""

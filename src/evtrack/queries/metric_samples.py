@@ -82,7 +82,7 @@ async def _points_for_sampling(
     overview: list[Point] = []
     for row in await db.fetch(
         """SELECT steps, timestamps, vals FROM rm_metrics.overview
-           WHERE run_id = $1 AND key = $2 ORDER BY seq""",
+           WHERE run_id = $1 AND key = $2 ORDER BY first_index""",
         run_id,
         key,
     ):
