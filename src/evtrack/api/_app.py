@@ -159,9 +159,19 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Nothing to reset when a connection returns to the pool.
+
+    asyncpg's default reset sends a query (UNLISTEN, RESET ALL, advisory unlock, ...) on every
+    release: a round trip per request. Request handlers never change session state on pooled
+    connections (settings are SET LOCAL, inside transactions), and asyncpg itself still rolls
+    back a transaction left open.
+    """
+
+
 async def create_pool(dsn: str, size: int) -> asyncpg.Pool:
     pool: asyncpg.Pool = await asyncpg.create_pool(
-        dsn, min_size=2, max_size=size, init=_init_connection
+        dsn, min_size=2, max_size=size, init=_init_connection, reset=_keep_session
     )
     return pool
 

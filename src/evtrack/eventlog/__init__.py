@@ -8,10 +8,12 @@ from evtrack.eventlog._store import (
     ANY_VERSION,
     EventStore,
     IdempotencyKey,
+    LogPage,
     StreamHead,
     UnitOfWork,
     WrongExpectedVersion,
     read_after,
+    read_after_checkpoint,
 )
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "Conn",
     "EventStore",
     "IdempotencyKey",
+    "LogPage",
     "LogPosition",
     "RecordedEvent",
     "StreamHead",
@@ -27,5 +30,6 @@ __all__ = [
     "WrongExpectedVersion",
     "available_migrations",
     "read_after",
+    "read_after_checkpoint",
     "upgrade",
 ]

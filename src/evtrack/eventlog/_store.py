@@ -85,6 +85,7 @@ class UnitOfWork:
     metadata: Metadata
     _pending: list[_PendingAppend] = field(default_factory=list)
     last_position: int = 0  # global position of the last event this unit appended
+    appended_types: set[str] = field(default_factory=set)  # event types this unit appended
 
     async def heads(
         self, stream_ids: Sequence[str], *, lock: bool = False
@@ -162,6 +163,7 @@ class UnitOfWork:
                 versions.append(event.schema_version)
                 payloads.append(encode_event(event))
         if streams:
+            self.appended_types.update(types)
             self.last_position = await self.conn.fetchval(
                 """WITH appended AS (
                        INSERT INTO events
@@ -237,7 +239,7 @@ class EventStore:
         *,
         derived_key_ttl_s: float = 600.0,
         conflict_retries: int = 8,
-        on_commit: Callable[[], None] | None = None,
+        on_commit: Callable[[frozenset[str]], None] | None = None,
     ) -> None:
         self.pool = pool
         self.derived_key_ttl_s = derived_key_ttl_s
@@ -265,7 +267,9 @@ class EventStore:
         while True:
             attempt += 1
             try:
-                result = await self._execute_once(command, metadata, result_type, idempotency_key)
+                result, appended = await self._execute_once(
+                    command, metadata, result_type, idempotency_key
+                )
             except (WrongExpectedVersion, asyncpg.UniqueViolationError) as exc:
                 if isinstance(exc, asyncpg.UniqueViolationError) and (
                     exc.constraint_name not in ("events_stream_position", "streams_pkey")
@@ -276,8 +280,8 @@ class EventStore:
                         raise
                     raise WrongExpectedVersion(str(exc), None) from exc
                 continue
-            if self.on_commit is not None:
-                self.on_commit()
+            if self.on_commit is not None and appended:
+                self.on_commit(appended)
             return result
 
     async def _execute_once(
@@ -286,7 +290,8 @@ class EventStore:
         metadata: Metadata,
         result_type: type[R],
         key: IdempotencyKey | None,
-    ) -> R:
+    ) -> tuple[R, frozenset[str]]:
+        """The command's result and the event types it appended (none for a replay)."""
         async with self.pool.acquire() as conn, conn.transaction():
             if key is not None:
                 claimed = await conn.fetchval(
@@ -304,7 +309,7 @@ class EventStore:
                     stored = await conn.fetchval(
                         "SELECT result FROM idempotency_keys WHERE key = $1", key.value
                     )
-                    return msgspec.msgpack.decode(stored, type=result_type)
+                    return msgspec.msgpack.decode(stored, type=result_type), frozenset()
             uow = UnitOfWork(conn, metadata)
             result = await command(uow)
             await uow._flush()
@@ -315,7 +320,7 @@ class EventStore:
                     key.value,
                     msgspec.msgpack.encode(result),
                 )
-            return result
+            return result, frozenset(uow.appended_types)
 
     async def read_stream(self, stream_id: str) -> list[RecordedEvent]:
         rows = await self.pool.fetch(
@@ -346,7 +351,8 @@ _RECORD_COLUMNS = (
 _HORIZON = """SELECT CASE
     WHEN EXISTS (
         SELECT 1 FROM events AS later
-        WHERE (later.transaction_id, later.global_position) > ($1::xid8, $2::bigint)
+        WHERE (later.transaction_id, later.global_position)
+              > ((SELECT tx FROM log_cursor), (SELECT gp FROM log_cursor))
           AND later.transaction_id >= pg_snapshot_xmin(pg_current_snapshot()))
     THEN log_read_horizon()
     ELSE pg_snapshot_xmin(pg_current_snapshot())
@@ -354,6 +360,71 @@ END"""
 """The read bound: the cheap cluster-wide one, unless it is what holds the reader back; then
 the one that ignores other databases' transactions (see migration 0002), which costs a look
 at pg_stat_activity."""
+
+
+def _page_query(cursor_sql: str, n_args: int, *, typed: bool, bounded: bool) -> str:
+    """The next page of the log after the position ``cursor_sql`` selects (as ``tx, gp``).
+
+    Parameters after the cursor's ``n_args``: the row limit, then the payload types (when
+    ``typed``), then the byte bound (when ``bounded``). Every row carries ``page_rows``, how
+    many rows the page had before the byte bound cut it.
+    """
+    limit = f"${n_args + 1}"
+    payload = (
+        f"CASE WHEN event_type = ANY(${n_args + 2}::text[]) THEN payload END AS payload"
+        if typed
+        else "payload"
+    )
+    page = f"""SELECT {_RECORD_COLUMNS}, {payload} FROM events
+        WHERE (transaction_id, global_position)
+              > ((SELECT tx FROM log_cursor), (SELECT gp FROM log_cursor))
+          AND transaction_id < ({_HORIZON})
+        ORDER BY transaction_id, global_position
+        LIMIT {limit}"""
+    if not bounded:
+        return f"WITH log_cursor AS ({cursor_sql}) SELECT *, 0 AS page_rows FROM ({page}) AS page"
+    max_bytes = f"${n_args + 2 + typed}"
+    # octet_length of a TOASTed value reads its header only; payloads are not fetched for the
+    # rows the bound cuts off.
+    return f"""WITH log_cursor AS ({cursor_sql})
+        SELECT {_RECORD_COLUMNS}, payload, page_rows FROM (
+            SELECT *, sum(COALESCE(octet_length(payload), 0)) OVER (
+                       ORDER BY transaction_id, global_position) AS running,
+                   count(*) OVER () AS page_rows
+            FROM ({page}) AS page) AS sized
+        WHERE running - COALESCE(octet_length(payload), 0) < {max_bytes}
+        ORDER BY transaction_id, global_position"""
+
+
+@dataclass(frozen=True, slots=True)
+class LogPage:
+    records: list[RecordedEvent]
+    more: bool  # the page was cut by its limits: read again without waiting
+
+
+async def _read_page(
+    conn: Conn,
+    cursor_sql: str,
+    cursor_args: tuple[Any, ...],
+    limit: int,
+    payload_types: Sequence[str] | None,
+    max_payload_bytes: int | None,
+) -> LogPage:
+    args: tuple[Any, ...] = (*cursor_args, limit)
+    if payload_types is not None:
+        args = (*args, list(payload_types))
+    if max_payload_bytes is not None:
+        args = (*args, max_payload_bytes)
+    query = _page_query(
+        cursor_sql,
+        len(cursor_args),
+        typed=payload_types is not None,
+        bounded=max_payload_bytes is not None,
+    )
+    rows = await conn.fetch(query, *args)
+    page_rows = rows[0]["page_rows"] if rows else 0
+    more = len(rows) >= limit or (max_payload_bytes is not None and len(rows) < page_rows)
+    return LogPage([record_from_row(r) for r in rows], more)
 
 
 async def read_after(
@@ -374,26 +445,33 @@ async def read_after(
     the stored size of the payloads it fetches (at least one event is always returned): a
     thousand million-point ingest events must not arrive in one batch.
     """
-    if payload_types is None:
-        payload_sql = "payload"
-        args: tuple[Any, ...] = (after.transaction_id, after.global_position, limit)
-    else:
-        payload_sql = "CASE WHEN event_type = ANY($4::text[]) THEN payload END AS payload"
-        args = (after.transaction_id, after.global_position, limit, list(payload_types))
-    query = f"""SELECT {_RECORD_COLUMNS}, {payload_sql} FROM events
-            WHERE (transaction_id, global_position) > ($1::xid8, $2::bigint)
-              AND transaction_id < ({_HORIZON})
-            ORDER BY transaction_id, global_position
-            LIMIT $3"""
-    if max_payload_bytes is not None:
-        # octet_length of a TOASTed value reads its header only; payloads are not fetched
-        # for the rows the bound cuts off.
-        query = f"""SELECT {_RECORD_COLUMNS}, payload FROM (
-                SELECT *, sum(COALESCE(octet_length(payload), 0)) OVER (
-                           ORDER BY transaction_id, global_position) AS running
-                FROM ({query}) AS page) AS sized
-            WHERE running - COALESCE(octet_length(payload), 0) < ${len(args) + 1}
-            ORDER BY transaction_id, global_position"""
-        args = (*args, max_payload_bytes)
-    rows = await conn.fetch(query, *args)
-    return [record_from_row(r) for r in rows]
+    page = await _read_page(
+        conn,
+        "SELECT $1::xid8 AS tx, $2::bigint AS gp",
+        (after.transaction_id, after.global_position),
+        limit,
+        payload_types,
+        max_payload_bytes,
+    )
+    return page.records
+
+
+async def read_after_checkpoint(
+    conn: Conn,
+    checkpoint: str,
+    limit: int,
+    payload_types: Sequence[str] | None,
+    *,
+    max_payload_bytes: int | None = None,
+) -> LogPage:
+    """Like :func:`read_after`, from a projection checkpoint, locking its row (FOR UPDATE)
+    in the same statement: call it inside the transaction that will move the checkpoint."""
+    return await _read_page(
+        conn,
+        """SELECT transaction_id AS tx, global_position AS gp FROM projection_checkpoints
+           WHERE name = $1 FOR UPDATE""",
+        (checkpoint,),
+        limit,
+        payload_types,
+        max_payload_bytes,
+    )

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import uuid
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import structlog
 
-from evtrack.eventlog import LOG_START, Conn, LogPosition, read_after
+from evtrack.eventlog import LOG_START, Conn, LogPosition, read_after_checkpoint
 from evtrack.projector._projection import Projection
 
 log = structlog.get_logger("evtrack.projector")
@@ -61,9 +64,36 @@ async def apply_next_batch(
     batch_size: int,
 ) -> tuple[int, LogPosition | None]:
     """Apply the next batch of events; return how many were read and the new cursor."""
+    applied = await _apply_page(
+        conn, projection, schema=schema, checkpoint=checkpoint, batch_size=batch_size
+    )
+    return applied.count, applied.last
+
+
+@dataclass(frozen=True, slots=True)
+class _Applied:
+    count: int
+    last: LogPosition | None
+    more: bool  # the page was full: apply the next one without waiting
+
+
+async def _apply_page(
+    conn: Conn,
+    projection: Projection,
+    *,
+    schema: str,
+    checkpoint: str,
+    batch_size: int,
+    search_path_set: bool = False,
+) -> _Applied:
     async with conn.transaction():
         return await _apply_in_transaction(
-            conn, projection, schema=schema, checkpoint=checkpoint, batch_size=batch_size
+            conn,
+            projection,
+            schema=schema,
+            checkpoint=checkpoint,
+            batch_size=batch_size,
+            search_path_set=search_path_set,
         )
 
 
@@ -74,26 +104,33 @@ async def _apply_in_transaction(
     schema: str,
     checkpoint: str,
     batch_size: int,
-) -> tuple[int, LogPosition | None]:
-    row = await conn.fetchrow(
-        """SELECT transaction_id, global_position FROM projection_checkpoints
-           WHERE name = $1 FOR UPDATE""",
-        checkpoint,
-    )
-    if row is None:
-        raise LookupError(f"projection {checkpoint} is not installed")
-    cursor = LogPosition(row["transaction_id"], row["global_position"])
-    records = await read_after(
+    search_path_set: bool = False,
+) -> _Applied:
+    """Read the page after the (locked) checkpoint, apply it, move the checkpoint.
+
+    A page with no event the projection handles (the log is shared by every read model)
+    only moves the checkpoint. ``search_path_set`` says the connection's session already
+    points at ``schema`` (a live projector's own connection), saving a statement per batch.
+    """
+    page = await read_after_checkpoint(
         conn,
-        cursor,
+        checkpoint,
         batch_size,
         sorted(projection.event_types),
         max_payload_bytes=MAX_BATCH_PAYLOAD_BYTES,
     )
+    records = page.records
     if not records:
-        return 0, None
-    await conn.execute(f'SET LOCAL search_path TO "{schema}", public')
-    await projection.apply(conn, records)
+        if (
+            await conn.fetchval("SELECT 1 FROM projection_checkpoints WHERE name = $1", checkpoint)
+            is None
+        ):
+            raise LookupError(f"projection {checkpoint} is not installed")
+        return _Applied(0, None, False)
+    if any(r.event is not None for r in records):
+        if not search_path_set:
+            await conn.execute(f'SET LOCAL search_path TO "{schema}", public')
+        await projection.apply(conn, records)
     last = records[-1].position
     await conn.execute(
         """UPDATE projection_checkpoints
@@ -103,7 +140,7 @@ async def _apply_in_transaction(
         last.transaction_id,
         last.global_position,
     )
-    return len(records), last
+    return _Applied(len(records), last, page.more)
 
 
 async def rebuild(
@@ -144,12 +181,12 @@ async def rebuild(
             "SELECT 1 FROM projection_checkpoints WHERE name = $1 FOR UPDATE", projection.name
         )
         while True:
-            count, last = await _apply_in_transaction(
+            applied = await _apply_in_transaction(
                 conn, projection, schema=shadow, checkpoint=shadow_checkpoint, batch_size=batch_size
             )
-            if last is not None:
-                position = last
-            if count == 0:
+            if applied.last is not None:
+                position = applied.last
+            if applied.count == 0:
                 break
         await conn.execute(f'DROP SCHEMA IF EXISTS "{projection.schema_name}" CASCADE')
         await conn.execute(f'ALTER SCHEMA "{shadow}" RENAME TO "{projection.schema_name}"')
@@ -204,6 +241,7 @@ class ProjectorRuntime:
         self._owned: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self.token = uuid.uuid4().hex  # tells this process's own NOTIFYs from others'
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -224,10 +262,46 @@ class ProjectorRuntime:
                 await task
         self._tasks.clear()
 
-    def ring(self) -> None:
-        """The doorbell: new events may be in the log."""
-        for bell in self._bells.values():
-            bell.set()
+    def ring(self, event_types: Iterable[str] | None = None) -> None:
+        """The doorbell: new events may be in the log.
+
+        With ``event_types``, only projections that handle one of them are woken: a metrics
+        batch does not wake the registry's projector, whose checkpoint then moves on its next
+        poll, or at once when a read needs it (see :meth:`ring_projections`).
+        """
+        if event_types is None:
+            for bell in self._bells.values():
+                bell.set()
+            return
+        types = set(event_types)
+        for name, projection in self.projections.items():
+            if not types.isdisjoint(projection.event_types):
+                self._bells[name].set()
+
+    def ring_projections(self, names: Iterable[str]) -> None:
+        """Wake the named projections (a read is waiting for them to reach the log head)."""
+        for name in names:
+            bell = self._bells.get(name)
+            if bell is not None:
+                bell.set()
+
+    def doorbell_payload(self, event_types: Iterable[str]) -> str:
+        """The NOTIFY payload announcing ``event_types`` to projectors in other processes."""
+        return json.dumps({"from": self.token, "types": sorted(event_types)})
+
+    def _on_notify(self, payload: str) -> None:
+        try:
+            message = json.loads(payload)
+            sender = message["from"]
+            if "projections" in message:  # a read elsewhere waits for these
+                self.ring_projections(message["projections"])
+                return
+            types = message["types"]
+        except (ValueError, KeyError, TypeError):
+            self.ring()  # an old or foreign doorbell: wake everyone
+            return
+        if sender != self.token:  # this process rang its own projectors already
+            self.ring(types)
 
     def owns(self, name: str) -> bool:
         return name in self._owned
@@ -278,20 +352,21 @@ class ProjectorRuntime:
             log.info("projector.lease_acquired", projection=projection.name)
             bell = self._bells[projection.name]
 
-            def on_notify(*_: object) -> None:
-                bell.set()
+            def on_notify(_conn: Any, _pid: int, _channel: str, payload: object) -> None:
+                self._on_notify(str(payload))
 
             await conn.add_listener(DOORBELL_CHANNEL, on_notify)
+            await conn.execute(f'SET search_path TO "{projection.schema_name}", public')
             while not self._stopping:
                 bell.clear()
-                count, last = await self._apply_retrying(conn, projection)
-                if last is not None:
-                    self._positions[projection.name] = last
+                applied = await self._apply_retrying(conn, projection)
+                if applied.last is not None:
+                    self._positions[projection.name] = applied.last
                     async with self._progress:
                         self._progress.notify_all()
                 elif projection.name not in self._positions:
                     self._positions[projection.name] = await _checkpoint(conn, projection.name)
-                if count:  # maybe more: batches are also bounded by payload bytes
+                if applied.more:
                     continue
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(bell.wait(), self._poll_interval_s)
@@ -300,23 +375,22 @@ class ProjectorRuntime:
             with contextlib.suppress(Exception):
                 await conn.close()
 
-    async def _apply_retrying(
-        self, conn: Conn, projection: Projection
-    ) -> tuple[int, LogPosition | None]:
+    async def _apply_retrying(self, conn: Conn, projection: Projection) -> _Applied:
         for attempt in range(3):
             try:
-                return await apply_next_batch(
+                return await _apply_page(
                     conn,
                     projection,
                     schema=projection.schema_name,
                     checkpoint=projection.name,
                     batch_size=self._batch_size,
+                    search_path_set=True,
                 )
             except asyncpg.InvalidCachedStatementError:
                 # The schema was swapped by a rebuild: statements re-prepare on retry.
                 if attempt == 2:
                     raise
-        return 0, None
+        return _Applied(0, None, False)
 
 
 async def _checkpoint(conn: Conn, name: str) -> LogPosition:
