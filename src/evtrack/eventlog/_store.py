@@ -75,6 +75,7 @@ class _PendingAppend:
     events: list[Event]
     expected: int | None
     state: bytes | Any | None
+    first_position: int = 0  # known once the stream head has moved
 
 
 @dataclass
@@ -146,85 +147,152 @@ class UnitOfWork:
         """Write what is buffered now, so later reads in this unit see it (heads included)."""
         await self._flush()
 
-    async def _flush(self) -> None:
-        meta_json = msgspec.json.encode(self.metadata).decode()
-        streams: list[str] = []
-        positions: list[int] = []
-        types: list[str] = []
-        versions: list[int] = []
-        payloads: list[bytes] = []
-        for pending in self._pending:
-            new_version = await self._advance(pending)
-            first = new_version - len(pending.events) + 1
-            for offset, event in enumerate(pending.events):
-                streams.append(pending.stream_id)
-                positions.append(first + offset)
-                types.append(event.type_name())
-                versions.append(event.schema_version)
-                payloads.append(encode_event(event))
-        if streams:
-            self.appended_types.update(types)
-            self.last_position = await self.conn.fetchval(
-                """WITH appended AS (
-                       INSERT INTO events
-                           (stream_id, stream_position, event_type, schema_version, payload,
-                            actor, metadata)
-                       SELECT s, p, t, v, b, $6, $7::jsonb
-                       FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int2[], $5::bytea[])
-                            AS x(s, p, t, v, b)
-                       RETURNING global_position)
-                   SELECT max(global_position) FROM appended""",
-                streams,
-                positions,
-                types,
-                versions,
-                payloads,
-                self.metadata.actor,
-                meta_json,
-            )
+    async def _flush(self, result: tuple[str, bytes] | None = None) -> None:
+        """Append the buffered events; with ``result`` (idempotency key, encoded answer), also
+        store the command's answer, in the same statement when there is one to send anyway.
+
+        The usual command appends to one stream: its head moves, its events are inserted and
+        the answer stored in a single statement, one round trip instead of three.
+        """
+        if len(self._pending) == 1:
+            await self._append_one(self._pending[0], result)
+        elif self._pending:
+            await self._append_many(result)
+        elif result is not None:
+            await self.conn.execute(_STORE_RESULT_SQL.format(key="$1", result="$2"), *result)
         self._pending.clear()
 
-    async def _advance(self, pending: _PendingAppend) -> int:
-        """Move the stream head past the pending events; return its new version."""
-        count = len(pending.events)
-        keep = pending.state is _KEEP
-        state = None if keep else pending.state
-        if pending.expected is None:
-            version: int | None = await self.conn.fetchval(
-                """INSERT INTO streams AS s (stream_id, version, state) VALUES ($1, $2, $3)
-                   ON CONFLICT (stream_id) DO UPDATE
-                   SET version = s.version + $2,
-                       state = CASE WHEN $4 THEN s.state ELSE excluded.state END
-                   RETURNING version""",
-                pending.stream_id,
-                count,
-                state,
-                keep,
-            )
-        elif pending.expected == 0:
-            version = await self.conn.fetchval(
-                """INSERT INTO streams (stream_id, version, state) VALUES ($1, $2, $3)
-                   ON CONFLICT (stream_id) DO NOTHING RETURNING version""",
-                pending.stream_id,
-                count,
-                state,
-            )
-        else:
-            version = await self.conn.fetchval(
-                """UPDATE streams
-                   SET version = version + $3,
-                       state = CASE WHEN $5 THEN state ELSE $4 END
-                   WHERE stream_id = $1 AND version = $2
-                   RETURNING version""",
-                pending.stream_id,
-                pending.expected,
-                count,
-                state,
-                keep,
-            )
-        if version is None:
+    async def _append_one(self, pending: _PendingAppend, result: tuple[str, bytes] | None) -> None:
+        head_sql, head_args = _head_sql(pending, first_param=1)
+        n = len(head_args)
+        columns = _event_columns([pending])
+        args: list[Any] = [
+            *head_args,
+            len(pending.events),
+            columns.types,
+            columns.versions,
+            columns.payloads,
+            self.metadata.actor,
+            msgspec.json.encode(self.metadata).decode(),
+        ]
+        stored = ""
+        if result is not None:
+            key, answer = f"${len(args) + 1}", f"${len(args) + 2}"
+            stored = f", stored AS ({_STORE_RESULT_SQL.format(key=key, result=answer)})"
+            args.extend(result)
+        row = await self.conn.fetchrow(
+            f"""WITH head AS ({head_sql}),
+               appended AS (
+                   INSERT INTO events
+                       (stream_id, stream_position, event_type, schema_version, payload,
+                        actor, metadata)
+                   SELECT ${1}, head.version - ${n + 1} + x.ord, x.t, x.v, x.b,
+                          ${n + 5}, ${n + 6}::jsonb
+                   FROM head, unnest(${n + 2}::text[], ${n + 3}::int2[], ${n + 4}::bytea[])
+                        WITH ORDINALITY AS x(t, v, b, ord)
+                   RETURNING global_position){stored}
+               SELECT (SELECT version FROM head) AS version,
+                      (SELECT max(global_position) FROM appended) AS last""",
+            *args,
+        )
+        if row is None or row["version"] is None:
             raise WrongExpectedVersion(pending.stream_id, pending.expected)
-        return version
+        self.appended_types.update(columns.types)
+        self.last_position = row["last"]
+
+    async def _append_many(self, result: tuple[str, bytes] | None) -> None:
+        for pending in self._pending:
+            head_sql, head_args = _head_sql(pending, first_param=1)
+            version: int | None = await self.conn.fetchval(head_sql, *head_args)
+            if version is None:
+                raise WrongExpectedVersion(pending.stream_id, pending.expected)
+            pending.first_position = version - len(pending.events) + 1
+        columns = _event_columns(self._pending)
+        args: list[Any] = [
+            columns.streams,
+            columns.positions,
+            columns.types,
+            columns.versions,
+            columns.payloads,
+            self.metadata.actor,
+            msgspec.json.encode(self.metadata).decode(),
+        ]
+        stored = ""
+        if result is not None:
+            stored = f", stored AS ({_STORE_RESULT_SQL.format(key='$8', result='$9')})"
+            args.extend(result)
+        self.appended_types.update(columns.types)
+        self.last_position = await self.conn.fetchval(
+            f"""WITH appended AS (
+                   INSERT INTO events
+                       (stream_id, stream_position, event_type, schema_version, payload,
+                        actor, metadata)
+                   SELECT s, p, t, v, b, $6, $7::jsonb
+                   FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int2[], $5::bytea[])
+                        AS x(s, p, t, v, b)
+                   RETURNING global_position){stored}
+               SELECT max(global_position) FROM appended""",
+            *args,
+        )
+
+
+_STORE_RESULT_SQL = "UPDATE idempotency_keys SET result = {result} WHERE key = {key}"
+
+
+def _head_sql(pending: _PendingAppend, *, first_param: int) -> tuple[str, list[Any]]:
+    """SQL moving the stream head past the pending events, returning its new ``version``
+    (no row when the stream is not at the expected version), and its arguments. The stream
+    id is always the first argument."""
+    p = [f"${first_param + i}" for i in range(5)]
+    count = len(pending.events)
+    keep = pending.state is _KEEP
+    state = None if keep else pending.state
+    if pending.expected is None:
+        return (
+            f"""INSERT INTO streams AS s (stream_id, version, state)
+                VALUES ({p[0]}::text, {p[1]}::bigint, {p[2]}::bytea)
+                ON CONFLICT (stream_id) DO UPDATE
+                SET version = s.version + {p[1]}::bigint,
+                    state = CASE WHEN {p[3]}::bool THEN s.state ELSE excluded.state END
+                RETURNING version""",
+            [pending.stream_id, count, state, keep],
+        )
+    if pending.expected == 0:
+        return (
+            f"""INSERT INTO streams (stream_id, version, state)
+                VALUES ({p[0]}::text, {p[1]}::bigint, {p[2]}::bytea)
+                ON CONFLICT (stream_id) DO NOTHING RETURNING version""",
+            [pending.stream_id, count, state],
+        )
+    return (
+        f"""UPDATE streams
+            SET version = version + {p[2]}::bigint,
+                state = CASE WHEN {p[4]}::bool THEN state ELSE {p[3]}::bytea END
+            WHERE stream_id = {p[0]}::text AND version = {p[1]}::bigint
+            RETURNING version""",
+        [pending.stream_id, pending.expected, count, state, keep],
+    )
+
+
+@dataclass
+class _EventColumns:
+    streams: list[str] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+    types: list[str] = field(default_factory=list)
+    versions: list[int] = field(default_factory=list)
+    payloads: list[bytes] = field(default_factory=list)
+
+
+def _event_columns(pending_appends: Sequence[_PendingAppend]) -> _EventColumns:
+    columns = _EventColumns()
+    for pending in pending_appends:
+        for offset, event in enumerate(pending.events):
+            columns.streams.append(pending.stream_id)
+            columns.positions.append(pending.first_position + offset)
+            columns.types.append(event.type_name())
+            columns.versions.append(event.schema_version)
+            columns.payloads.append(encode_event(event))
+    return columns
 
 
 Command = Callable[[UnitOfWork], Awaitable[R]]
@@ -312,14 +380,9 @@ class EventStore:
                     return msgspec.msgpack.decode(stored, type=result_type), frozenset()
             uow = UnitOfWork(conn, metadata)
             result = await command(uow)
-            await uow._flush()
+            answer = None if key is None else (key.value, msgspec.msgpack.encode(result))
+            await uow._flush(answer)
             self.last_appended_position = max(self.last_appended_position, uow.last_position)
-            if key is not None:
-                await conn.execute(
-                    "UPDATE idempotency_keys SET result = $2 WHERE key = $1",
-                    key.value,
-                    msgspec.msgpack.encode(result),
-                )
             return result, frozenset(uow.appended_types)
 
     async def read_stream(self, stream_id: str) -> list[RecordedEvent]:
