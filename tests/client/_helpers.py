@@ -7,7 +7,9 @@ as twice the points in the log even if the read model hid it.
 
 from __future__ import annotations
 
+import math
 import os
+import struct
 import subprocess
 import sys
 import textwrap
@@ -15,14 +17,17 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
+import numpy as np
 import pytest
 import requests
 from _support.aio import run_sync
 
+from evtrack.client import Run
 from evtrack.events import RunDataLogged, decode_event
+from evtrack.wire.ingest import IngestPackedMetrics
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,9 +51,83 @@ def logged_points(dsn: str, run_id: str) -> tuple[int, int]:
             assert isinstance(event, RunDataLogged)
             if event.metrics is not None:
                 points += len(event.metrics.keys)
+            if event.packed_metrics is not None:
+                points += len(event.packed_metrics)
         return points, len(rows)
 
     return run_sync(query)
+
+
+class Point(NamedTuple):
+    key: str
+    value: float
+    timestamp: int
+    step: int
+
+
+def packed_points(packed: IngestPackedMetrics) -> list[Point]:
+    """The points of a packed record, checking that its arrays agree in length."""
+    index = np.frombuffer(packed.key_index, dtype="<u4").tolist()
+    values = np.frombuffer(packed.values, dtype="<f8").tolist()
+    timestamps = np.frombuffer(packed.timestamps, dtype="<i8").tolist()
+    steps = np.frombuffer(packed.steps, dtype="<i8").tolist()
+    assert len(index) == len(values) == len(timestamps) == len(steps)
+    return [
+        Point(packed.names[i], v, t, s)
+        for i, v, t, s in zip(index, values, timestamps, steps, strict=True)
+    ]
+
+
+SPECIAL_VALUES = (math.nan, math.inf, -math.inf, -0.0, 5e-324, 1.7976931348623157e308)
+
+
+def log_mixed(runs: list[Run], steps: int, long_runs: int = 6000) -> dict[str, list[Point]]:
+    """Log a spool that exercises every way points are framed, and return each run's points
+    in logging order. First the runs take turns, step by step, with single points (``m``
+    frames; three keys), ``log_metrics`` of four keys and of two keys (``M`` frames of two
+    shapes; one key shared with the single points) and of one key (also an ``m`` frame), values
+    including NaN, infinities, -0.0 and subnormals. Then one run logs ``long_runs`` single
+    points in a row and the next ``long_runs // 3`` three-key calls (pieces longer than a
+    decoding piece). Every (key, step) of a run is logged once, so the read model, which
+    keeps identical points once, must hold all of them."""
+    expected: dict[str, list[Point]] = {run.run_id: [] for run in runs}
+
+    def log(run: Run, metrics: dict[str, float], step: int, ts: int, single: bool = False) -> None:
+        if single:
+            [(key, value)] = metrics.items()
+            run.log_metric(key, value, step=step, timestamp=ts)
+        else:
+            run.log_metrics(metrics, step=step, timestamp=ts)
+        expected[run.run_id].extend(Point(k, v, ts, step) for k, v in metrics.items())
+
+    for step in range(steps):
+        for j, run in enumerate(runs):
+            ts = 1_700_000_000_000 + 7 * step + j
+            special = SPECIAL_VALUES[(step // 4) % len(SPECIAL_VALUES)]
+            shape = (step + j) % 4
+            if shape == 0:
+                value = special if step % 3 == 0 else step / 3 + j
+                log(run, {f"k{step % 3}": value}, step, ts, single=True)
+            elif shape == 1:
+                log(run, {f"g{i}": step * 10.0 + i + j for i in range(4)}, step, ts)
+            elif shape == 2:
+                log(run, {"k0": -float(step), "h": special}, step, ts)
+            else:
+                log(run, {"solo": float(step)}, step, ts)
+    first, second = runs[0], runs[1 % len(runs)]
+    for i in range(long_runs):
+        step = steps + i
+        log(first, {"long": i * 0.25}, step, 1_800_000_000_000 + i, single=True)
+    for i in range(long_runs // 3):
+        step = steps + long_runs + i
+        metrics = {"x": float(i), "y": -float(i), "z": SPECIAL_VALUES[i % 6]}
+        log(second, metrics, step, 1_800_000_000_000 + i)
+    return expected
+
+
+def value_bits(points: list[Point]) -> list[tuple[str, bytes, int, int]]:
+    """Points with values as their IEEE bits: NaN equals NaN, -0.0 differs from 0.0."""
+    return [(p.key, struct.pack("<d", p.value), p.timestamp, p.step) for p in points]
 
 
 def history(url: str, run_id: str, key: str) -> list[dict[str, Any]]:

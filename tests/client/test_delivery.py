@@ -14,13 +14,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import msgspec
 import pytest
 import requests
 from _support.server import EvtrackServer
 
 import evtrack.client
 from evtrack.client import AsyncClient, Client
-from evtrack.wire.ingest import INGEST_PATH
+from evtrack.wire.ingest import INGEST_PATH, IngestRequest
 
 from ._helpers import create_experiment, get_run, history, logged_points
 
@@ -143,8 +144,17 @@ class Proxy:
     throttle: int = 0  # answer this many ingest requests with 429 + Retry-After
     retry_after: str = "1"
     lose: int = 0  # forward this many ingest requests, then answer 502 instead
+    strip_packed: bool = False  # act as a server older than packed points: drop them
     ingest_log: list[tuple[float, int, str]] = field(default_factory=list)
     url: str = ""
+
+
+def _without_packed(body: bytes) -> bytes:
+    """The request as a server that does not know ``IngestRecord.packed`` would read it."""
+    request = msgspec.msgpack.decode(body, type=IngestRequest)
+    for record in request.records:
+        record.packed = None
+    return msgspec.msgpack.encode(request)
 
 
 @pytest.fixture
@@ -181,6 +191,9 @@ def proxy(evtrack_server: EvtrackServer) -> Iterator[Proxy]:
             else:
                 conn = http.client.HTTPConnection(target.hostname or "", target.port, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                if is_ingest and state.strip_packed:
+                    body = _without_packed(body)
+                    headers["Content-Length"] = str(len(body))
                 conn.request(self.command, self.path, body=body, headers=headers)
                 upstream = conn.getresponse()
                 data = upstream.read()
@@ -253,6 +266,32 @@ def test_lost_answer_is_retried_without_duplicates(
     assert proxy.ingest_log[0][2] == proxy.ingest_log[1][2]
     points, events = logged_points(evtrack_server.dsn, run.run_id)
     assert (points, events) == (5000, 1)
+
+
+def test_a_server_ignoring_packed_points_gets_them_as_lists(
+    evtrack_server: EvtrackServer, proxy: Proxy, spool: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server older than packed points applies the first batch without them and says so
+    in its point count: the client sends those points again as lists under a key of their
+    own, warns once, and sends lists from then on. Every point arrives once."""
+    url = evtrack_server.url
+    exp = create_experiment(url)
+    proxy.strip_packed = True
+    caplog.set_level(logging.WARNING, "evtrack.client")
+    with Client(proxy.url, spool_dir=spool, batch_max_points=1000, batch_interval=3600) as client:
+        run = client.start_run(experiment_id=exp)
+        run.log_params({"lr": 0.1})
+        for i in range(3000):
+            run.log_metric("m", float(i), step=i)
+        assert client.flush(30)
+        stats = client.stats()
+    assert logged_points(evtrack_server.dsn, run.run_id)[0] == 3000
+    assert (stats.delivered_points, stats.rejected_points) == (3000, 0)
+    keys = [key for _, status, key in proxy.ingest_log if status == 200]
+    assert keys[1] == keys[0] + ":lists"
+    assert sum(key.endswith(":lists") for key in keys) == 1
+    assert get_run(url, run.run_id)["data"]["params"] == [{"key": "lr", "value": "0.1"}]
+    assert sum("ignores packed" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_refused_record_is_isolated_and_kept(

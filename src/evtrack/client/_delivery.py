@@ -22,6 +22,13 @@ bad record does not take a whole batch of good points with it. What is still ref
 copied to ``rejected/`` with the server's message and acknowledged, never retried forever.
 Halves get their own keys: the refused whole wrote nothing, so nothing can repeat.
 
+A server older than packed ingestion ignores the ``packed`` field it does not know and
+answers 200 having applied the rest of the request. Its answer counts fewer points than were
+sent, which gives it away: the range's points are then sent again as lists under a key of
+their own (``<range key>:lists``), since the range's key is spent, and later batches go as
+lists. A resend of the range (after a crash) meets the same answer and does the same, and
+the second key makes that one idempotent too.
+
 A refusal that names a run of the batch as missing or deleted condemns all of that run's
 records, so splitting cannot help: the run goes on the folder's ``dead-runs`` list, its
 records are copied to ``rejected/`` and left out, and the rest of the range is sent again
@@ -54,6 +61,7 @@ from evtrack.client._batch import (
     Limits,
     Pause,
     decode_range,
+    encode_point_lists,
     encode_request,
     recover,
     split_point,
@@ -151,6 +159,7 @@ class Delivery:
         self.warned: set[str] = set()
         # Runs the server said do not exist or are deleted: their records are not sent.
         self.dead_runs = self._load_dead_runs()
+        self.packed = True  # False once the server turned out to ignore packed points
 
     # ---------------------------------------------------------------- segment bookkeeping
 
@@ -309,7 +318,7 @@ class Delivery:
             points -= self._reject_skipped(cursor, batch)
         body = b""
         if batch.runs:
-            body = encode_request(batch.runs, self.pause)
+            body = encode_request(batch.runs, self.pause, packed=self.packed)
             key = self._key(batch)
             try:
                 response = self.transport.post_ingest(INGEST_PATH, body, key, self._timeout())
@@ -337,10 +346,39 @@ class Delivery:
                 self._send_exact(cursor, batch.start, mid, depth + 1)
                 self._send_exact(cursor, mid, batch.end, depth + 1)
                 return
+            if _ignored_points(response, batch) and not self._send_lists(cursor, batch, key):
+                return
         self._upload_artifacts(batch)
         self.failures = 0
         self.delivered_points += points
         self._ack(cursor, batch.end)
+
+    def _send_lists(self, cursor: Cursor, batch: Batch, key: str) -> bool:
+        """The server applied the batch but ignored its packed points (it predates them):
+        send the points as lists under their own key. False if that was refused (the
+        batch is then rejected)."""
+        warn_once(
+            self.warned,
+            "lists",
+            "evtrack: %s ignores packed metric points (an evtrack server older than this"
+            " client); sending points as lists, which costs the sender far more CPU."
+            " Upgrade the server.",
+            self.transport.url,
+        )
+        self.packed = False
+        body = encode_point_lists(batch.runs)
+        try:
+            response = self.transport.post_ingest(
+                INGEST_PATH, body, f"{key}:lists", self._timeout()
+            )
+        except TransportError as exc:
+            self._transient(f"cannot reach {self.transport.url}: {exc}")
+        self.requests += 1
+        if response.status >= 300:
+            self._classify(response)
+            self._reject(cursor, batch, body, response)
+            return False
+        return True
 
     # ------------------------------------------------------------------------- dead runs
 
@@ -381,18 +419,13 @@ class Delivery:
         base = self._rejected_name(cursor.seq, batch.start, batch.end)
         runs = {
             run_id: {
-                "metrics": {
-                    "keys": d.keys,
-                    "values": d.values,
-                    "timestamps": d.timestamps,
-                    "steps": d.steps,
-                },
+                "metrics": d.metric_lists(),
                 "params": [(p.key, p.value) for p in d.params],
                 "tags": [(t.key, t.value) for t in d.tags],
             }
             for run_id, d in batch.skipped.items()
         }
-        points = sum(len(d.keys) for d in batch.skipped.values())
+        points = sum(d.points for d in batch.skipped.values())
         base.with_suffix(".dead.msgpack").write_bytes(msgspec.msgpack.encode(runs))
         for _, artifact in batch.skipped_artifacts:
             self._reject_file(self.folder.artifacts / artifact.file, "its run is gone")
@@ -556,6 +589,16 @@ class Delivery:
         with contextlib.suppress(OSError):
             shutil.move(str(source), target)
         log.warning("evtrack: artifact not uploaded (%s); kept at %s", why, target)
+
+
+def _ignored_points(response: Response, batch: Batch) -> bool:
+    """Whether a 200 counts fewer points than the request carried: a server that does not
+    know ``IngestRecord.packed`` skips it. (A replayed answer counts at least as many: the
+    body first sent under a key had every point this one has.)"""
+    sent = sum(data.points for data in batch.runs.values())
+    answer = response.json()
+    counted = answer.get("points") if isinstance(answer, dict) else None
+    return sent > 0 and isinstance(counted, int) and counted < sent
 
 
 def rejected_dir(root: Path) -> Path:

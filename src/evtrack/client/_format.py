@@ -28,9 +28,11 @@ means the same thing everywhere in its segment and nothing outside it.
 
 from __future__ import annotations
 
+import functools
 import struct
 
 import msgspec
+import numpy as np
 
 MAGIC = b"EVTSPOOL"
 FORMAT_VERSION = 1
@@ -56,10 +58,37 @@ STRUCTURAL = frozenset((T_KEY, T_RUN, T_SEAL))
 
 REF = struct.Struct("<BI")  # type + id (run or key): the prefix of every non-point record
 POINT = struct.Struct("<BIIdqq")
-POINT_FRAME = struct.Struct("<IIBIIdqq")  # a whole ``m`` frame, for bulk decoding
-POINT_FRAME_SIZE = POINT_FRAME.size  # 41
+POINT_FRAME_SIZE = FRAME_OVERHEAD + POINT.size  # 41
 POINTS_HEAD = struct.Struct("<BIqqI")
 POINTS_ITEM = struct.Struct("<Id")
+
+# The same layouts as numpy record types over whole frames (header included), so the sender
+# reads a run of equal frames with one ``np.frombuffer`` instead of a Python step per frame.
+_FRAME_PREFIX = [("length", "<u4"), ("crc", "<u4"), ("type", "u1"), ("run", "<u4")]
+POINT_FRAME_DTYPE = np.dtype(
+    [*_FRAME_PREFIX, ("key", "<u4"), ("value", "<f8"), ("timestamp", "<i8"), ("step", "<i8")]
+)
+POINTS_ITEM_DTYPE = np.dtype([("key", "<u4"), ("value", "<f8")])
+assert POINT_FRAME_DTYPE.itemsize == POINT_FRAME_SIZE
+assert POINTS_ITEM_DTYPE.itemsize == POINTS_ITEM.size
+
+
+@functools.lru_cache(maxsize=64)
+def points_frame_dtype(count: int) -> np.dtype[np.void]:
+    """The record type of a whole ``M`` frame of ``count`` items (frames of one
+    ``log_metrics`` call shape repeat, so a handful of counts cover a spool)."""
+    dtype = np.dtype(
+        [
+            *_FRAME_PREFIX,
+            ("timestamp", "<i8"),
+            ("step", "<i8"),
+            ("count", "<u4"),
+            ("items", POINTS_ITEM_DTYPE, (count,)),
+        ]
+    )
+    assert dtype.itemsize == FRAME_OVERHEAD + POINTS_HEAD.size + count * POINTS_ITEM.size
+    return dtype
+
 
 SEAL_FRAME_SIZE = FRAME_OVERHEAD + 1
 
