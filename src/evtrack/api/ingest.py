@@ -206,8 +206,8 @@ def _validated(records: list[IngestRecord]) -> tuple[dict[str, tracking.RunData]
     for index, record in enumerate(records):
         where = f"records[{index}]"
         validate_run_id(record.run_id, f"{where}.run_id")
-        for checked in _record_points(record, where):
-            keys.check(checked.names, f"{where}.metrics.keys")
+        for checked, names_field in _record_points(record, where):
+            keys.check(checked.names, names_field)
             points_by_run[record.run_id].add(checked)
             points += len(checked)
             if points > MAX_POINTS_PER_REQUEST:
@@ -247,12 +247,13 @@ def _validated(records: list[IngestRecord]) -> tuple[dict[str, tracking.RunData]
     return grouped, IngestResponse(len(runs), points, n_params, n_tags)
 
 
-def _record_points(record: IngestRecord, where: str) -> list[CheckedPoints]:
+def _record_points(record: IngestRecord, where: str) -> list[tuple[CheckedPoints, str]]:
+    """The record's points, each with the field its metric keys came in (for errors)."""
     out = []
     if record.metrics is not None:
-        out.append(from_lists(record.metrics, f"{where}.metrics"))
+        out.append((from_lists(record.metrics, f"{where}.metrics"), f"{where}.metrics.keys"))
     if record.packed is not None:
-        out.append(from_packed(record.packed, f"{where}.packed"))
+        out.append((from_packed(record.packed, f"{where}.packed"), f"{where}.packed.names"))
     return out
 
 
