@@ -18,6 +18,9 @@ CREATE TABLE chunks (
     dataset_digests text[],
     PRIMARY KEY (run_id, key, seq)
 );
+-- History pages list a series' chunks in timestamp order; a series logged one point per
+-- request has one chunk per point, so this must be an index-only scan, not a sort.
+CREATE INDEX chunks_by_min_ts ON chunks (run_id, key, min_ts, seq) INCLUDE (n, max_ts);
 
 -- One row per series: how many points it received and the stride of its overview, plus the
 -- smallest and largest points by (step, timestamp, value): charts always show both ends.
