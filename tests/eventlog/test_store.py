@@ -238,3 +238,12 @@ def test_old_event_versions_are_upcast_when_read() -> None:
     assert decode_event("_RenamedThing", 1, stored_v1) == _RenamedThing(name="old")
     current = encode_event(_RenamedThing(name="new"))
     assert decode_event("_RenamedThing", 2, current) == _RenamedThing(name="new")
+
+
+async def test_payloads_are_compressed_with_lz4_or_not_at_all(pool: asyncpg.Pool) -> None:
+    """pglz costs ~180 ms of PostgreSQL CPU per 50,000-point ingest event; lz4 ~10 ms."""
+    row = await pool.fetchrow(
+        """SELECT attcompression, attstorage FROM pg_attribute
+           WHERE attrelid = 'events'::regclass AND attname = 'payload'"""
+    )
+    assert row["attcompression"] == "l" or row["attstorage"] == "e", dict(row)
