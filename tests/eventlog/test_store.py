@@ -246,4 +246,4 @@ async def test_payloads_are_compressed_with_lz4_or_not_at_all(pool: asyncpg.Pool
         """SELECT attcompression, attstorage FROM pg_attribute
            WHERE attrelid = 'events'::regclass AND attname = 'payload'"""
     )
-    assert row["attcompression"] == "l" or row["attstorage"] == "e", dict(row)
+    assert row["attcompression"] == b"l" or row["attstorage"] == b"e", dict(row)
