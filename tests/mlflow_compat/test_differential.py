@@ -650,6 +650,96 @@ def scenario_search(r: Recorder) -> None:
     search("max_results too big", max_results=50001)
 
 
+def scenario_run_shapes(r: Recorder) -> None:
+    """Every part of a run through runs/get and runs/search: the JSON both render.
+
+    Datasets are logged in name order: the reference lists a run's datasets in no defined order
+    (in practice as logged), evtrack by name and digest.
+    """
+    exp = r.post("create experiment", "experiments/create", {"name": r.name("shapes")})[
+        "experiment_id"
+    ]
+    odd = 'quote " backslash \\ newline \n tab \t ctl \u0001 é 🙂 </script>'
+    model_a, model_b = "m-" + "a" * 32, "m-" + "b" * 32
+    full = r.post(
+        "create full run",
+        "runs/create",
+        {"experiment_id": exp, "run_name": r.name("full"), "start_time": 1000},
+    )["run"]["info"]["run_id"]
+    bare = r.post(
+        "create bare run",
+        "runs/create",
+        {"experiment_id": exp, "run_name": r.name("bare"), "start_time": 2000},
+    )["run"]["info"]["run_id"]
+    # Not -0.0: the reference's SQLite store keeps it as 0.0, on PostgreSQL it stays -0.0.
+    values = [0.5, 3.0, 1e20, 1.5e-7, 123456789012345.0, 1e15, "NaN", "Infinity", "-Infinity"]
+    r.post(
+        "log batch",
+        "runs/log-batch",
+        {
+            "run_id": full,
+            "metrics": [
+                {"key": f"m{i}", "value": v, "timestamp": 10 + i, "step": i}
+                for i, v in enumerate(values)
+            ],
+            "params": [{"key": "odd", "value": odd}, {"key": "empty", "value": ""}],
+            "tags": [{"key": "odd", "value": odd}, {"key": "B", "value": "upper"}],
+        },
+    )
+    r.post(
+        "log inputs",
+        "runs/log-inputs",
+        {
+            "run_id": full,
+            "datasets": [
+                {
+                    "dataset": {
+                        "name": "a-train",
+                        "digest": "d1",
+                        "source_type": "local",
+                        "source": '{"uri": "/data/train"}',
+                        "schema": '{"mlflow_colspec": []}',
+                        "profile": '{"num_rows": 3}',
+                    },
+                    "tags": [{"key": "mlflow.data.context", "value": "training"}],
+                },
+            ],
+            "models": [{"model_id": model_a}],
+        },
+    )
+    r.post(
+        "log more inputs",
+        "runs/log-inputs",
+        {
+            "run_id": full,
+            "datasets": [
+                {
+                    "dataset": {
+                        "name": "b-eval",
+                        "digest": "d2",
+                        "source_type": "http",
+                        "source": odd,
+                    },
+                },
+            ],
+        },
+    )
+    r.post("log outputs", "runs/outputs", {"run_id": full, "models": [{"model_id": model_b}]})
+    r.get("get full run", "runs/get", {"run_id": full})
+    r.get("get bare run", "runs/get", {"run_id": bare})
+    for order in (["metrics.m0 DESC"], ["attributes.start_time ASC"], []):
+        r.post(
+            f"search {order}",
+            "runs/search",
+            {"experiment_ids": [exp], "order_by": order},
+        )
+    r.post(
+        "search with a metric filter",
+        "runs/search",
+        {"experiment_ids": [exp], "filter": "metrics.m1 >= 3", "order_by": ["metrics.m1 DESC"]},
+    )
+
+
 def scenario_artifacts(r: Recorder) -> None:
     exp = r.post("create experiment", "experiments/create", {"name": r.name("art")})[
         "experiment_id"
@@ -1086,6 +1176,7 @@ SCENARIOS: dict[str, Callable[[Recorder], None]] = {
     "runs": scenario_runs,
     "metric_history": scenario_metric_history,
     "search": scenario_search,
+    "run_shapes": scenario_run_shapes,
     "artifacts": scenario_artifacts,
     "misc": scenario_misc,
     "graphql": scenario_graphql,

@@ -308,6 +308,73 @@ def test_query_shape_and_paging_fields() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("filter_string", "order_by", "head", "tail"),
+    [
+        # A metric first: the runs with a number come from the (key, value) index in order...
+        (None, ["metrics.acc DESC"], True, True),
+        # ...and a filter on that metric itself rules out NaN and missing: no tail at all.
+        ("metrics.acc > 0.5", ["metrics.acc DESC"], True, False),
+        ("metrics.acc = 0.5 AND params.p = 'x'", ["metrics.acc"], True, False),
+        # != is true for NaN (MLflow), so NaN runs may still follow the numbers.
+        ("metrics.acc != 0.5", ["metrics.acc DESC"], True, True),
+        # A filter on another key does not help.
+        ("metrics.loss > 0.5", ["metrics.acc DESC"], True, True),
+        ("params.p IS NOT NULL", ["params.p"], True, False),
+        ("tags.t LIKE 'a%'", ["tags.t DESC"], True, False),
+        # IS NULL on the first key: only runs without it match, in the single-query shape.
+        ("params.p IS NULL", ["params.p"], False, False),
+        # Attributes first: the single-query shape.
+        (None, [], False, False),
+        ("metrics.acc > 0.5", ["start_time DESC", "metrics.acc"], False, False),
+    ],
+)
+def test_run_query_shapes(
+    filter_string: str | None, order_by: list[str], head: bool, tail: bool
+) -> None:
+    query = _runs(filter_string=filter_string, order_by=order_by)
+    lines = query.sql.split("\n")
+    # The head joins the first key (inner join); it is the whole query when there is no tail.
+    assert lines[2].startswith("JOIN rm_runs.") == head
+    assert lines[0].startswith("WITH head AS MATERIALIZED (") == tail
+    assert ("UNION ALL" in lines) == tail
+    lead_table = {"metrics": "latest_metrics", "params": "params", "tags": "tags"}.get(
+        order_by[0].split(".")[0] if order_by else ""
+    )
+    if head and filter_string and filter_string.startswith(order_by[0].split()[0]):
+        # The clause on the lead key is tested on its joined row, not by a second probe.
+        assert f"FROM rm_runs.{lead_table} AS f" not in query.sql
+    assert query.args[-2:] == (1001, 0)
+    assert query.sql.rstrip().endswith(
+        f"LIMIT ${len(query.args) - 1}::bigint OFFSET ${len(query.args)}::bigint"
+    )
+
+
+def test_run_query_exposes_its_order() -> None:
+    """Callers select from the query (to render the runs) and re-apply its order by column."""
+    query = _runs(order_by=["metrics.acc DESC", "params.p"])
+    assert query.sql.startswith("WITH head")
+    assert "AS s5" in query.sql and "AS s6" not in query.sql
+    # metric rank (number / NaN / missing), its value, the param, then the tiebreakers
+    assert query.order_by == (
+        's1 ASC, s2 DESC, s3 COLLATE "C" ASC NULLS LAST, s4 DESC NULLS LAST, '
+        's5 COLLATE "C" ASC NULLS LAST'
+    )
+    plain = _runs()
+    assert plain.order_by == 's1 DESC NULLS LAST, s2 COLLATE "C" ASC NULLS LAST'
+    assert plain.sql.startswith("SELECT r.run_id, r.start_time AS s1, r.run_id AS s2\n")
+
+
+def test_one_experiment_is_an_equality() -> None:
+    """``experiment_id = $1`` lets an index return one experiment's runs in order."""
+    one = _runs(experiment_ids=[3])
+    assert "r.experiment_id = $1::bigint" in one.sql
+    assert one.args[0] == 3
+    two = _runs(experiment_ids=[3, 4])
+    assert "r.experiment_id = ANY($1::bigint[])" in two.sql
+    assert two.args[0] == [3, 4]
+
+
 def test_user_text_never_reaches_the_sql() -> None:
     marker = "zz_marker'; DROP TABLE rm_runs.runs; --"
     query = _runs(

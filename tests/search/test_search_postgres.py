@@ -196,6 +196,21 @@ _CASES += [
         [["metrics.acc DESC"], ["params.lr"], ["end_time"], ["run_name DESC"]],
     )
 ]
+# A filter on the first sort key itself is read off that key's joined row (search/_runs.py):
+# it can leave only NaN after the numbers (!=), nothing after them, or nothing at all.
+_CASES += [
+    ("metrics.acc != 0.9", ["metrics.acc DESC"]),
+    ("metrics.acc != 0.9", ["metrics.acc"]),
+    ("metrics.acc > 0.5", ["metrics.acc"]),
+    ("metrics.acc <= 0.9 AND metrics.acc > 0", ["metrics.acc DESC", "params.lr"]),
+    ("metrics.loss < 1 AND metrics.acc >= 0", ["metrics.acc DESC", "metrics.loss"]),
+    ("params.lr IS NULL", ["params.lr DESC"]),
+    ("params.lr IS NOT NULL", ["params.lr"]),
+    ("params.lr != 'abc'", ["params.lr DESC", "metrics.acc"]),
+    ("params.lr LIKE 'a%' AND params.lr != 'abc'", ["params.lr"]),
+    ("tags.team = 'vision' AND metrics.acc > 0", ["tags.team DESC"]),
+    ("tags.team IS NULL", ["tags.team"]),
+]
 
 
 @pytest.mark.parametrize(("filter_template", "order_by"), _CASES)
@@ -222,7 +237,15 @@ async def test_run_view_types_match_mlflow(
 
 @pytest.mark.parametrize(
     ("filter_string", "order_by"),
-    [("", []), ("", ["metrics.acc"]), ("", ["params.lr DESC"]), ("status != 'x'", ["end_time"])],
+    [
+        ("", []),
+        ("", ["metrics.acc"]),
+        ("", ["metrics.acc DESC"]),
+        ("metrics.acc != 0.9", ["metrics.acc DESC"]),
+        ("metrics.acc > 0", ["metrics.acc DESC"]),
+        ("", ["params.lr DESC"]),
+        ("status != 'x'", ["end_time"]),
+    ],
 )
 @pytest.mark.parametrize("page_size", [1, 2, 3])
 async def test_run_pages_match_mlflow(

@@ -26,6 +26,16 @@ def json_response(body: Any, status: int = 200) -> web.Response:
     return web.Response(body=_encoder.encode(body), status=status, content_type="application/json")
 
 
+def prerendered_response(members: Sequence[tuple[str, str | None]]) -> web.Response:
+    """An object whose member values are JSON texts rendered elsewhere (by PostgreSQL).
+
+    The texts are spliced in as they are, never decoded; a member whose text is None is left
+    out, as the reference leaves out unset fields.
+    """
+    body = ",".join(f"{_encoder.encode(k).decode()}:{v}" for k, v in members if v is not None)
+    return web.Response(body=("{" + body + "}").encode(), content_type="application/json")
+
+
 def empty() -> web.Response:
     return json_response({})
 
@@ -118,3 +128,19 @@ async def search_response(
     if token := next_page_token(query, len(rows)):
         body["next_page_token"] = token
     return json_response(body)
+
+
+def prerendered_page(query: SqlQuery, items: Sequence[str], list_key: str) -> web.Response:
+    """One search page from items already rendered as JSON texts, ``query.limit + 1`` at most.
+
+    The answer has the same shape as :func:`search_response`'s: the first ``query.limit``
+    items under ``list_key`` and the next page's token, each left out when there is none.
+    """
+    page = items[: query.limit]
+    token = next_page_token(query, len(items))
+    return prerendered_response(
+        [
+            (list_key, "[" + ",".join(page) + "]" if page else None),
+            ("next_page_token", _encoder.encode(token).decode() if token else None),
+        ]
+    )

@@ -7,11 +7,13 @@ from typing import Any
 
 from aiohttp import web
 
+from evtrack.api import _plain_batch as plain_batch
 from evtrack.api._common import (
     empty,
     json_response,
+    prerendered_page,
+    prerendered_response,
     run_command,
-    search_response,
     services,
     wait_fresh,
 )
@@ -212,10 +214,10 @@ async def create(request: web.Request) -> web.Response:
 async def get(request: web.Request) -> web.Response:
     args = await read_args(request)
     run_id = args.run_id()
-    found = await queries.get_runs(services(request).pool, [run_id])
-    if not found:
+    found = await queries.get_run_json(services(request).pool, run_id)
+    if found is None:
         raise not_found(f"Run with id={run_id} not found")
-    return json_response({"run": found[0]})
+    return prerendered_response([("run", found)])
 
 
 async def update(request: web.Request) -> web.Response:
@@ -295,6 +297,8 @@ async def set_tag(request: web.Request) -> web.Response:
 
 
 async def log_batch(request: web.Request) -> web.Response:
+    if (response := await _log_plain_batch(request)) is not None:
+        return response
     args = await read_args(request, max_body=MAX_BATCH_LOG_REQUEST_SIZE)
     args.run_id()
     metrics, params, tags = args.array("metrics"), args.array("params"), args.array("tags")
@@ -303,6 +307,27 @@ async def log_batch(request: web.Request) -> web.Response:
         _metric_columns(metrics),
         _pairs(params, "params", params=True),
         _pairs(tags, "tags", params=False),
+    )
+    return await _log(request, args, data)
+
+
+async def _log_plain_batch(request: web.Request) -> web.Response | None:
+    """The fast path for the common body (see ``_plain_batch``); None to take the general one."""
+    if request.content_type != "application/json":
+        return None
+    body = await request.read()
+    if len(body) > MAX_BATCH_LOG_REQUEST_SIZE or (batch := plain_batch.decode(body)) is None:
+        return None
+    args = Args(batch.fields(), from_query=False, raw=body)
+    args.run_id()
+    validate_batch_limits(len(batch.metrics), len(batch.params), len(batch.tags))
+    metrics = plain_batch.metric_columns(batch.metrics)
+    if metrics is False:
+        return None
+    data = tracking.RunData(
+        metrics if isinstance(metrics, MetricColumns) else None,
+        _pairs(batch.params, "params", params=True),
+        _pairs(batch.tags, "tags", params=False),
     )
     return await _log(request, args, data)
 
@@ -395,7 +420,8 @@ async def search(request: web.Request) -> web.Response:
         max_results=1000 if max_results is None else max_results,
         page_token=args.string("page_token"),
     )
-    return await search_response(request, query, queries.get_runs, "runs")
+    found = await queries.search_runs_json(services(request).pool, query)
+    return prerendered_page(query, found, "runs")
 
 
 def run_routes() -> list[Route]:

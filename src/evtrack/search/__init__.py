@@ -42,11 +42,11 @@ from evtrack.search._registry import (
     parse_registered_model_filter,
     parse_registered_model_order_by,
 )
+from evtrack.search._runs import compile_run_search
 from evtrack.search._sql import (
     SEARCH_MAX_RESULTS_THRESHOLD,
     SqlQuery,
     compile_experiment_search,
-    compile_run_search,
     next_page_token,
 )
 

@@ -4,23 +4,8 @@ The output is a :class:`SqlQuery` the caller runs with asyncpg. The SQL text is 
 from fixed fragments and column names picked from closed mappings; every user-supplied key, value,
 id, limit and offset travels as a ``$n`` parameter, so no filter can change the statement's shape.
 
-Semantics mirror MLflow 3.17.2's SQL store (``sqlalchemy_store.py``):
-
-* a metric/param/tag/dataset clause matches when the run has a row satisfying it (``EXISTS``),
-  so ``!=`` never matches runs that lack the key, and metric clauses see only the latest value;
-* NaN metrics are stored as ``value = 0, is_nan = true``. MLflow makes every comparison with a
-  NaN metric false except ``!=``, which is always true; we do the same;
-* ``=``, ``!=`` and ``LIKE`` are case-sensitive, ``ILIKE`` is not (PostgreSQL's own operators,
-  with its default ``\\`` escape in patterns, as MLflow on PostgreSQL);
-* ordering puts null / missing values last in both directions and, for metrics, NaN after every
-  number but before missing; the implicit tiebreakers come from ``_order``;
-* text sort keys use ``COLLATE "C"`` (code point order). MLflow's result order otherwise depends
-  on the database collation; "C" matches its SQLite default and Python's ``sorted``, and keeps
-  pagination identical across deployments whatever the cluster's locale.
-
-``attributes.run_name`` filters on the ``runs.run_name`` column. (MLflow filters on the
-``mlflow.runName`` tag, a workaround for runs logged before MLflow 1.29 had a name column; the
-projection keeps both in step, so the column is the faithful and cheaper choice.)
+Run searches (``_runs``) document their own semantics and query shapes; experiments follow
+MLflow 3.17.2's SQL store the same way, with text sort keys in ``COLLATE "C"`` (code point order).
 
 Pagination is offset based: the query fetches ``limit + 1`` rows so the caller learns whether a
 next page exists without a second count query (see :func:`next_page_token`).
@@ -39,9 +24,8 @@ from evtrack.search._filter import (
     Comparison,
     Value,
     parse_experiment_filter,
-    parse_run_filter,
 )
-from evtrack.search._order import OrderKey, parse_experiment_order_by, parse_run_order_by
+from evtrack.search._order import OrderKey, parse_experiment_order_by
 from evtrack.search._page_token import (
     LoggedModelTokenScope,
     decode_page_token,
@@ -70,20 +54,6 @@ _SQL_OPERATORS: Final = {
 }
 
 # Closed mappings from validated keys to columns: the only identifiers that reach the SQL text.
-_RUN_TEXT_COLUMNS: Final = {
-    "artifact_uri": "r.artifact_uri",
-    "run_id": "r.run_id",
-    "run_name": "r.run_name",
-    "status": "r.status",
-    "user_id": "r.user_id",
-}
-_RUN_NUMERIC_COLUMNS: Final = {"start_time": "r.start_time", "end_time": "r.end_time"}
-_KEY_VALUE_TABLES: Final = {
-    "metric": "rm_runs.latest_metrics",
-    "parameter": "rm_runs.params",
-    "tag": "rm_runs.tags",
-}
-_DATASET_COLUMNS: Final = {"name": "f.name", "digest": "f.digest", "context": "f.context"}
 _EXPERIMENT_TEXT_COLUMNS: Final = {"name": "e.name"}
 _EXPERIMENT_NUMERIC_COLUMNS: Final = {
     "creation_time": "e.creation_time",
@@ -99,6 +69,8 @@ class SqlQuery:
     ``offset`` and ``limit`` are the page's position and size, kept so that
     :func:`next_page_token` can tell from the row count whether another page follows.
     ``token_scope`` is set for logged-model searches, whose tokens name their request.
+    ``order_by`` (run searches) is the query's order restated over its output columns, for a
+    caller that selects from it as a subquery and must not lose that order.
     """
 
     sql: str
@@ -106,6 +78,7 @@ class SqlQuery:
     offset: int
     limit: int
     token_scope: LoggedModelTokenScope | None = None
+    order_by: str | None = None
 
 
 class _Params:
@@ -185,72 +158,8 @@ def _texts(value: Value) -> str | tuple[str, ...]:
     raise AssertionError(f"expected a string value, got {value!r}")
 
 
-def _run_condition(clause: Comparison, params: _Params) -> str:
-    comparator, value = clause.comparator, clause.value
-    if clause.entity == "attribute":
-        if clause.key in _RUN_NUMERIC_COLUMNS:
-            assert isinstance(value, int | float)
-            column = _RUN_NUMERIC_COLUMNS[clause.key]
-            return f"{column} {_SQL_OPERATORS[comparator]} {params.number(value)}"
-        return _scalar(_RUN_TEXT_COLUMNS[clause.key], comparator, _texts(value), params)
-
-    if clause.entity == "dataset":
-        condition = _scalar(_DATASET_COLUMNS[clause.key], comparator, _texts(value), params)
-        return (
-            "EXISTS (SELECT 1 FROM rm_runs.dataset_inputs AS f "
-            f"WHERE f.run_id = r.run_id AND {condition})"
-        )
-
-    table = _KEY_VALUE_TABLES[clause.entity]
-    key_ref = params.add(clause.key, "::text")
-    exists = f"SELECT 1 FROM {table} AS f WHERE f.run_id = r.run_id AND f.key = {key_ref}"
-    if comparator == "IS NULL":
-        return f"NOT EXISTS ({exists})"
-    if comparator == "IS NOT NULL":
-        return f"EXISTS ({exists})"
-    if clause.entity == "metric":
-        assert isinstance(value, float)
-        compare = f"f.value {_SQL_OPERATORS[comparator]} {params.number(value)}"
-        if comparator == "!=":
-            nan_rule = f"({compare} OR f.is_nan)"
-        else:
-            nan_rule = f"{compare} AND NOT f.is_nan"
-        return f"EXISTS ({exists} AND {nan_rule})"
-    return f"EXISTS ({exists} AND {_scalar('f.value', comparator, _texts(value), params)})"
-
-
 def _direction(ascending: bool) -> str:
     return "ASC" if ascending else "DESC"
-
-
-def _run_order(keys: Sequence[OrderKey], params: _Params) -> tuple[list[str], list[str]]:
-    """ORDER BY terms plus the LEFT JOINs that bring metric/param/tag sort values in."""
-    joins: list[str] = []
-    terms: list[str] = []
-    for key in keys:
-        direction = _direction(key.ascending)
-        if key.entity == "attribute":
-            if key.key in _RUN_NUMERIC_COLUMNS:
-                terms.append(f"{_RUN_NUMERIC_COLUMNS[key.key]} {direction} NULLS LAST")
-            else:
-                column = _RUN_TEXT_COLUMNS[key.key]
-                terms.append(f'{column} COLLATE "C" {direction} NULLS LAST')
-            continue
-        alias = f"o{len(joins) + 1}"
-        table = _KEY_VALUE_TABLES[key.entity]
-        joins.append(
-            f"LEFT JOIN {table} AS {alias} ON {alias}.run_id = r.run_id "
-            f"AND {alias}.key = {params.add(key.key, '::text')}"
-        )
-        if key.entity == "metric":
-            # Numbers first, then NaN, then runs without the metric, whatever the direction.
-            terms.append(
-                f"CASE WHEN {alias}.is_nan THEN 1 WHEN {alias}.run_id IS NULL THEN 2 ELSE 0 END ASC"
-            )
-            terms.append(f"{alias}.value {direction}")
-        else:
-            terms.append(f'{alias}.value COLLATE "C" {direction} NULLS LAST')
-    return joins, terms
 
 
 def _page(
@@ -259,6 +168,8 @@ def _page(
     offset: int,
     limit: int,
     token_scope: LoggedModelTokenScope | None = None,
+    *,
+    order_by: str | None = None,
 ) -> SqlQuery:
     limit_ref = params.add(limit + 1, "::bigint")
     offset_ref = params.add(offset, "::bigint")
@@ -268,46 +179,8 @@ def _page(
         offset=offset,
         limit=limit,
         token_scope=token_scope,
+        order_by=order_by,
     )
-
-
-def compile_run_search(
-    experiment_ids: Sequence[int],
-    view_type: str,
-    filter_string: str | None,
-    order_by: Sequence[str],
-    max_results: int,
-    page_token: str | None,
-) -> SqlQuery:
-    """Compile ``runs/search`` to a query selecting ``run_id`` in MLflow's result order.
-
-    Raises :class:`evtrack.errors.EvtrackError` (INVALID_PARAMETER_VALUE) for an invalid view
-    type, ``max_results`` outside ``1..50000``, filter, ``order_by`` or page token; the checks
-    run in MLflow's order so the same request yields the same first error.
-    """
-    _check_run_max_results(max_results)
-    stages = _view_stages(view_type)
-    clauses = parse_run_filter(filter_string)
-    order = parse_run_order_by(order_by)
-    offset = decode_page_token(page_token)
-
-    params = _Params()
-    ids_ref = params.add([int(i) for i in experiment_ids], "::bigint[]")
-    where = [f"r.experiment_id = ANY({ids_ref})"]
-    if len(stages) == 1:
-        where.append(f"r.lifecycle_stage = {params.add(stages[0], '::text')}")
-    where.extend(_run_condition(clause, params) for clause in clauses)
-    joins, terms = _run_order(order, params)
-    sql = "\n".join(
-        [
-            "SELECT r.run_id",
-            "FROM rm_runs.runs AS r",
-            *joins,
-            "WHERE " + "\n  AND ".join(where),
-            "ORDER BY " + ", ".join(terms),
-        ]
-    )
-    return _page(sql, params, offset, max_results)
 
 
 def _experiment_condition(clause: Comparison, params: _Params) -> str:
