@@ -163,7 +163,7 @@ class UnitOfWork:
         self._pending.clear()
 
     async def _append_one(self, pending: _PendingAppend, result: tuple[str, bytes] | None) -> None:
-        head_sql, head_args = _head_sql(pending, first_param=1)
+        head_sql, head_args = _head_sql(pending)
         n = len(head_args)
         columns = _event_columns([pending])
         args: list[Any] = [
@@ -175,11 +175,7 @@ class UnitOfWork:
             self.metadata.actor,
             msgspec.json.encode(self.metadata).decode(),
         ]
-        stored = ""
-        if result is not None:
-            key, answer = f"${len(args) + 1}", f"${len(args) + 2}"
-            stored = f", stored AS ({_STORE_RESULT_SQL.format(key=key, result=answer)})"
-            args.extend(result)
+        stored = _stored_answer(args, result)
         row = await self.conn.fetchrow(
             f"""WITH head AS ({head_sql}),
                appended AS (
@@ -202,7 +198,7 @@ class UnitOfWork:
 
     async def _append_many(self, result: tuple[str, bytes] | None) -> None:
         for pending in self._pending:
-            head_sql, head_args = _head_sql(pending, first_param=1)
+            head_sql, head_args = _head_sql(pending)
             version: int | None = await self.conn.fetchval(head_sql, *head_args)
             if version is None:
                 raise WrongExpectedVersion(pending.stream_id, pending.expected)
@@ -217,10 +213,7 @@ class UnitOfWork:
             self.metadata.actor,
             msgspec.json.encode(self.metadata).decode(),
         ]
-        stored = ""
-        if result is not None:
-            stored = f", stored AS ({_STORE_RESULT_SQL.format(key='$8', result='$9')})"
-            args.extend(result)
+        stored = _stored_answer(args, result)
         self.appended_types.update(columns.types)
         self.last_position = await self.conn.fetchval(
             f"""WITH appended AS (
@@ -239,11 +232,20 @@ class UnitOfWork:
 _STORE_RESULT_SQL = "UPDATE idempotency_keys SET result = {result} WHERE key = {key}"
 
 
-def _head_sql(pending: _PendingAppend, *, first_param: int) -> tuple[str, list[Any]]:
+def _stored_answer(args: list[Any], result: tuple[str, bytes] | None) -> str:
+    """The CTE storing the command's answer (empty without one); appends its arguments."""
+    if result is None:
+        return ""
+    key, answer = f"${len(args) + 1}", f"${len(args) + 2}"
+    args.extend(result)
+    return f", stored AS ({_STORE_RESULT_SQL.format(key=key, result=answer)})"
+
+
+def _head_sql(pending: _PendingAppend) -> tuple[str, list[Any]]:
     """SQL moving the stream head past the pending events, returning its new ``version``
     (no row when the stream is not at the expected version), and its arguments. The stream
     id is always the first argument."""
-    p = [f"${first_param + i}" for i in range(5)]
+    p = [f"${i}" for i in range(1, 6)]
     count = len(pending.events)
     keep = pending.state is _KEEP
     state = None if keep else pending.state
