@@ -83,9 +83,8 @@ def client_worker(args: dict[str, Any], ready: Any) -> dict[str, Any]:
 
 def raw_worker(args: dict[str, Any], ready: Any) -> dict[str, Any]:
     import msgspec
-    import requests
-
     import numpy as np
+    import requests
 
     from evtrack.wire.ingest import (
         INGEST_PATH,
