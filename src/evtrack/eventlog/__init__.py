@@ -6,6 +6,7 @@ from evtrack.eventlog._positions import LOG_START, LogPosition
 from evtrack.eventlog._records import RecordedEvent
 from evtrack.eventlog._store import (
     ANY_VERSION,
+    Committed,
     EventStore,
     IdempotencyKey,
     LogPage,
@@ -16,8 +17,12 @@ from evtrack.eventlog._store import (
     read_after_checkpoint,
 )
 
+Recorder = EventStore  # the recorder seam; an in-memory recorder implements the same face
+
 __all__ = [
     "ANY_VERSION",
+    "Committed",
+    "Recorder",
     "LOG_START",
     "Conn",
     "EventStore",

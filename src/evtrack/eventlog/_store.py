@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 import msgspec
@@ -300,6 +300,12 @@ def _event_columns(pending_appends: Sequence[_PendingAppend]) -> _EventColumns:
 Command = Callable[[UnitOfWork], Awaitable[R]]
 
 
+@dataclass(frozen=True, slots=True)
+class Committed(Generic[R]):
+    result: R
+    appended_types: frozenset[str]
+
+
 class EventStore:
     """The event log in Postgres: run commands against it and read it in log order."""
 
@@ -353,6 +359,25 @@ class EventStore:
             if self.on_commit is not None and appended:
                 self.on_commit(appended)
             return result
+
+    async def transact(
+        self,
+        work: Command[R],
+        *,
+        metadata: Metadata,
+        result_type: type[R],
+        idempotency_key: IdempotencyKey | None,
+    ) -> Committed[R]:
+        """One attempt at ``work``: raises :class:`WrongExpectedVersion` on a conflict."""
+        try:
+            result, appended = await self._execute_once(
+                work, metadata, result_type, idempotency_key
+            )
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name not in ("events_stream_position", "streams_pkey"):
+                raise
+            raise WrongExpectedVersion(str(exc), None) from exc
+        return Committed(result, appended)
 
     async def _execute_once(
         self,

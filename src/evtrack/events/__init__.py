@@ -8,6 +8,13 @@ from evtrack.events._base import (
     encode_event,
     upcaster,
 )
+from evtrack.events._constraints import (
+    DOUBLE_MAX,
+    INT64_MAX,
+    INT64_MIN,
+    MAX_KEY_LENGTH,
+    ConstraintViolation,
+)
 from evtrack.events.logged_models import (
     LOGGED_MODEL_PENDING,
     LOGGED_MODEL_READY,
@@ -62,10 +69,15 @@ from evtrack.events.tracking import (
 )
 
 __all__ = [
+    "DOUBLE_MAX",
     "EVENT_TYPES",
+    "INT64_MAX",
+    "INT64_MIN",
     "LOGGED_MODEL_PENDING",
     "LOGGED_MODEL_READY",
     "LOGGED_MODEL_UPLOAD_FAILED",
+    "MAX_KEY_LENGTH",
+    "ConstraintViolation",
     "DatasetInput",
     "Event",
     "ExperimentCreated",

@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 
 import msgspec
 
+from evtrack.events._constraints import ConstraintViolation
+
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
 
@@ -59,13 +61,29 @@ def upcaster(type_name: str, from_version: int) -> Callable[[Upcaster], Upcaster
 
 
 _encoder = msgspec.msgpack.Encoder()
+_decoders: dict[type[Event], msgspec.msgpack.Decoder[Any]] = {}
+
+
+def _decoder(cls: type[Event]) -> msgspec.msgpack.Decoder[Any]:
+    decoder = _decoders.get(cls)
+    if decoder is None:
+        decoder = _decoders[cls] = msgspec.msgpack.Decoder(cls)
+    return decoder
 
 
 def encode_event(event: Event) -> bytes:
-    return _encoder.encode(event)
+    """The stored form of ``event``, once it is known that every read model can hold it.
 
-
-_decoders: dict[type[Event], msgspec.msgpack.Decoder[Any]] = {}
+    msgspec checks field constraints when it decodes, not when a Struct is built, so the
+    encoded bytes are decoded once against the type: an event that breaks a constraint
+    raises :class:`ConstraintViolation` here, before it can reach the log.
+    """
+    try:
+        payload = _encoder.encode(event)
+        _decoder(type(event)).decode(payload)
+    except (OverflowError, msgspec.ValidationError, ConstraintViolation) as exc:
+        raise ConstraintViolation(f"{event.type_name()}: {exc}") from None
+    return payload
 
 
 def decode_event(type_name: str, version: int, payload: bytes) -> Event:
@@ -74,10 +92,7 @@ def decode_event(type_name: str, version: int, payload: bytes) -> Event:
     if cls is None:
         raise LookupError(f"unknown event type {type_name!r}")
     if version == cls.schema_version:
-        decoder = _decoders.get(cls)
-        if decoder is None:
-            decoder = _decoders[cls] = msgspec.msgpack.Decoder(cls)
-        event: Event = decoder.decode(payload)
+        event: Event = _decoder(cls).decode(payload)
         return event
     raw: dict[str, Any] = msgspec.msgpack.decode(payload)
     while version < cls.schema_version:

@@ -13,6 +13,7 @@ says what happened, the log says when.
 from __future__ import annotations
 
 from evtrack.events._base import Event
+from evtrack.events._constraints import Int64, Text
 from evtrack.events.tracking import KeyValue
 
 LOGGED_MODEL_PENDING = "LOGGED_MODEL_PENDING"
@@ -27,12 +28,12 @@ class LoggedModelCreated(Event, frozen=True):
     is recorded as given: MLflow does not require it to exist.
     """
 
-    model_id: str
-    experiment_id: int
-    name: str
-    artifact_location: str
-    model_type: str | None = None
-    source_run_id: str | None = None
+    model_id: Text
+    experiment_id: Int64
+    name: Text
+    artifact_location: Text
+    model_type: Text | None = None
+    source_run_id: Text | None = None
     params: list[KeyValue] = []
     tags: list[KeyValue] = []
 
@@ -40,31 +41,31 @@ class LoggedModelCreated(Event, frozen=True):
 class LoggedModelFinalized(Event, frozen=True):
     """The upload ended: ``status`` is LOGGED_MODEL_READY or LOGGED_MODEL_UPLOAD_FAILED."""
 
-    model_id: str
-    status: str
-    status_message: str | None = None
+    model_id: Text
+    status: Text
+    status_message: Text | None = None
 
 
 class LoggedModelTagsSet(Event, frozen=True):
     """Tags upserted in one request (later keys in the list win over earlier ones)."""
 
-    model_id: str
+    model_id: Text
     tags: list[KeyValue]
 
 
 class LoggedModelTagDeleted(Event, frozen=True):
-    model_id: str
-    key: str
+    model_id: Text
+    key: Text
 
 
 class LoggedModelParamsLogged(Event, frozen=True):
     """Params beyond the first 100, which the client sends after creation in batches."""
 
-    model_id: str
+    model_id: Text
     params: list[KeyValue]
 
 
 class LoggedModelDeleted(Event, frozen=True):
     """Soft delete: the model disappears from get and search, its history stays."""
 
-    model_id: str
+    model_id: Text

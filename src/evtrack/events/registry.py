@@ -9,52 +9,53 @@ promotion that archives other versions is one atomic append.
 from __future__ import annotations
 
 from evtrack.events._base import Event
+from evtrack.events._constraints import Int64, Text
 from evtrack.events.tracking import KeyValue
 
 
 class RegisteredModelCreated(Event, frozen=True):
-    model_key: str
-    name: str
-    description: str | None = None
+    model_key: Text
+    name: Text
+    description: Text | None = None
     tags: list[KeyValue] = []
 
 
 class RegisteredModelRenamed(Event, frozen=True):
-    model_key: str
-    old_name: str
-    name: str
+    model_key: Text
+    old_name: Text
+    name: Text
 
 
 class RegisteredModelDescriptionSet(Event, frozen=True):
-    model_key: str
-    description: str | None
+    model_key: Text
+    description: Text | None
 
 
 class RegisteredModelTagSet(Event, frozen=True):
-    model_key: str
-    key: str
-    value: str
+    model_key: Text
+    key: Text
+    value: Text
 
 
 class RegisteredModelTagDeleted(Event, frozen=True):
-    model_key: str
-    key: str
+    model_key: Text
+    key: Text
 
 
 class RegisteredModelDeleted(Event, frozen=True):
-    model_key: str
-    name: str
+    model_key: Text
+    name: Text
 
 
 class ModelVersionCreated(Event, frozen=True):
-    model_key: str
-    version: int
-    source: str
-    storage_location: str
-    run_id: str | None = None
-    run_link: str | None = None
-    description: str | None = None
-    model_id: str | None = None
+    model_key: Text
+    version: Int64
+    source: Text
+    storage_location: Text
+    run_id: Text | None = None
+    run_link: Text | None = None
+    description: Text | None = None
+    model_id: Text | None = None
     tags: list[KeyValue] = []
 
 
@@ -66,75 +67,75 @@ class ModelVersionStageChanged(Event, frozen=True):
     a transition request was approved; ``request_id`` names it).
     """
 
-    model_key: str
-    version: int
-    from_stage: str
-    to_stage: str
-    reason: str = "transition"
-    request_id: str | None = None
+    model_key: Text
+    version: Int64
+    from_stage: Text
+    to_stage: Text
+    reason: Text = "transition"
+    request_id: Text | None = None
 
 
 class ModelVersionDescriptionSet(Event, frozen=True):
-    model_key: str
-    version: int
-    description: str | None
+    model_key: Text
+    version: Int64
+    description: Text | None
 
 
 class ModelVersionTagSet(Event, frozen=True):
-    model_key: str
-    version: int
-    key: str
-    value: str
+    model_key: Text
+    version: Int64
+    key: Text
+    value: Text
 
 
 class ModelVersionTagDeleted(Event, frozen=True):
-    model_key: str
-    version: int
-    key: str
+    model_key: Text
+    version: Int64
+    key: Text
 
 
 class ModelVersionDeleted(Event, frozen=True):
-    model_key: str
-    version: int
+    model_key: Text
+    version: Int64
 
 
 class ModelAliasSet(Event, frozen=True):
-    model_key: str
-    alias: str
-    version: int
-    previous_version: int | None = None
+    model_key: Text
+    alias: Text
+    version: Int64
+    previous_version: Int64 | None = None
 
 
 class ModelAliasDeleted(Event, frozen=True):
-    model_key: str
-    alias: str
-    version: int
+    model_key: Text
+    alias: Text
+    version: Int64
 
 
 class TransitionRequested(Event, frozen=True):
-    model_key: str
-    request_id: str
-    version: int
-    to_stage: str
+    model_key: Text
+    request_id: Text
+    version: Int64
+    to_stage: Text
     archive_existing_versions: bool = False
-    comment: str | None = None
+    comment: Text | None = None
 
 
 class TransitionApproved(Event, frozen=True):
-    model_key: str
-    request_id: str
-    version: int
-    comment: str | None = None
+    model_key: Text
+    request_id: Text
+    version: Int64
+    comment: Text | None = None
 
 
 class TransitionRejected(Event, frozen=True):
-    model_key: str
-    request_id: str
-    version: int
-    comment: str | None = None
+    model_key: Text
+    request_id: Text
+    version: Int64
+    comment: Text | None = None
 
 
 class TransitionCancelled(Event, frozen=True):
-    model_key: str
-    request_id: str
-    version: int
+    model_key: Text
+    request_id: Text
+    version: Int64

@@ -7,13 +7,23 @@ event per logging request, never one event per point.
 from __future__ import annotations
 
 import msgspec
+import numpy as np
 
 from evtrack.events._base import Event
+from evtrack.events._constraints import (
+    ColumnKey,
+    ConstraintViolation,
+    Int64,
+    Millis,
+    Text,
+    check_clamped,
+    check_text_column,
+)
 
 
 class KeyValue(msgspec.Struct, frozen=True, array_like=True):
-    key: str
-    value: str
+    key: Text
+    value: Text
 
 
 class MetricColumns(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -23,13 +33,24 @@ class MetricColumns(msgspec.Struct, frozen=True, omit_defaults=True):
     The optional columns are present only when at least one point carries the field.
     """
 
-    keys: list[str]
+    keys: list[ColumnKey]
     values: list[float]
-    timestamps: list[int]
-    steps: list[int]
-    model_ids: list[str | None] | None = None
-    dataset_names: list[str | None] | None = None
-    dataset_digests: list[str | None] | None = None
+    timestamps: list[Millis]
+    steps: list[Int64]
+    model_ids: list[Text | None] | None = None
+    dataset_names: list[Text | None] | None = None
+    dataset_digests: list[Text | None] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.keys)
+        lengths = [len(self.values), len(self.timestamps), len(self.steps)]
+        for column in (self.model_ids, self.dataset_names, self.dataset_digests):
+            if column is not None:
+                lengths.append(len(column))
+        if any(length != n for length in lengths):
+            raise ConstraintViolation("metric columns must have equal lengths")
+        check_text_column(self.keys, "metrics.keys")
+        check_clamped(self.values, "metrics.values")
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -45,64 +66,79 @@ class PackedMetrics(msgspec.Struct, frozen=True):
     ``timestamps`` (ms) and ``steps`` are ``int64``.
     """
 
-    names: list[str]
+    names: list[ColumnKey]
     key_index: bytes
     values: bytes
     timestamps: bytes
     steps: bytes
+
+    def __post_init__(self) -> None:
+        n, odd = divmod(len(self.values), 8)
+        sizes = (len(self.key_index), len(self.timestamps), len(self.steps))
+        if odd or sizes != (4 * n, 8 * n, 8 * n):
+            raise ConstraintViolation("packed metric arrays must hold the same number of points")
+        check_text_column(self.names, "packed.names")
+        if not n:
+            return
+        if int(np.frombuffer(self.key_index, dtype="<u4").max()) >= len(self.names):
+            raise ConstraintViolation("packed metric key_index refers past the end of names")
+        if bool(np.isinf(np.frombuffer(self.values, dtype="<f8")).any()):
+            raise ConstraintViolation("packed metric values: infinities must be clamped")
+        if int(np.frombuffer(self.timestamps, dtype="<i8").min()) < 0:
+            raise ConstraintViolation("packed metric timestamps must be non-negative")
 
     def __len__(self) -> int:
         return len(self.values) // 8
 
 
 class ExperimentCreated(Event, frozen=True):
-    experiment_id: int
-    name: str
-    artifact_location: str
+    experiment_id: Int64
+    name: Text
+    artifact_location: Text
     tags: list[KeyValue] = []
 
 
 class ExperimentRenamed(Event, frozen=True):
-    experiment_id: int
-    name: str
+    experiment_id: Int64
+    name: Text
 
 
 class ExperimentDeleted(Event, frozen=True):
-    experiment_id: int
+    experiment_id: Int64
 
 
 class ExperimentRestored(Event, frozen=True):
-    experiment_id: int
+    experiment_id: Int64
 
 
 class ExperimentTagSet(Event, frozen=True):
-    experiment_id: int
-    key: str
-    value: str
+    experiment_id: Int64
+    key: Text
+    value: Text
 
 
 class ExperimentTagDeleted(Event, frozen=True):
-    experiment_id: int
-    key: str
+    experiment_id: Int64
+    key: Text
 
 
 class RunCreated(Event, frozen=True):
-    run_id: str
-    experiment_id: int
-    user_id: str
-    run_name: str
-    start_time: int | None
-    artifact_uri: str
+    run_id: Text
+    experiment_id: Int64
+    user_id: Text
+    run_name: Text
+    start_time: Int64 | None
+    artifact_uri: Text
     tags: list[KeyValue] = []
 
 
 class RunUpdated(Event, frozen=True):
     """Status, end time and/or name changed; absent fields are unchanged."""
 
-    run_id: str
-    status: str | None = None
-    end_time: int | None = None
-    run_name: str | None = None
+    run_id: Text
+    status: Text | None = None
+    end_time: Int64 | None = None
+    run_name: Text | None = None
 
 
 class RunDeleted(Event, frozen=True):
@@ -113,19 +149,19 @@ class RunDeleted(Event, frozen=True):
     run's own lifecycle, as in MLflow, where deleting an experiment marks all its runs.
     """
 
-    run_id: str
-    experiment_generation: int
+    run_id: Text
+    experiment_generation: Int64
 
 
 class RunRestored(Event, frozen=True):
-    run_id: str
-    experiment_generation: int
+    run_id: Text
+    experiment_generation: Int64
 
 
 class RunDataLogged(Event, frozen=True):
     """One logging request against a run: metrics, params and tags, all or some of them."""
 
-    run_id: str
+    run_id: Text
     metrics: MetricColumns | None = None
     params: list[KeyValue] = []
     tags: list[KeyValue] = []
@@ -133,31 +169,31 @@ class RunDataLogged(Event, frozen=True):
 
 
 class RunTagDeleted(Event, frozen=True):
-    run_id: str
-    key: str
+    run_id: Text
+    key: Text
 
 
 class DatasetInput(msgspec.Struct, frozen=True, omit_defaults=True):
-    name: str
-    digest: str
-    source_type: str
-    source: str
-    schema: str | None = None
-    profile: str | None = None
+    name: Text
+    digest: Text
+    source_type: Text
+    source: Text
+    schema: Text | None = None
+    profile: Text | None = None
     tags: list[KeyValue] = []
 
 
 class ModelOutput(msgspec.Struct, frozen=True):
-    model_id: str
-    step: int
+    model_id: Text
+    step: Int64
 
 
 class RunInputsLogged(Event, frozen=True):
-    run_id: str
+    run_id: Text
     datasets: list[DatasetInput] = []
-    model_ids: list[str] = []
+    model_ids: list[Text] = []
 
 
 class RunOutputsLogged(Event, frozen=True):
-    run_id: str
+    run_id: Text
     models: list[ModelOutput] = []

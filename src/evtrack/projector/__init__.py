@@ -1,6 +1,7 @@
 """The projector runtime: applies the log to read models, exactly once, in log order."""
 
 from evtrack.projector import _binary_copy as binary_copy
+from evtrack.projector._doorbell import Doorbell
 from evtrack.projector._projection import Projection, load_schema
 from evtrack.projector._runtime import (
     DOORBELL_CHANNEL,
@@ -14,6 +15,7 @@ from evtrack.projector._runtime import (
 
 __all__ = [
     "DOORBELL_CHANNEL",
+    "Doorbell",
     "Projection",
     "ProjectorRuntime",
     "apply_next_batch",

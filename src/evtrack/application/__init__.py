@@ -1,0 +1,12 @@
+"""The application layer: commands in, events out, and reads that see their writes.
+
+The HTTP layer talks to evtrack through this package only: :class:`CommandExecutor` runs a
+domain command for a :class:`Context`, :class:`Freshness` holds a read back until the read
+models it needs have caught up with the log.
+"""
+
+from evtrack.application._context import Context
+from evtrack.application._executor import CommandExecutor
+from evtrack.application._freshness import Freshness
+
+__all__ = ["CommandExecutor", "Context", "Freshness"]

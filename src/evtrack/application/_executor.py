@@ -1,0 +1,77 @@
+"""``execute(command, context)``: the one way anything is written to the log.
+
+The domain decides which events a command means; the recorder stores them. Between the two,
+the executor owns what every write shares: the metadata (who, which request, which client),
+the idempotency key (the client's, or one derived from a replay-safe command's content), the
+transaction and its retries on a version conflict, turning an event that no read model could
+hold into a 400, and ringing the doorbell for projectors once the transaction has committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import msgspec
+
+from evtrack.application._context import Context
+from evtrack.domain import Command, plan
+from evtrack.errors import conflict, invalid
+from evtrack.eventlog import IdempotencyKey, Recorder, WrongExpectedVersion
+from evtrack.events import ConstraintViolation, Metadata
+
+R = TypeVar("R")
+
+_encoder = msgspec.msgpack.Encoder()
+
+
+class CommandExecutor:
+    def __init__(
+        self,
+        recorder: Recorder,
+        *,
+        on_commit: Callable[[frozenset[str]], None] | None = None,
+        conflict_retries: int = 8,
+    ) -> None:
+        self.recorder = recorder
+        self.on_commit = on_commit
+        self.conflict_retries = conflict_retries
+
+    async def execute(self, command: Command, context: Context) -> Any:
+        """Carry out ``command`` for ``context``'s caller; answer its ``result_type``."""
+        work = plan(command)
+        metadata = Metadata(
+            actor=context.principal, request_id=context.request_id, client=context.client
+        )
+        key = self._key(command, context)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                committed = await self.recorder.transact(
+                    work,
+                    metadata=metadata,
+                    result_type=command.result_type,
+                    idempotency_key=key,
+                )
+            except WrongExpectedVersion as exc:
+                if attempt < self.conflict_retries:
+                    continue
+                raise conflict(f"Concurrent modification, please retry: {exc}") from exc
+            except ConstraintViolation as exc:
+                raise invalid(f"Invalid value: {exc}") from None
+            if self.on_commit is not None and committed.appended_types:
+                self.on_commit(committed.appended_types)
+            return committed.result
+
+    @staticmethod
+    def _key(command: Command, context: Context) -> IdempotencyKey | None:
+        if context.idempotency_key:
+            # Scoped by route, not by caller: a job's spool may be delivered later by
+            # `evtrack sync` under other credentials, and its resends must be recognised.
+            return IdempotencyKey.from_parts(context.scope, context.idempotency_key, derived=False)
+        if command.replay_safe():
+            return IdempotencyKey.from_parts(
+                context.principal, type(command).__name__, _encoder.encode(command), derived=True
+            )
+        return None

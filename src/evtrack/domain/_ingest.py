@@ -1,0 +1,208 @@
+"""Native ingestion: many runs' points, params, tags, starts and ends in one command.
+
+The whole request is checked before anything is written (:func:`plan_ingest`): points with
+numpy (key indexes, non-negative timestamps, infinities clamped), keys once per request,
+params and tags with the same rules as the MLflow routes. Each run's points from every record
+become one :class:`PackedMetrics`, so the event written for a run holds four byte strings
+however many points it carries.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from evtrack.domain._metric_rules import F64, I64, U32, KeyChecker, check_arrays
+from evtrack.domain._validation import (
+    MAX_PARAM_VAL_LENGTH,
+    MAX_TAG_VAL_LENGTH,
+    check_length,
+    parse_experiment_id,
+    validate_entity_name,
+    validate_run_id,
+)
+from evtrack.domain.commands import EndRun, IngestRecord, IngestSummary, PackedPoints, StartRun
+from evtrack.errors import invalid
+from evtrack.events import KeyValue, PackedMetrics
+from evtrack.events._arrays import pack
+
+MAX_POINTS_PER_REQUEST = 1_000_000
+MAX_RUNS_PER_REQUEST = 1000
+RUN_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
+
+
+@dataclass(frozen=True, slots=True)
+class _Points:
+    names: list[str]
+    key_index: U32
+    values: F64
+    timestamps: I64
+    steps: I64
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+def _checked(p: PackedPoints, where: str) -> _Points:
+    if len(p.values) % 8:
+        raise invalid(f"{where}.values must be a whole number of float64 (8 bytes each).")
+    n = len(p.values) // 8
+    if len(p.timestamps) != 8 * n or len(p.steps) != 8 * n or len(p.key_index) != 4 * n:
+        raise invalid(
+            f"{where}: key_index (uint32), values (float64), timestamps and steps (int64) "
+            "must hold the same number of points."
+        )
+    key_index = np.frombuffer(p.key_index, dtype="<u4").astype(np.uint32)
+    if n and int(key_index.max()) >= len(p.names):
+        raise invalid(f"{where}.key_index refers past the end of names.")
+    timestamps = np.frombuffer(p.timestamps, dtype="<i8").astype(np.int64)
+    values = check_arrays(
+        np.frombuffer(p.values, dtype="<f8").astype(np.float64), timestamps, where
+    )
+    steps = np.frombuffer(p.steps, dtype="<i8").astype(np.int64)
+    return _Points(list(p.names), key_index, values, timestamps, steps)
+
+
+@dataclass
+class _RunPoints:
+    """Every point of one run in one request, from however many records."""
+
+    names: list[str] = field(default_factory=list)
+    _position: dict[str, int] = field(default_factory=dict)
+    _parts: list[_Points] = field(default_factory=list)
+
+    def add(self, points: _Points) -> None:
+        if not len(points):
+            return
+        remap = np.fromiter(
+            (self._position.setdefault(name, len(self._position)) for name in points.names),
+            dtype=np.uint32,
+            count=len(points.names),
+        )
+        self.names = list(self._position)
+        self._parts.append(
+            _Points(
+                self.names, remap[points.key_index], points.values, points.timestamps, points.steps
+            )
+        )
+
+    @property
+    def count(self) -> int:
+        return sum(len(p) for p in self._parts)
+
+    def packed(self) -> PackedMetrics | None:
+        """One packed column set; names no point uses are dropped."""
+        if not self._parts:
+            return None
+        key_index = np.concatenate([p.key_index for p in self._parts])
+        names = self.names
+        in_use = np.bincount(key_index, minlength=len(names)) > 0
+        if not in_use.all():
+            new_position = (np.cumsum(in_use) - 1).astype(np.uint32)
+            key_index = new_position[key_index]
+            names = [name for name, used in zip(names, in_use.tolist(), strict=True) if used]
+        return pack(
+            names,
+            key_index,
+            np.concatenate([p.values for p in self._parts]),
+            np.concatenate([p.timestamps for p in self._parts]),
+            np.concatenate([p.steps for p in self._parts]),
+        )
+
+
+@dataclass(frozen=True)
+class RunBatch:
+    """One run's checked data in an ingest request."""
+
+    params: list[KeyValue]
+    tags: list[KeyValue]
+    packed_metrics: PackedMetrics | None
+
+
+@dataclass
+class IngestPlan:
+    """What one request will do: runs to create, data to log, runs to end; all checked."""
+
+    starts: dict[str, tuple[int | None, StartRun]]
+    data: dict[str, RunBatch]
+    ends: dict[str, EndRun]
+    summary: IngestSummary
+
+
+def plan_ingest(records: Sequence[IngestRecord]) -> IngestPlan:
+    data, summary = _checked_data(records)
+    starts: dict[str, tuple[int | None, StartRun]] = {}
+    ends: dict[str, EndRun] = {}
+    for index, record in enumerate(records):
+        if record.start is not None:
+            start = record.start
+            if not (start.experiment_id or start.experiment_name):
+                raise invalid(f"records[{index}].start needs an experiment_id or experiment_name.")
+            experiment_id = (
+                parse_experiment_id(start.experiment_id)
+                if start.experiment_id is not None
+                else None
+            )
+            starts.setdefault(record.run_id, (experiment_id, start))
+        if record.end is not None:
+            if record.end.status not in RUN_STATUSES:
+                raise invalid(f"records[{index}].end.status must be one of {list(RUN_STATUSES)}.")
+            ends[record.run_id] = record.end
+    runs = len(set(data) | set(starts) | set(ends))
+    summary = IngestSummary(runs, summary.points, summary.params, summary.tags)
+    return IngestPlan(starts, data, ends, summary)
+
+
+def _checked_data(records: Sequence[IngestRecord]) -> tuple[dict[str, RunBatch], IngestSummary]:
+    """Group records by run and check every value, before anything is written."""
+    keys = KeyChecker()
+    points_by_run: dict[str, _RunPoints] = defaultdict(_RunPoints)
+    params: dict[str, dict[str, str]] = defaultdict(dict)
+    tags: dict[str, dict[str, str]] = defaultdict(dict)
+    points = n_params = n_tags = 0
+    for index, record in enumerate(records):
+        where = f"records[{index}]"
+        validate_run_id(record.run_id, f"{where}.run_id")
+        for part in record.points:
+            checked = _checked(part, f"{where}.{part.field}")
+            keys_field = "keys" if part.field == "metrics" else "names"
+            keys.check(checked.names, f"{where}.{part.field}.{keys_field}")
+            points_by_run[record.run_id].add(checked)
+            points += len(checked)
+            if points > MAX_POINTS_PER_REQUEST:
+                raise invalid(
+                    f"An ingest request can carry at most {MAX_POINTS_PER_REQUEST} metric "
+                    f"points; got more."
+                )
+        for p in record.params:
+            validate_entity_name(p.key, f"{where}.params.key", kind="param")
+            value = check_length("Param value", MAX_PARAM_VAL_LENGTH, p.value, truncate=True)
+            if params[record.run_id].setdefault(p.key, value) != value:
+                raise invalid(
+                    f"Duplicate parameter key {p.key!r} with different values "
+                    f"for run {record.run_id}."
+                )
+            n_params += 1
+        for t in record.tags:
+            validate_entity_name(t.key, f"{where}.tags.key", kind="tag")
+            tags[record.run_id][t.key] = check_length(
+                "Tag value", MAX_TAG_VAL_LENGTH, t.value, truncate=True
+            )
+            n_tags += 1
+    runs = {r for r, p in points_by_run.items() if p.count} | set(params) | set(tags)
+    if len(runs) > MAX_RUNS_PER_REQUEST:
+        raise invalid(
+            f"An ingest request can address at most {MAX_RUNS_PER_REQUEST} runs; got {len(runs)}."
+        )
+    grouped = {
+        run_id: RunBatch(
+            [KeyValue(k, v) for k, v in params.get(run_id, {}).items()],
+            [KeyValue(k, v) for k, v in tags.get(run_id, {}).items()],
+            points_by_run[run_id].packed() if run_id in points_by_run else None,
+        )
+        for run_id in sorted(runs)
+    }
+    return grouped, IngestSummary(len(runs), points, n_params, n_tags)

@@ -1,0 +1,292 @@
+"""From a command to the work that decides its events.
+
+:func:`plan` checks everything a command can be judged on by itself (names, lengths, ranges,
+limits: the rules that need no state) and returns the unit of work that decides against the
+current state of the streams it touches. The application runs that work in a transaction,
+perhaps more than once on a version conflict; the checks before it run once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from evtrack.domain import tracking
+from evtrack.domain._ingest import IngestPlan, plan_ingest
+from evtrack.domain._metric_rules import check_columns
+from evtrack.domain._validation import (
+    MAX_DATASET_DIGEST_SIZE,
+    MAX_DATASET_NAME_SIZE,
+    check_length,
+    validate_batch_limits,
+    validate_param,
+    validate_run_tag,
+)
+from evtrack.domain.commands import (
+    Command,
+    CreateExperiment,
+    CreateRun,
+    DeleteExperiment,
+    DeleteExperimentTag,
+    DeleteRun,
+    DeleteRunTag,
+    EnsureDefaultExperiment,
+    Ingest,
+    IngestSummary,
+    LogInputs,
+    LogOutputs,
+    LogRunData,
+    RenameExperiment,
+    RestoreExperiment,
+    RestoreRun,
+    SetExperimentTag,
+    UpdateRun,
+)
+from evtrack.eventlog import UnitOfWork
+from evtrack.events import KeyValue, MetricColumns
+
+C = TypeVar("C", bound=Command)
+Work = Callable[[UnitOfWork], Awaitable[Any]]
+Planner = Callable[[Any], Work]
+
+ARTIFACT_ROOT = "mlflow-artifacts:"
+"""Where new experiments keep their artifacts: behind the server's artifact proxy, so clients
+need no storage credentials and the operator may move the store."""
+
+_PLANNERS: dict[type[Command], Planner] = {}
+
+
+def _planner(cls: type[C]) -> Callable[[Callable[[C], Work]], Callable[[C], Work]]:
+    def register(fn: Callable[[C], Work]) -> Callable[[C], Work]:
+        _PLANNERS[cls] = fn
+        return fn
+
+    return register
+
+
+def plan(command: Command) -> Work:
+    """The work that carries out ``command``; raises ``EvtrackError`` for bad input."""
+    planner = _PLANNERS.get(type(command))
+    if planner is None:
+        raise TypeError(f"no planner for {type(command).__name__}")
+    return planner(command)
+
+
+# --- experiments ---------------------------------------------------------------------------
+
+
+@_planner(CreateExperiment)
+def _create_experiment(c: CreateExperiment) -> Work:
+    tags = [(t.key, t.value) for t in c.tags]
+
+    async def work(uow: UnitOfWork) -> int:
+        return await tracking.create_experiment(
+            uow, c.name, c.artifact_location, tags, artifact_root=ARTIFACT_ROOT
+        )
+
+    return work
+
+
+@_planner(RenameExperiment)
+def _rename_experiment(c: RenameExperiment) -> Work:
+    async def work(uow: UnitOfWork) -> None:
+        await tracking.rename_experiment(uow, c.experiment_id, c.new_name)
+
+    return work
+
+
+@_planner(DeleteExperiment)
+def _delete_experiment(c: DeleteExperiment) -> Work:
+    async def work(uow: UnitOfWork) -> None:
+        await tracking.set_experiment_lifecycle(uow, c.experiment_id, delete=True)
+
+    return work
+
+
+@_planner(RestoreExperiment)
+def _restore_experiment(c: RestoreExperiment) -> Work:
+    async def work(uow: UnitOfWork) -> None:
+        await tracking.set_experiment_lifecycle(uow, c.experiment_id, delete=False)
+
+    return work
+
+
+@_planner(SetExperimentTag)
+def _set_experiment_tag(c: SetExperimentTag) -> Work:
+    async def work(uow: UnitOfWork) -> None:
+        await tracking.set_experiment_tag(uow, c.experiment_id, c.key, c.value)
+
+    return work
+
+
+@_planner(DeleteExperimentTag)
+def _delete_experiment_tag(c: DeleteExperimentTag) -> Work:
+    async def work(uow: UnitOfWork) -> None:
+        await tracking.delete_experiment_tag(uow, c.experiment_id, c.key)
+
+    return work
+
+
+# --- runs ----------------------------------------------------------------------------------
+
+
+@_planner(CreateRun)
+def _create_run(c: CreateRun) -> Work:
+    tags = c.tags  # checked by create_run, against the experiment it names
+
+    async def work(uow: UnitOfWork) -> str:
+        return await tracking.create_run(
+            uow,
+            c.experiment_id,
+            c.user_id,
+            c.run_name,
+            c.start_time,
+            [(t.key, t.value) for t in tags],
+        )
+
+    return work
+
+
+@_planner(UpdateRun)
+def _update_run(c: UpdateRun) -> Work:
+    async def work(uow: UnitOfWork) -> None:
+        await tracking.update_run(uow, c.run_id, c.status, c.end_time, c.run_name)
+
+    return work
+
+
+@_planner(DeleteRun)
+def _delete_run(c: DeleteRun) -> Work:
+    async def work(uow: UnitOfWork) -> None:
+        await tracking.set_run_lifecycle(uow, c.run_id, delete=True)
+
+    return work
+
+
+@_planner(RestoreRun)
+def _restore_run(c: RestoreRun) -> Work:
+    async def work(uow: UnitOfWork) -> None:
+        await tracking.set_run_lifecycle(uow, c.run_id, delete=False)
+
+    return work
+
+
+def _metric_columns(c: LogRunData) -> MetricColumns | None:
+    m = c.metrics
+    if m is None or not m.keys:
+        return None
+    return check_columns(
+        m.keys,
+        m.values,
+        m.timestamps,
+        m.steps,
+        point_path=(lambda i: "") if c.single else (lambda i: f"metrics[{i}]"),
+        model_ids=m.model_ids,
+        dataset_names=m.dataset_names,
+        dataset_digests=m.dataset_digests,
+    )
+
+
+@_planner(LogRunData)
+def _log_run_data(c: LogRunData) -> Work:
+    if not c.single:
+        validate_batch_limits(len(c.metrics.keys) if c.metrics else 0, len(c.params), len(c.tags))
+
+    def path(kind: str, i: int) -> str:
+        return "" if c.single else f"{kind}[{i}]"
+
+    data = tracking.RunData(
+        _metric_columns(c),
+        [
+            KeyValue(*validate_param(p.key, p.value, path("params", i)))
+            for i, p in enumerate(c.params)
+        ],
+        [
+            KeyValue(*validate_run_tag(t.key, t.value, path("tags", i)))
+            for i, t in enumerate(c.tags)
+        ],
+    )
+
+    async def work(uow: UnitOfWork) -> None:
+        await tracking.log_run_data(uow, c.run_id, data)
+
+    return work
+
+
+@_planner(DeleteRunTag)
+def _delete_run_tag(c: DeleteRunTag) -> Work:
+    async def work(uow: UnitOfWork) -> None:
+        await tracking.delete_run_tag(uow, c.run_id, c.key)
+
+    return work
+
+
+@_planner(LogInputs)
+def _log_inputs(c: LogInputs) -> Work:
+    for dataset in c.datasets:
+        check_length("dataset name", MAX_DATASET_NAME_SIZE, dataset.name)
+        check_length("dataset digest", MAX_DATASET_DIGEST_SIZE, dataset.digest)
+
+    async def work(uow: UnitOfWork) -> None:
+        await tracking.log_inputs(uow, c.run_id, c.datasets, c.model_ids)
+
+    return work
+
+
+@_planner(LogOutputs)
+def _log_outputs(c: LogOutputs) -> Work:
+    async def work(uow: UnitOfWork) -> None:
+        await tracking.log_outputs(uow, c.run_id, c.models)
+
+    return work
+
+
+@_planner(EnsureDefaultExperiment)
+def _ensure_default_experiment(c: EnsureDefaultExperiment) -> Work:
+    async def work(uow: UnitOfWork) -> bool:
+        return await tracking.ensure_default_experiment(uow, artifact_root=ARTIFACT_ROOT)
+
+    return work
+
+
+# --- ingestion -----------------------------------------------------------------------------
+
+
+@_planner(Ingest)
+def _ingest(c: Ingest) -> Work:
+    checked = plan_ingest(c.records)
+
+    async def work(uow: UnitOfWork) -> IngestSummary:
+        await _apply_ingest(uow, checked)
+        return checked.summary
+
+    return work
+
+
+async def _apply_ingest(uow: UnitOfWork, checked: IngestPlan) -> None:
+    for run_id, (experiment_id, start) in sorted(checked.starts.items()):
+        if await tracking.run_exists(uow, run_id):
+            continue
+        if experiment_id is None:
+            assert start.experiment_name is not None
+            experiment_id = await tracking.experiment_id_for_name(
+                uow, start.experiment_name, artifact_root=ARTIFACT_ROOT
+            )
+        await tracking.create_run(
+            uow,
+            experiment_id,
+            start.user_id or "",
+            start.run_name,
+            start.start_time,
+            [(t.key, t.value) for t in start.tags],
+            run_id=run_id,
+        )
+        # The run's later records in this request decide on the version just written.
+        await uow.flush()
+    for run_id, batch in checked.data.items():
+        data = tracking.RunData(None, batch.params, batch.tags, batch.packed_metrics)
+        await tracking.log_run_data(uow, run_id, data)
+        if run_id in checked.ends:
+            await uow.flush()
+    for run_id, end in sorted(checked.ends.items()):
+        await tracking.update_run(uow, run_id, end.status, end.end_time, None)
