@@ -257,7 +257,7 @@ def _server(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from evtrack._logging import configure_logging
-    from evtrack.api import create_app
+    from evtrack.server import create_app
 
     configure_logging(args.log_level)
     settings = Settings(

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from evtrack.api import all_routes
-from evtrack.api._app import mount
+from evtrack.api import all_routes, mount
 from evtrack.permissions import Permission
 
 RESOURCE_FREE = {

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from evtrack.api._app import create_pool
 from evtrack.eventlog import EventStore, upgrade
+from evtrack.server import create_pool
 
 
 @pytest.fixture

@@ -1,5 +1,19 @@
-"""The HTTP layer: MLflow REST routes translated to domain commands and read-model queries."""
+"""The HTTP layer: requests decoded into domain commands and read-model queries, answered as
+MLflow does. The composition root (:mod:`evtrack.server`) attaches the services."""
 
-from evtrack.api._app import all_routes, create_app
+from evtrack.api._app import all_routes, build_app, mount
+from evtrack.api._state import SERVICES, Services
+from evtrack.api.artifacts import ARTIFACT_STORE
+from evtrack.api.ingest import INGEST_GATE, IngestGate, IngestLimits
 
-__all__ = ["all_routes", "create_app"]
+__all__ = [
+    "ARTIFACT_STORE",
+    "INGEST_GATE",
+    "SERVICES",
+    "IngestGate",
+    "IngestLimits",
+    "Services",
+    "all_routes",
+    "build_app",
+    "mount",
+]

@@ -4,37 +4,27 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
-import asyncpg
-import msgspec
 import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
 from evtrack.api._common import json_response
 from evtrack.api._routing import Handler, Route
-from evtrack.api._state import SERVICES, Doorbell, Freshness, Services
-from evtrack.api.artifacts import ARTIFACT_STORE, artifact_routes
+from evtrack.api._state import SERVICES
+from evtrack.api.artifacts import artifact_routes
 from evtrack.api.audit import audit_routes
 from evtrack.api.experiments import experiment_routes
 from evtrack.api.graphql import graphql_routes
-from evtrack.api.ingest import INGEST_GATE, IngestGate, IngestLimits, ingest_routes
+from evtrack.api.ingest import ingest_routes
 from evtrack.api.logged_models import logged_model_routes
 from evtrack.api.metrics import metric_routes
 from evtrack.api.registry import registry_routes
 from evtrack.api.run_artifacts import run_artifact_routes
 from evtrack.api.runs import run_routes
 from evtrack.api.service import service_routes
-from evtrack.artifacts import artifact_store_for, close_artifact_store, start_artifact_store
-from evtrack.config import Settings
-from evtrack.domain import tracking
-from evtrack.domain.registry import PromotionPolicy
 from evtrack.errors import ErrorCode, EvtrackError
-from evtrack.eventlog import EventStore, upgrade
-from evtrack.events import Metadata
-from evtrack.projections.registry import all_projections
-from evtrack.projector import ProjectorRuntime
 
 log = structlog.get_logger("evtrack.api")
 
@@ -150,83 +140,12 @@ def mount(app: web.Application, routes: Sequence[Route]) -> None:
             app.router.add_route(route.method, prefix + route.path, handler)
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec(
-        "jsonb",
-        encoder=lambda v: v if isinstance(v, str) else msgspec.json.encode(v).decode(),
-        decoder=msgspec.json.decode,
-        schema="pg_catalog",
-    )
-
-
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    """Nothing to reset when a connection returns to the pool.
-
-    asyncpg's default reset sends a query (UNLISTEN, RESET ALL, advisory unlock, ...) on every
-    release: a round trip per request. Request handlers never change session state on pooled
-    connections (settings are SET LOCAL, inside transactions), and asyncpg itself still rolls
-    back a transaction left open.
-    """
-
-
-async def create_pool(dsn: str, size: int) -> asyncpg.Pool:
-    pool: asyncpg.Pool = await asyncpg.create_pool(
-        dsn, min_size=2, max_size=size, init=_init_connection, reset=_keep_session
-    )
-    return pool
-
-
-def create_app(settings: Settings, dsn: str) -> web.Application:
-    """Build the app; the database must be reachable at ``dsn`` when it starts."""
+def build_app() -> web.Application:
+    """The HTTP application with every route mounted; services are attached by the
+    composition root (:mod:`evtrack.server`) when it starts."""
     app = web.Application(middlewares=[request_context], client_max_size=64 * 1024 * 1024)
     mount(app, all_routes())
-    app[INGEST_GATE] = IngestGate(
-        IngestLimits(
-            max_in_flight=settings.ingest_max_in_flight,
-            queue_wait_s=settings.ingest_queue_wait_s,
-            max_projection_lag_events=settings.ingest_max_lag_events,
-        )
-    )
-
-    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        pool = await create_pool(dsn, settings.pool_size)
-        async with pool.acquire() as conn:
-            await upgrade(conn)
-        runtime = ProjectorRuntime(dsn, all_projections()) if settings.run_projectors else None
-        store = EventStore(pool, derived_key_ttl_s=settings.derived_key_ttl_s)
-        doorbell = Doorbell(pool, runtime)
-        store.on_commit = doorbell.ring
-        await store.execute(
-            lambda uow: tracking.ensure_default_experiment(uow, artifact_root="mlflow-artifacts:"),
-            metadata=Metadata(actor="evtrack", client="evtrack-server"),
-            result_type=bool,
-        )
-        if runtime is not None:
-            await runtime.start()
-        app[SERVICES] = Services(
-            settings=settings,
-            pool=pool,
-            store=store,
-            runtime=runtime,
-            freshness=Freshness(store, runtime, settings.read_wait_timeout_s),
-            doorbell=doorbell,
-            policy=PromotionPolicy(
-                approval_required=frozenset(settings.approval_required_stages),
-                distinct_approver=settings.distinct_approver,
-            ),
-        )
-        artifact_store = artifact_store_for(settings.resolved_artifacts_uri)
-        await start_artifact_store(artifact_store)
-        app[ARTIFACT_STORE] = artifact_store
-        log.info("server.started", artifacts_uri=settings.resolved_artifacts_uri)
-        yield
-        await close_artifact_store(artifact_store)
-        if runtime is not None:
-            await runtime.stop()
-        await pool.close()
-
-    app.cleanup_ctx.append(lifecycle)
     return app
 
 
-__all__ = ["all_routes", "create_app", "create_pool", "mount"]
+__all__ = ["all_routes", "build_app", "mount"]

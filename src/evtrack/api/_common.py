@@ -11,6 +11,8 @@ import msgspec
 from aiohttp import web
 
 from evtrack.api._state import SERVICES, Services
+from evtrack.application import Context
+from evtrack.domain import Command
 from evtrack.errors import conflict
 from evtrack.eventlog import IdempotencyKey, UnitOfWork, WrongExpectedVersion
 from evtrack.events import Metadata
@@ -63,6 +65,24 @@ def metadata(request: web.Request, declared_user: str | None = None) -> Metadata
         request_id=request.get("request_id"),
         client=request.headers.get("User-Agent"),
     )
+
+
+def context(request: web.Request, declared_user: str | None = None) -> Context:
+    """The caller of a command, as this request presents it."""
+    return Context(
+        principal=actor(request, declared_user),
+        request_id=request.get("request_id"),
+        client=request.headers.get("User-Agent"),
+        idempotency_key=request.headers.get("Idempotency-Key") or None,
+        scope=request.path,
+    )
+
+
+async def execute(
+    request: web.Request, command: Command, *, declared_user: str | None = None
+) -> Any:
+    """Execute ``command`` for this request's caller; its answer, as ``result_type``."""
+    return await services(request).commands.execute(command, context(request, declared_user))
 
 
 def idempotency_key(request: web.Request, raw: bytes, *, derive: bool) -> IdempotencyKey | None:

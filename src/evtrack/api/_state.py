@@ -1,118 +1,27 @@
-"""What the request handlers share: the database pool, the event store, the read side."""
+"""What the request handlers share: the application's services and the read side's pool."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
-import time
-import uuid
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncpg
 from aiohttp import web
 
+from evtrack.application import CommandExecutor, EventFeed, Freshness
 from evtrack.config import Settings
 from evtrack.domain.registry import PromotionPolicy
-from evtrack.eventlog import EventStore, LogPosition
-from evtrack.projector import DOORBELL_CHANNEL, ProjectorRuntime, read_checkpoints
-
-
-class Doorbell:
-    """Wakes projectors after a commit: directly in this process, by NOTIFY in others.
-
-    Only projectors that handle one of the committed event types are woken. The NOTIFY is
-    sent on its own, after the ingest transaction committed (never inside it, where it would
-    take Postgres's global notify lock at commit), at most once per interval, naming every
-    event type committed since the last one.
-    """
-
-    def __init__(
-        self, pool: asyncpg.Pool, runtime: ProjectorRuntime | None, interval_s: float = 0.02
-    ) -> None:
-        self._pool = pool
-        self._runtime = runtime
-        self._interval_s = interval_s
-        self._pending: set[str] = set()
-        self._task: asyncio.Task[None] | None = None
-        self._token = runtime.token if runtime is not None else uuid.uuid4().hex
-
-    def ring(self, event_types: frozenset[str]) -> None:
-        if self._runtime is not None:
-            self._runtime.ring(event_types)
-        if not self._pending:
-            self._task = asyncio.get_running_loop().create_task(self._notify())
-        self._pending.update(event_types)
-
-    async def _notify(self) -> None:
-        await asyncio.sleep(self._interval_s)
-        payload = json.dumps({"from": self._token, "types": sorted(self._pending)})
-        self._pending = set()
-        with contextlib.suppress(Exception):
-            await self._pool.execute("SELECT pg_notify($1, $2)", DOORBELL_CHANNEL, payload)
-
-
-class Freshness:
-    """Read-your-writes: wait until read models include everything committed before a read."""
-
-    def __init__(
-        self, store: EventStore, runtime: ProjectorRuntime | None, timeout_s: float
-    ) -> None:
-        self._store = store
-        self._runtime = runtime
-        self._timeout_s = timeout_s
-
-    async def wait(self, names: Sequence[str]) -> bool:
-        """Return True when ``names`` have caught up, False if the bounded wait ran out."""
-        target = await self._store.last_visible_position()
-        if target == LogPosition(0, 0):
-            return True
-        deadline = time.monotonic() + self._timeout_s
-        asked_remote = False
-        while True:
-            positions = await self._positions(names)
-            if all(positions.get(n, LogPosition(0, 0)) >= target for n in names):
-                return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            if not asked_remote and not self._all_local(names):
-                # Projectors in other processes wake for the event types they handle; ask
-                # the ones this read needs to catch up now rather than at their next poll.
-                asked_remote = True
-                payload = json.dumps({"from": "freshness", "projections": list(names)})
-                with contextlib.suppress(Exception):
-                    await self._store.pool.execute(
-                        "SELECT pg_notify($1, $2)", DOORBELL_CHANNEL, payload
-                    )
-            if self._runtime is not None:
-                self._runtime.ring_projections(names)
-                if all(self._runtime.owns(n) for n in names):
-                    await self._runtime.wait_for_progress(min(remaining, 0.05))
-                    continue
-            await asyncio.sleep(min(remaining, 0.01))
-
-    def _all_local(self, names: Sequence[str]) -> bool:
-        runtime = self._runtime
-        return runtime is not None and all(runtime.owns(n) for n in names)
-
-    async def _positions(self, names: Sequence[str]) -> dict[str, LogPosition]:
-        runtime = self._runtime
-        if runtime is not None and all(runtime.owns(n) for n in names):
-            return {n: p for n in names if (p := runtime.position(n)) is not None}
-        return await read_checkpoints(self._store.pool, names)
 
 
 @dataclass
 class Services:
     settings: Settings
-    pool: asyncpg.Pool
-    store: EventStore
-    runtime: ProjectorRuntime | None
+    pool: asyncpg.Pool  # read models, for queries
+    commands: CommandExecutor
     freshness: Freshness
-    doorbell: Doorbell
+    feed: EventFeed
     policy: PromotionPolicy
+    ingest_lag: Callable[[], int]  # events the slowest local read model is behind; 0 if none
 
 
 SERVICES = web.AppKey("services", Services)

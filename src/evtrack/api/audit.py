@@ -8,9 +8,6 @@ rule as the projectors, so a late-committing transaction is delivered in its pla
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 import msgspec
 from aiohttp import web
 
@@ -18,10 +15,10 @@ from evtrack.api._common import json_response, services
 from evtrack.api._requests import read_args
 from evtrack.api._routing import Route
 from evtrack.api._state import SERVICES
+from evtrack.application import LOG_START, LogPosition
 from evtrack.domain import experiment_stream, run_stream
 from evtrack.domain._validation import parse_experiment_id
 from evtrack.errors import invalid
-from evtrack.eventlog import LogPosition, read_after
 from evtrack.permissions import Permission
 from evtrack.queries import audit
 
@@ -84,9 +81,9 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
     if resume:
         cursor = _parse_cursor(resume)
     elif request.query.get("from") == "start":
-        cursor = LogPosition(0, 0)
+        cursor = LOG_START
     else:
-        cursor = await svc.store.last_visible_position()
+        cursor = await svc.feed.head()
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -97,33 +94,28 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     await response.write(b": evtrack event stream\n\n")
     idle = 0.0
-    async with svc.pool.acquire() as conn:
-        while True:
-            records = await read_after(conn, cursor, 500, None)
-            for record in records:
-                cursor = record.position
-                if types and record.event_type not in types:
-                    continue
-                if stream and record.stream_id != stream:
-                    continue
-                if prefix and not record.stream_id.startswith(prefix):
-                    continue
-                entry = audit.describe(record)
-                data = msgspec.json.encode(entry).decode()
-                message = f"id: {entry['position']}\nevent: {record.event_type}\ndata: {data}\n\n"
-                await response.write(message.encode())
-            if records:
-                idle = 0.0
+    while True:
+        records = await svc.feed.read_after(cursor, 500)
+        for record in records:
+            cursor = record.position
+            if types and record.event_type not in types:
                 continue
-            if idle >= HEARTBEAT_S:
-                await response.write(b": keep-alive\n\n")
-                idle = 0.0
-            if svc.runtime is not None:
-                with contextlib.suppress(TimeoutError):
-                    await svc.runtime.wait_for_progress(POLL_S)
-            else:
-                await asyncio.sleep(POLL_S)
-            idle += POLL_S
+            if stream and record.stream_id != stream:
+                continue
+            if prefix and not record.stream_id.startswith(prefix):
+                continue
+            entry = audit.describe(record)
+            data = msgspec.json.encode(entry).decode()
+            message = f"id: {entry['position']}\nevent: {record.event_type}\ndata: {data}\n\n"
+            await response.write(message.encode())
+        if records:
+            idle = 0.0
+            continue
+        if idle >= HEARTBEAT_S:
+            await response.write(b": keep-alive\n\n")
+            idle = 0.0
+        await svc.feed.wait(POLL_S)
+        idle += POLL_S
 
 
 def audit_routes() -> list[Route]:

@@ -7,6 +7,16 @@ models it needs have caught up with the log.
 
 from evtrack.application._context import Context
 from evtrack.application._executor import CommandExecutor
+from evtrack.application._feed import EventFeed
 from evtrack.application._freshness import Freshness
+from evtrack.eventlog import LOG_START, LogPosition, RecordedEvent
 
-__all__ = ["CommandExecutor", "Context", "Freshness"]
+__all__ = [
+    "LOG_START",
+    "CommandExecutor",
+    "Context",
+    "EventFeed",
+    "Freshness",
+    "LogPosition",
+    "RecordedEvent",
+]

@@ -21,15 +21,15 @@ Recorder = EventStore  # the recorder seam; an in-memory recorder implements the
 
 __all__ = [
     "ANY_VERSION",
-    "Committed",
-    "Recorder",
     "LOG_START",
+    "Committed",
     "Conn",
     "EventStore",
     "IdempotencyKey",
     "LogPage",
     "LogPosition",
     "RecordedEvent",
+    "Recorder",
     "StreamHead",
     "UnitOfWork",
     "WrongExpectedVersion",
