@@ -13,9 +13,6 @@ from aiohttp import web
 from evtrack.api._state import SERVICES, Services
 from evtrack.application import Context
 from evtrack.domain import Command
-from evtrack.errors import conflict
-from evtrack.eventlog import IdempotencyKey, UnitOfWork, WrongExpectedVersion
-from evtrack.events import Metadata
 from evtrack.search import SqlQuery, next_page_token
 
 R = TypeVar("R")
@@ -59,14 +56,6 @@ def actor(request: web.Request, declared: str | None = None) -> str:
     return request.headers.get("X-Evtrack-User") or declared or "anonymous"
 
 
-def metadata(request: web.Request, declared_user: str | None = None) -> Metadata:
-    return Metadata(
-        actor=actor(request, declared_user),
-        request_id=request.get("request_id"),
-        client=request.headers.get("User-Agent"),
-    )
-
-
 def context(request: web.Request, declared_user: str | None = None) -> Context:
     """The caller of a command, as this request presents it."""
     return Context(
@@ -83,40 +72,6 @@ async def execute(
 ) -> Any:
     """Execute ``command`` for this request's caller; its answer, as ``result_type``."""
     return await services(request).commands.execute(command, context(request, declared_user))
-
-
-def idempotency_key(request: web.Request, raw: bytes, *, derive: bool) -> IdempotencyKey | None:
-    """The client's ``Idempotency-Key``, else (for retry-safe routes) one derived from the body."""
-    given = request.headers.get("Idempotency-Key")
-    if given:
-        # Scoped by route, not by user: a job's spool may be delivered later by `evtrack sync`
-        # under other credentials, and its resends must still be recognised.
-        return IdempotencyKey.from_parts(request.path, given, derived=False)
-    who = actor(request)
-    if derive:
-        return IdempotencyKey.from_parts(who, request.path, request.query_string, raw, derived=True)
-    return None
-
-
-async def run_command(
-    request: web.Request,
-    command: Callable[[UnitOfWork], Awaitable[R]],
-    *,
-    result_type: type[R],
-    raw: bytes = b"",
-    derive_key: bool = True,
-    declared_user: str | None = None,
-) -> R:
-    svc = services(request)
-    try:
-        return await svc.store.execute(
-            command,
-            metadata=metadata(request, declared_user),
-            result_type=result_type,
-            idempotency_key=idempotency_key(request, raw, derive=derive_key),
-        )
-    except WrongExpectedVersion as exc:
-        raise conflict(f"Concurrent modification, please retry: {exc}") from exc
 
 
 async def wait_fresh(request: web.Request, *names: str) -> None:
@@ -164,3 +119,14 @@ def prerendered_page(query: SqlQuery, items: Sequence[str], list_key: str) -> we
             ("next_page_token", _encoder.encode(token).decode() if token else None),
         ]
     )
+
+
+async def run_command(request, command, *, result_type, raw=b"", derive_key=True, declared_user=None):  # type: ignore[no-untyped-def]  # TEMP-SHIM
+    from evtrack.eventlog import IdempotencyKey  # TEMP-SHIM
+    from evtrack.events import Metadata  # TEMP-SHIM
+    ctx = context(request, declared_user)  # TEMP-SHIM
+    key = IdempotencyKey.from_parts(request.path, ctx.idempotency_key, derived=False) if ctx.idempotency_key else (IdempotencyKey.from_parts(ctx.principal, request.path, request.query_string, raw, derived=True) if derive_key else None)  # TEMP-SHIM
+    ex = services(request).commands  # TEMP-SHIM
+    c = await ex.recorder.transact(command, metadata=Metadata(actor=ctx.principal, request_id=ctx.request_id, client=ctx.client), result_type=result_type, idempotency_key=key)  # TEMP-SHIM
+    if ex.on_commit and c.appended_types: ex.on_commit(c.appended_types)  # TEMP-SHIM
+    return c.result  # TEMP-SHIM

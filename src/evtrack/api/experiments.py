@@ -4,18 +4,23 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from evtrack.api._common import empty, json_response, run_command, search_response, services
+from evtrack.api._common import empty, execute, json_response, search_response, services
 from evtrack.api._requests import Args, read_args
 from evtrack.api._routing import Handler, Route
-from evtrack.domain import tracking
-from evtrack.domain._validation import parse_experiment_id
+from evtrack.domain import parse_experiment_id
+from evtrack.domain.commands import (
+    CreateExperiment,
+    DeleteExperiment,
+    DeleteExperimentTag,
+    RenameExperiment,
+    RestoreExperiment,
+    SetExperimentTag,
+)
 from evtrack.errors import invalid, not_found
-from evtrack.eventlog import UnitOfWork
+from evtrack.events import KeyValue
 from evtrack.permissions import Permission
 from evtrack.queries import experiments as queries
 from evtrack.search import compile_experiment_search
-
-ARTIFACT_SCHEME_ROOT = "mlflow-artifacts:"
 
 
 def _tags(args: Args) -> list[tuple[str, str]]:
@@ -36,14 +41,10 @@ async def create(request: web.Request) -> web.Response:
     name = args.required_string("name")
     location = args.string("artifact_location", allow_empty=False)
     tags = _tags(args)
-    root = ARTIFACT_SCHEME_ROOT
-
-    async def command(uow: UnitOfWork) -> int:
-        return await tracking.create_experiment(uow, name, location, tags, artifact_root=root)
-
-    experiment_id = await run_command(
-        request, command, result_type=int, raw=args.raw, derive_key=False
+    command = CreateExperiment(
+        name=name, artifact_location=location, tags=[KeyValue(k, v) for k, v in tags]
     )
+    experiment_id = await execute(request, command)
     return json_response({"experiment_id": str(experiment_id)})
 
 
@@ -90,11 +91,7 @@ async def set_tag(request: web.Request) -> web.Response:
             "Missing value for required parameter 'value'. "
             "See the API docs for more information about request parameters."
         )
-
-    async def command(uow: UnitOfWork) -> None:
-        await tracking.set_experiment_tag(uow, experiment_id, key, value)
-
-    await run_command(request, command, result_type=type(None), raw=args.raw)
+    await execute(request, SetExperimentTag(experiment_id=experiment_id, key=key, value=value))
     return empty()
 
 
@@ -102,11 +99,7 @@ async def delete_tag(request: web.Request) -> web.Response:
     args = await read_args(request)
     experiment_id = parse_experiment_id(args.required_string("experiment_id"))
     key = args.required_string("key")
-
-    async def command(uow: UnitOfWork) -> None:
-        await tracking.delete_experiment_tag(uow, experiment_id, key)
-
-    await run_command(request, command, result_type=type(None), raw=args.raw, derive_key=False)
+    await execute(request, DeleteExperimentTag(experiment_id=experiment_id, key=key))
     return empty()
 
 
@@ -119,11 +112,7 @@ async def update(request: web.Request) -> web.Response:
             "Missing value for required parameter 'new_name'. "
             "See the API docs for more information about request parameters."
         )
-
-    async def command(uow: UnitOfWork) -> None:
-        await tracking.rename_experiment(uow, experiment_id, new_name)
-
-    await run_command(request, command, result_type=type(None), raw=args.raw, derive_key=False)
+    await execute(request, RenameExperiment(experiment_id=experiment_id, new_name=new_name))
     return empty()
 
 
@@ -131,11 +120,8 @@ def _lifecycle(delete: bool) -> Handler:
     async def handler(request: web.Request) -> web.Response:
         args = await read_args(request)
         experiment_id = parse_experiment_id(args.required_string("experiment_id"))
-
-        async def command(uow: UnitOfWork) -> None:
-            await tracking.set_experiment_lifecycle(uow, experiment_id, delete=delete)
-
-        await run_command(request, command, result_type=type(None), raw=args.raw, derive_key=False)
+        command = (DeleteExperiment if delete else RestoreExperiment)(experiment_id=experiment_id)
+        await execute(request, command)
         return empty()
 
     return handler

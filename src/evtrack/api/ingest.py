@@ -13,34 +13,19 @@ from __future__ import annotations
 import asyncio
 import math
 import zlib
-from collections import defaultdict
 from dataclasses import dataclass
 
 import msgspec
+import numpy as np
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from evtrack.api._common import json_response, run_command, services
-from evtrack.api._ingest_points import (
-    CheckedPoints,
-    KeyChecker,
-    RunPoints,
-    from_lists,
-    from_packed,
-)
+from evtrack.api._common import execute, json_response, services
 from evtrack.api._routing import Route
-from evtrack.domain import tracking
-from evtrack.domain._validation import (
-    DOUBLE_MAX,
-    MAX_PARAM_VAL_LENGTH,
-    MAX_TAG_VAL_LENGTH,
-    check_length,
-    parse_experiment_id,
-    validate_entity_name,
-    validate_run_id,
-)
+from evtrack.domain import DOUBLE_MAX
+from evtrack.domain.commands import EndRun, Ingest, PackedPoints, StartRun
+from evtrack.domain.commands import IngestRecord as DomainRecord
 from evtrack.errors import ErrorCode, EvtrackError, invalid
-from evtrack.eventlog import UnitOfWork
 from evtrack.events import KeyValue
 from evtrack.permissions import Permission
 from evtrack.wire.ingest import (
@@ -49,16 +34,11 @@ from evtrack.wire.ingest import (
     IngestMetrics,
     IngestRecord,
     IngestRequest,
-    IngestResponse,
-    IngestRunEnd,
     IngestRunStart,
     NdjsonRecord,
 )
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
-MAX_POINTS_PER_REQUEST = 1_000_000
-MAX_RUNS_PER_REQUEST = 1000
-ARTIFACT_ROOT = "mlflow-artifacts:"
 
 _msgpack_request = msgspec.msgpack.Decoder(IngestRequest)
 _msgpack_records = msgspec.msgpack.Decoder(list[IngestRecord])
@@ -163,144 +143,84 @@ def _from_ndjson(record: NdjsonRecord) -> IngestRecord:
     )
 
 
-@dataclass
-class _Plan:
-    """What one request will do: runs to create, data to log, runs to end; all validated."""
-
-    starts: dict[str, IngestRunStart]
-    data: dict[str, tracking.RunData]
-    ends: dict[str, IngestRunEnd]
-    summary: IngestResponse
-
-
-def _plan(records: list[IngestRecord]) -> _Plan:
-    grouped, summary = _validated(records)
-    starts: dict[str, IngestRunStart] = {}
-    ends: dict[str, IngestRunEnd] = {}
-    for index, record in enumerate(records):
-        if record.start is not None:
-            start = record.start
-            if not (start.experiment_id or start.experiment_name):
-                raise invalid(f"records[{index}].start needs an experiment_id or experiment_name.")
-            if start.experiment_id is not None:
-                parse_experiment_id(start.experiment_id)
-            starts.setdefault(record.run_id, start)
-        if record.end is not None:
-            if record.end.status not in tracking.RUN_STATUSES:
-                raise invalid(
-                    f"records[{index}].end.status must be one of {list(tracking.RUN_STATUSES)}."
-                )
-            ends[record.run_id] = record.end
-    runs = len(set(grouped) | set(starts) | set(ends))
-    summary = IngestResponse(runs, summary.points, summary.params, summary.tags)
-    return _Plan(starts, grouped, ends, summary)
-
-
-def _validated(records: list[IngestRecord]) -> tuple[dict[str, tracking.RunData], IngestResponse]:
-    """Group records by run and check every value, before anything is written."""
-    keys = KeyChecker()
-    points_by_run: dict[str, RunPoints] = defaultdict(RunPoints)
-    params: dict[str, dict[str, str]] = defaultdict(dict)
-    tags: dict[str, dict[str, str]] = defaultdict(dict)
-    points = n_params = n_tags = 0
-    for index, record in enumerate(records):
-        where = f"records[{index}]"
-        validate_run_id(record.run_id, f"{where}.run_id")
-        for checked, names_field in _record_points(record, where):
-            keys.check(checked.names, names_field)
-            points_by_run[record.run_id].add(checked)
-            points += len(checked)
-            if points > MAX_POINTS_PER_REQUEST:
-                raise invalid(
-                    f"An ingest request can carry at most {MAX_POINTS_PER_REQUEST} metric "
-                    f"points; got more."
-                )
-        for p in record.params:
-            validate_entity_name(p.key, f"{where}.params.key", kind="param")
-            value = check_length("Param value", MAX_PARAM_VAL_LENGTH, p.value, truncate=True)
-            if params[record.run_id].setdefault(p.key, value) != value:
-                raise invalid(
-                    f"Duplicate parameter key {p.key!r} with different values "
-                    f"for run {record.run_id}."
-                )
-            n_params += 1
-        for t in record.tags:
-            validate_entity_name(t.key, f"{where}.tags.key", kind="tag")
-            tags[record.run_id][t.key] = check_length(
-                "Tag value", MAX_TAG_VAL_LENGTH, t.value, truncate=True
+def _command(records: list[IngestRecord]) -> Ingest:
+    """The request as the domain's command: list-form points become packed arrays (decoding
+    only; every rule is the domain's)."""
+    return Ingest(
+        records=[
+            DomainRecord(
+                run_id=record.run_id,
+                points=_points(record, index),
+                params=[KeyValue(p.key, p.value) for p in record.params],
+                tags=[KeyValue(t.key, t.value) for t in record.tags],
+                start=_start(record.start),
+                end=None if record.end is None else EndRun(**msgspec.structs.asdict(record.end)),
             )
-            n_tags += 1
-    runs = {r for r, p in points_by_run.items() if p.count} | set(params) | set(tags)
-    if len(runs) > MAX_RUNS_PER_REQUEST:
-        raise invalid(
-            f"An ingest request can address at most {MAX_RUNS_PER_REQUEST} runs; got {len(runs)}."
-        )
-    grouped = {
-        run_id: tracking.RunData(
-            None,
-            [KeyValue(k, v) for k, v in params.get(run_id, {}).items()],
-            [KeyValue(k, v) for k, v in tags.get(run_id, {}).items()],
-            packed_metrics=points_by_run[run_id].packed() if run_id in points_by_run else None,
-        )
-        for run_id in sorted(runs)
-    }
-    return grouped, IngestResponse(len(runs), points, n_params, n_tags)
+            for index, record in enumerate(records)
+        ]
+    )
 
 
-def _record_points(record: IngestRecord, where: str) -> list[tuple[CheckedPoints, str]]:
-    """The record's points, each with the field its metric keys came in (for errors)."""
+def _points(record: IngestRecord, index: int) -> list[PackedPoints]:
     out = []
-    if record.metrics is not None:
-        out.append((from_lists(record.metrics, f"{where}.metrics"), f"{where}.metrics.keys"))
-    if record.packed is not None:
-        out.append((from_packed(record.packed, f"{where}.packed"), f"{where}.packed.names"))
+    if (m := record.metrics) is not None:
+        where = f"records[{index}].metrics"
+        n = len(m.keys)
+        if not (len(m.values) == len(m.timestamps) == len(m.steps) == n):
+            raise invalid(f"{where}: keys, values, timestamps and steps must have equal lengths.")
+        names = list(dict.fromkeys(m.keys))
+        position = {name: i for i, name in enumerate(names)}
+        try:
+            timestamps = np.asarray(m.timestamps, dtype="<i8")
+            steps = np.asarray(m.steps, dtype="<i8")
+        except OverflowError:
+            raise invalid(f"{where}: timestamps and steps must fit in 64-bit integers.") from None
+        out.append(
+            PackedPoints(
+                field="metrics",
+                names=names,
+                key_index=np.fromiter(map(position.__getitem__, m.keys), "<u4", n).tobytes(),
+                values=np.asarray(m.values, dtype="<f8").tobytes(),
+                timestamps=timestamps.tobytes(),
+                steps=steps.tobytes(),
+            )
+        )
+    if (p := record.packed) is not None:
+        out.append(
+            PackedPoints(
+                field="packed",
+                names=p.names,
+                key_index=p.key_index,
+                values=p.values,
+                timestamps=p.timestamps,
+                steps=p.steps,
+            )
+        )
     return out
+
+
+def _start(start: IngestRunStart | None) -> StartRun | None:
+    if start is None:
+        return None
+    return StartRun(
+        experiment_id=start.experiment_id,
+        experiment_name=start.experiment_name,
+        run_name=start.run_name,
+        user_id=start.user_id,
+        start_time=start.start_time,
+        tags=[KeyValue(t.key, t.value) for t in start.tags],
+    )
 
 
 async def ingest(request: web.Request) -> web.Response:
     gate = request.app[INGEST_GATE]
     async with gate:
-        svc = services(request)
-        if svc.runtime is not None:
-            lag = svc.runtime.lag_behind(svc.store.last_appended_position)
-            if lag > gate.limits.max_projection_lag_events:
-                raise gate.busy("read models are catching up with the log")
+        if services(request).ingest_lag() > gate.limits.max_projection_lag_events:
+            raise gate.busy("read models are catching up with the log")
         body = await _body(request)
         content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        plan = _plan(_decode(content_type, body))
-
-        async def command(uow: UnitOfWork) -> IngestResponse:
-            for run_id, start in sorted(plan.starts.items()):
-                if await tracking.run_exists(uow, run_id):
-                    continue
-                if start.experiment_id is not None:
-                    experiment_id = parse_experiment_id(start.experiment_id)
-                else:
-                    assert start.experiment_name is not None
-                    experiment_id = await tracking.experiment_id_for_name(
-                        uow, start.experiment_name, artifact_root=ARTIFACT_ROOT
-                    )
-                await tracking.create_run(
-                    uow,
-                    experiment_id,
-                    start.user_id or "",
-                    start.run_name,
-                    start.start_time,
-                    [(t.key, t.value) for t in start.tags],
-                    run_id=run_id,
-                )
-                # The run's later records in this request decide on the version just written.
-                await uow.flush()
-            for run_id, data in plan.data.items():
-                await tracking.log_run_data(uow, run_id, data)
-                if run_id in plan.ends:
-                    await uow.flush()
-            for run_id, end in sorted(plan.ends.items()):
-                await tracking.update_run(uow, run_id, end.status, end.end_time, None)
-            return plan.summary
-
-        result = await run_command(request, command, result_type=IngestResponse, raw=body)
-        return json_response(result)
+        summary = await execute(request, _command(_decode(content_type, body)))
+        return json_response(summary)
 
 
 def ingest_routes() -> list[Route]:

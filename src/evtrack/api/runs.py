@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from aiohttp import web
@@ -10,34 +9,29 @@ from aiohttp import web
 from evtrack.api import _plain_batch as plain_batch
 from evtrack.api._common import (
     empty,
+    execute,
     json_response,
     prerendered_page,
     prerendered_response,
-    run_command,
     services,
     wait_fresh,
 )
 from evtrack.api._requests import Args, read_args
 from evtrack.api._routing import Handler, Route
-from evtrack.domain import tracking
-from evtrack.domain._validation import (
-    DOUBLE_MAX,
-    MAX_BATCH_LOG_REQUEST_SIZE,
-    MAX_DATASET_DIGEST_SIZE,
-    MAX_DATASET_NAME_SIZE,
-    MAX_ENTITY_KEY_LENGTH,
-    check_length,
-    invalid_value,
-    parse_experiment_id,
-    validate_batch_limits,
-    validate_entity_name,
-    validate_metric,
-    validate_param,
-    validate_run_tag,
+from evtrack.domain import MAX_BATCH_LOG_REQUEST_SIZE, invalid_value, parse_experiment_id
+from evtrack.domain.commands import (
+    CreateRun,
+    DeleteRun,
+    DeleteRunTag,
+    LogInputs,
+    LogOutputs,
+    LogRunData,
+    MetricPoints,
+    RestoreRun,
+    UpdateRun,
 )
 from evtrack.errors import invalid, not_found
-from evtrack.eventlog import UnitOfWork
-from evtrack.events import DatasetInput, KeyValue, MetricColumns, ModelOutput
+from evtrack.events import DatasetInput, KeyValue, ModelOutput
 from evtrack.permissions import Permission
 from evtrack.queries import runs as queries
 from evtrack.search import compile_run_search
@@ -69,52 +63,15 @@ def _integer(value: Any) -> Any:
     return value
 
 
-_PLAIN_POINT = frozenset({"key", "value", "timestamp", "step"})
-
-
-def _plain_columns(items: list[Any]) -> MetricColumns | None:
-    """The fast path for the common batch: plain points with well-typed fields only.
-
-    Checks whole columns at C speed (comprehensions, min/max, a set of keys) instead of one
-    point at a time; returns None when anything is unusual, and the careful path then finds
-    the first bad point and reports it in MLflow's words.
-    """
-    try:
-        if not all(type(item) is dict and item.keys() <= _PLAIN_POINT for item in items):
-            return None
-        keys = [item["key"] for item in items]
-        values = [item["value"] for item in items]
-        stamps = [item["timestamp"] for item in items]
-        steps = [item.get("step") or 0 for item in items]
-    except KeyError:
-        return None
-    if not (
-        all(type(v) is float or type(v) is int for v in values)
-        and all(type(t) is int for t in stamps)
-        and all(type(s) is int for s in steps)
-        and all(type(k) is str for k in keys)
-        and min(stamps) >= 0
-    ):
-        return None
-    for key in set(keys):
-        validate_entity_name(key, "metrics.key", kind="metric")
-        check_length("Metric name", MAX_ENTITY_KEY_LENGTH, key)
-    if any(math.isinf(v) for v in values):
-        values = [math.copysign(DOUBLE_MAX, v) if math.isinf(v) else float(v) for v in values]
-    else:
-        values = [float(v) for v in values]
-    return MetricColumns(keys=keys, values=values, timestamps=stamps, steps=steps)
-
-
-def _metric_columns(items: list[Any], *, single: bool = False) -> MetricColumns | None:
+def _points(items: list[Any], *, single: bool = False) -> MetricPoints | None:
+    """The request's points, decoded from proto JSON (numbers may be spelled as strings);
+    their rules are the domain's."""
     if not items:
         return None
-    if not single and (fast := _plain_columns(items)) is not None:
-        return fast
-    keys: list[str] = []
-    values: list[float] = []
-    stamps: list[int] = []
-    steps: list[int] = []
+    keys: list[Any] = []
+    values: list[Any] = []
+    stamps: list[Any] = []
+    steps: list[Any] = []
     model_ids: list[str | None] = []
     names: list[str | None] = []
     digests: list[str | None] = []
@@ -125,27 +82,14 @@ def _metric_columns(items: list[Any], *, single: bool = False) -> MetricColumns 
         for field in ("key", "value", "timestamp"):
             if item.get(field) is None or item.get(field) == "":
                 raise _missing(f"{path}.{field}" if path else field)
-        key, value, stamp, step = validate_metric(
-            item["key"],
-            _number(item["value"]),
-            _integer(item["timestamp"]),
-            _integer(item.get("step", 0) if item.get("step") is not None else 0),
-            path,
-        )
-        keys.append(key)
-        values.append(value)
-        stamps.append(stamp)
-        steps.append(step)
+        keys.append(item["key"])
+        values.append(_number(item["value"]))
+        stamps.append(_integer(item["timestamp"]))
+        steps.append(_integer(item["step"]) if item.get("step") is not None else 0)
         model_ids.append(item.get("model_id") or None)
-        dataset_name = item.get("dataset_name") or None
-        dataset_digest = item.get("dataset_digest") or None
-        if dataset_name is not None:
-            check_length("dataset_name", MAX_DATASET_NAME_SIZE, dataset_name)
-        if dataset_digest is not None:
-            check_length("dataset_digest", MAX_DATASET_DIGEST_SIZE, dataset_digest)
-        names.append(dataset_name)
-        digests.append(dataset_digest)
-    return MetricColumns(
+        names.append(item.get("dataset_name") or None)
+        digests.append(item.get("dataset_digest") or None)
+    return MetricPoints(
         keys=keys,
         values=values,
         timestamps=stamps,
@@ -156,7 +100,7 @@ def _metric_columns(items: list[Any], *, single: bool = False) -> MetricColumns 
     )
 
 
-def _pairs(items: list[Any], name: str, *, params: bool) -> list[KeyValue]:
+def _pairs(items: list[Any], name: str) -> list[KeyValue]:
     out = []
     for index, item in enumerate(items):
         path = f"{name}[{index}]"
@@ -166,10 +110,7 @@ def _pairs(items: list[Any], name: str, *, params: bool) -> list[KeyValue]:
         value = "" if value is None else value
         if not isinstance(value, str):
             value = str(value)
-        if params:
-            out.append(KeyValue(*validate_param(item["key"], value, path)))
-        else:
-            out.append(KeyValue(*validate_run_tag(item["key"], value, path)))
+        out.append(KeyValue(str(item["key"]), value))
     return out
 
 
@@ -192,22 +133,17 @@ async def create(request: web.Request) -> web.Response:
     start_time = args.integer("start_time")
     if start_time is None:
         start_time = 0  # what the reference stores for a run created without one
-    tags = [(t.key, t.value) for t in _pairs(args.array("tags"), "tags", params=False)]
-
-    async def command(uow: UnitOfWork) -> str:
-        return await tracking.create_run(uow, experiment_id, user_id, run_name, start_time, tags)
-
-    # No key derived from the body here: two identical create requests (same start time in
-    # milliseconds, no name) are two runs in MLflow, and a client retry cannot be told apart
-    # from them. Clients that want retry-safe creation send an Idempotency-Key.
-    run_id = await run_command(
-        request,
-        command,
-        result_type=str,
-        raw=args.raw,
-        derive_key=False,
-        declared_user=user_id or None,
+    command = CreateRun(
+        experiment_id=experiment_id,
+        user_id=user_id,
+        run_name=run_name,
+        start_time=start_time,
+        tags=_pairs(args.array("tags"), "tags"),
     )
+    # Not replay-safe: two identical create requests (same start time in milliseconds, no
+    # name) are two runs in MLflow, and a client retry cannot be told apart from them.
+    # Clients that want retry-safe creation send an Idempotency-Key.
+    run_id = await execute(request, command, declared_user=user_id or None)
     return json_response({"run": await _render_run(request, run_id)})
 
 
@@ -226,11 +162,8 @@ async def update(request: web.Request) -> web.Response:
     status = args.string("status") or None
     end_time = args.integer("end_time")
     run_name = args.string("run_name") or None
-
-    async def command(uow: UnitOfWork) -> None:
-        await tracking.update_run(uow, run_id, status, end_time, run_name)
-
-    await run_command(request, command, result_type=type(None), raw=args.raw)
+    command = UpdateRun(run_id=run_id, status=status, end_time=end_time, run_name=run_name)
+    await execute(request, command)
     run = await _render_run(request, run_id)
     return json_response({"run_info": run.info})
 
@@ -239,11 +172,7 @@ def _lifecycle(delete: bool) -> Handler:
     async def handler(request: web.Request) -> web.Response:
         args = await read_args(request)
         run_id = args.run_id()
-
-        async def command(uow: UnitOfWork) -> None:
-            await tracking.set_run_lifecycle(uow, run_id, delete=delete)
-
-        await run_command(request, command, result_type=type(None), raw=args.raw, derive_key=False)
+        await execute(request, (DeleteRun if delete else RestoreRun)(run_id=run_id))
         return empty()
 
     return handler
@@ -252,95 +181,79 @@ def _lifecycle(delete: bool) -> Handler:
 # --- logging -------------------------------------------------------------------------------
 
 
-async def _log(request: web.Request, args: Args, data: tracking.RunData) -> web.Response:
+async def log_metric(request: web.Request) -> web.Response:
+    args = await read_args(request)
     run_id = args.run_id()
-
-    async def command(uow: UnitOfWork) -> None:
-        await tracking.log_run_data(uow, run_id, data)
-
-    # A key derived from the body is only safe where replaying the same request later is a
-    # no-op whatever happened in between: metric points (identical points are one point) and
-    # params (immutable). Tags are upserts: a=1, a=2, a=1 must end at 1, so no derived key.
-    await run_command(
-        request, command, result_type=type(None), raw=args.raw, derive_key=not data.tags
-    )
+    metrics = _points([args.fields], single=True)
+    await execute(request, LogRunData(run_id=run_id, metrics=metrics, single=True))
     return empty()
 
 
-async def log_metric(request: web.Request) -> web.Response:
-    args = await read_args(request)
-    args.run_id()
-    metrics = _metric_columns([args.fields], single=True)
-    return await _log(request, args, tracking.RunData(metrics, [], []))
+def _single_value(args: Args) -> str:
+    value = args.string("value")
+    if value is None:
+        raise _missing("value")
+    return value
 
 
 async def log_param(request: web.Request) -> web.Response:
     args = await read_args(request)
-    args.run_id()
-    key = args.required_string("key")
-    value = args.string("value")
-    if value is None:
-        raise _missing("value")
-    param = KeyValue(*validate_param(key, value))
-    return await _log(request, args, tracking.RunData(None, [param], []))
+    run_id = args.run_id()
+    param = KeyValue(args.required_string("key"), _single_value(args))
+    await execute(request, LogRunData(run_id=run_id, params=[param], single=True))
+    return empty()
 
 
 async def set_tag(request: web.Request) -> web.Response:
     args = await read_args(request)
-    args.run_id()
-    key = args.required_string("key")
-    value = args.string("value")
-    if value is None:
-        raise _missing("value")
-    tag = KeyValue(*validate_run_tag(key, value))
-    return await _log(request, args, tracking.RunData(None, [], [tag]))
+    run_id = args.run_id()
+    tag = KeyValue(args.required_string("key"), _single_value(args))
+    await execute(request, LogRunData(run_id=run_id, tags=[tag], single=True))
+    return empty()
 
 
 async def log_batch(request: web.Request) -> web.Response:
-    if (response := await _log_plain_batch(request)) is not None:
-        return response
-    args = await read_args(request, max_body=MAX_BATCH_LOG_REQUEST_SIZE)
-    args.run_id()
-    metrics, params, tags = args.array("metrics"), args.array("params"), args.array("tags")
-    validate_batch_limits(len(metrics), len(params), len(tags))
-    data = tracking.RunData(
-        _metric_columns(metrics),
-        _pairs(params, "params", params=True),
-        _pairs(tags, "tags", params=False),
-    )
-    return await _log(request, args, data)
+    body = await _batch_body(request)
+    if request.content_type == "application/json" and (batch := plain_batch.decode(body)):
+        # The everyday body, decoded straight into typed points (see ``_plain_batch``).
+        args = Args(batch.fields(), from_query=False, raw=body)
+        command = LogRunData(
+            run_id=args.run_id(),
+            metrics=batch.points(),
+            params=_pairs(batch.params, "params"),
+            tags=_pairs(batch.tags, "tags"),
+        )
+    else:
+        args = await read_args(request, max_body=MAX_BATCH_LOG_REQUEST_SIZE)
+        command = LogRunData(
+            run_id=args.run_id(),
+            metrics=_points(args.array("metrics")),
+            params=_pairs(args.array("params"), "params"),
+            tags=_pairs(args.array("tags"), "tags"),
+        )
+    await execute(request, command)
+    return empty()
 
 
-async def _log_plain_batch(request: web.Request) -> web.Response | None:
-    """The fast path for the common body (see ``_plain_batch``); None to take the general one."""
-    if request.content_type != "application/json":
-        return None
-    body = await request.read()
-    if len(body) > MAX_BATCH_LOG_REQUEST_SIZE or (batch := plain_batch.decode(body)) is None:
-        return None
-    args = Args(batch.fields(), from_query=False, raw=body)
-    args.run_id()
-    validate_batch_limits(len(batch.metrics), len(batch.params), len(batch.tags))
-    metrics = plain_batch.metric_columns(batch.metrics)
-    if metrics is False:
-        return None
-    data = tracking.RunData(
-        metrics if isinstance(metrics, MetricColumns) else None,
-        _pairs(batch.params, "params", params=True),
-        _pairs(batch.tags, "tags", params=False),
+async def _batch_body(request: web.Request) -> bytes:
+    """The body, refused by its size in bytes before it is decoded."""
+    size = request.content_length
+    if size is None or size <= MAX_BATCH_LOG_REQUEST_SIZE:
+        body = await request.read()
+        size = len(body)
+        if size <= MAX_BATCH_LOG_REQUEST_SIZE:
+            return body
+    raise invalid(
+        f"Batched logging API requests must be at most {MAX_BATCH_LOG_REQUEST_SIZE} bytes, "
+        f"got a request of size {size}."
     )
-    return await _log(request, args, data)
 
 
 async def delete_tag(request: web.Request) -> web.Response:
     args = await read_args(request)
     run_id = args.run_id()
     key = args.required_string("key")
-
-    async def command(uow: UnitOfWork) -> None:
-        await tracking.delete_run_tag(uow, run_id, key)
-
-    await run_command(request, command, result_type=type(None), raw=args.raw, derive_key=False)
+    await execute(request, DeleteRunTag(run_id=run_id, key=key))
     return empty()
 
 
@@ -353,8 +266,6 @@ def _dataset_inputs(items: list[Any]) -> list[DatasetInput]:
         for field in ("name", "digest", "source_type", "source"):
             if not dataset.get(field):
                 raise _missing(f"datasets[{index}].dataset.{field}")
-        check_length("dataset name", MAX_DATASET_NAME_SIZE, dataset["name"])
-        check_length("dataset digest", MAX_DATASET_DIGEST_SIZE, dataset["digest"])
         tags = [
             KeyValue(str(t.get("key", "")), str(t.get("value", "")))
             for t in item.get("tags") or []
@@ -381,11 +292,7 @@ async def log_inputs(request: web.Request) -> web.Response:
     model_ids = [
         m["model_id"] for m in args.array("models") if isinstance(m, dict) and m.get("model_id")
     ]
-
-    async def command(uow: UnitOfWork) -> None:
-        await tracking.log_inputs(uow, run_id, datasets, model_ids)
-
-    await run_command(request, command, result_type=type(None), raw=args.raw)
+    await execute(request, LogInputs(run_id=run_id, datasets=datasets, model_ids=model_ids))
     return empty()
 
 
@@ -397,11 +304,7 @@ async def log_outputs(request: web.Request) -> web.Response:
         for m in args.array("models")
         if isinstance(m, dict) and m.get("model_id")
     ]
-
-    async def command(uow: UnitOfWork) -> None:
-        await tracking.log_outputs(uow, run_id, models)
-
-    await run_command(request, command, result_type=type(None), raw=args.raw)
+    await execute(request, LogOutputs(run_id=run_id, models=models))
     return empty()
 
 

@@ -12,10 +12,19 @@ from evtrack.domain._aggregates import (
     run_stream,
 )
 from evtrack.domain._planning import ARTIFACT_ROOT, plan
+from evtrack.domain._validation import (
+    DOUBLE_MAX,
+    MAX_BATCH_LOG_REQUEST_SIZE,
+    invalid_value,
+    parse_experiment_id,
+    validate_run_id,
+)
 from evtrack.domain.commands import Command
 
 __all__ = [
     "ARTIFACT_ROOT",
+    "DOUBLE_MAX",
+    "MAX_BATCH_LOG_REQUEST_SIZE",
     "Command",
     "ExperimentState",
     "RunState",
@@ -25,7 +34,10 @@ __all__ = [
     "experiment_stream",
     "fold_experiment",
     "fold_run",
+    "invalid_value",
+    "parse_experiment_id",
     "plan",
     "run_stream",
     "tracking",
+    "validate_run_id",
 ]

@@ -17,11 +17,10 @@ from evtrack.errors import EvtrackError, invalid, not_found
 MAX_PARAMS_TAGS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
 MAX_ENTITIES_PER_BATCH = 1000
-# MLflow names a 1 MB limit for log-batch bodies but its server never enforces it (it checks the
-# number of fields, not bytes), and its client legitimately sends more: up to 100 params and 100
-# tags of maximum length in one request is about 1.5 MB, and longer values are the server's to
-# truncate. evtrack caps the body at a size no well-formed batch reaches, to bound memory.
-MAX_BATCH_LOG_REQUEST_SIZE = 16_000_000
+# MLflow's limit for a log-batch body, in bytes. Its own server counts the request's fields
+# instead of its bytes, so it never refuses a large body; evtrack refuses one by its size, before
+# decoding it, so a batch of long values costs no more memory than the limit says.
+MAX_BATCH_LOG_REQUEST_SIZE = 1_000_000
 MAX_PARAM_VAL_LENGTH = 6000
 MAX_TAG_VAL_LENGTH = 8000
 MAX_EXPERIMENT_NAME_LENGTH = 500
