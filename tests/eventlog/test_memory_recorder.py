@@ -93,3 +93,26 @@ async def test_a_lock_cycle_fails_one_transaction_instead_of_hanging() -> None:
         timeout=5,
     )
     assert sum(isinstance(o, DeadlockDetected) for o in outcomes) == 1
+
+
+async def test_domain_commands_run_on_it_without_a_database() -> None:
+    """The seam's purpose: the domain decides on the in-memory recorder as on PostgreSQL."""
+    from evtrack.domain import experiment_stream, run_stream, tracking
+
+    recorder = InMemoryRecorder()
+
+    async def bootstrap(uow: UnitOfWork) -> bool:
+        return await tracking.ensure_default_experiment(uow, artifact_root="mlflow-artifacts:")
+
+    assert (await run(recorder, bootstrap, result_type=bool)).result
+    assert not (await run(recorder, bootstrap, result_type=bool)).result
+
+    async def start(uow: UnitOfWork) -> str:
+        experiment_id = await tracking.experiment_id_for_name(uow, "exp", artifact_root="/a")
+        return await tracking.create_run(uow, experiment_id, "alice", "r", 1, [])
+
+    run_id = (await run(recorder, start, result_type=str)).result
+    assert [r.event_type for r in await recorder.read_stream(experiment_stream(1))] == [
+        "ExperimentCreated"
+    ]
+    assert [r.event_type for r in await recorder.read_stream(run_stream(run_id))] == ["RunCreated"]
