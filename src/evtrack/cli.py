@@ -387,7 +387,7 @@ async def _db_upgrade(dsn: str) -> int:
 
 
 async def _projections_status(dsn: str) -> int:
-    from evtrack.eventlog import upgrade
+    from evtrack.eventlog import LogPosition, count_events_after, upgrade
     from evtrack.projections.registry import all_projections
     from evtrack.projector._runtime import lease_key
 
@@ -403,11 +403,8 @@ async def _projections_status(dsn: str) -> int:
             if row is None:
                 print(f"{projection.name:<14} {'-':>12} {'-':>10} {'-':<8} {'missing':<9} -")
                 continue
-            behind = await conn.fetchval(
-                """SELECT count(*) FROM events
-                   WHERE (transaction_id, global_position) > ($1::xid8, $2::bigint)""",
-                row["transaction_id"],
-                row["global_position"],
+            behind = await count_events_after(
+                conn, LogPosition(row["transaction_id"], row["global_position"])
             )
             held = await conn.fetchval(
                 """SELECT EXISTS (SELECT 1 FROM pg_locks
@@ -428,7 +425,7 @@ async def _projections_status(dsn: str) -> int:
 async def _projections_rebuild(dsn: str, name: str) -> int:
     from tqdm import tqdm
 
-    from evtrack.eventlog import upgrade
+    from evtrack.eventlog import last_global_position, upgrade
     from evtrack.projections.registry import all_projections, projection_named
     from evtrack.projector import rebuild
 
@@ -441,7 +438,7 @@ async def _projections_rebuild(dsn: str, name: str) -> int:
             names = ", ".join(p.name for p in all_projections())
             print(f"evtrack: unknown projection {name!r}; known: {names}", file=sys.stderr)
             return 2
-        total = await conn.fetchval("SELECT COALESCE(max(global_position), 0) FROM events")
+        total = await last_global_position(conn)
         for projection in targets:
             with tqdm(
                 total=total, unit="ev", desc=f"rebuild {projection.name}", file=sys.stderr

@@ -67,7 +67,7 @@ async def test_a_late_committer_is_seen_exactly_once_in_its_place(
             [ExperimentTagSet(experiment_id=1, key="slow", value="")],
             expected_version=ANY_VERSION,
         )
-        await uow._flush()  # the row exists, uncommitted, with the older transaction id
+        await uow.flush()  # the row exists, uncommitted, with the older transaction id
         slow_inserted.set()
         await release_slow.wait()
 

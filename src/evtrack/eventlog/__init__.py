@@ -1,40 +1,65 @@
-"""The event log: storage and ordering of events, knowing nothing of what they mean."""
+"""The event log: storage and ordering of events, knowing nothing of what they mean.
+
+The domain writes through a :class:`UnitOfWork` that a :class:`Recorder` runs in one
+transaction; readers read in (transaction id, global position) order below the read horizon.
+:class:`PostgresRecorder` (alias ``EventStore``) is the one users run; :class:`InMemoryRecorder`
+keeps the same contract for tests without a database. Every read of the ``events`` table goes
+through the functions here.
+"""
 
 from evtrack.eventlog._db import Conn
+from evtrack.eventlog._memory import DeadlockDetected, InMemoryRecorder
 from evtrack.eventlog._migrations import available_migrations, upgrade
 from evtrack.eventlog._positions import LOG_START, LogPosition
-from evtrack.eventlog._records import RecordedEvent
-from evtrack.eventlog._store import (
-    ANY_VERSION,
-    Committed,
-    EventStore,
-    IdempotencyKey,
+from evtrack.eventlog._postgres import EventStore, PostgresRecorder, PostgresUnitOfWork
+from evtrack.eventlog._reads import (
+    Executor,
     LogPage,
-    StreamHead,
-    UnitOfWork,
-    WrongExpectedVersion,
+    count_events_after,
+    last_global_position,
     read_after,
     read_after_checkpoint,
+    read_stream_history,
 )
-
-Recorder = EventStore  # the recorder seam; an in-memory recorder implements the same face
+from evtrack.eventlog._recorder import (
+    ANY_VERSION,
+    KEEP,
+    Committed,
+    IdempotencyKey,
+    Recorder,
+    StreamHead,
+    UnitOfWork,
+    Work,
+    WrongExpectedVersion,
+)
+from evtrack.eventlog._records import RecordedEvent
 
 __all__ = [
     "ANY_VERSION",
+    "KEEP",
     "LOG_START",
     "Committed",
     "Conn",
+    "DeadlockDetected",
     "EventStore",
+    "Executor",
     "IdempotencyKey",
+    "InMemoryRecorder",
     "LogPage",
     "LogPosition",
+    "PostgresRecorder",
+    "PostgresUnitOfWork",
     "RecordedEvent",
     "Recorder",
     "StreamHead",
     "UnitOfWork",
+    "Work",
     "WrongExpectedVersion",
     "available_migrations",
+    "count_events_after",
+    "last_global_position",
     "read_after",
     "read_after_checkpoint",
+    "read_stream_history",
     "upgrade",
 ]

@@ -7,9 +7,8 @@ registered model's events up to an instant, with the same fold the domain decide
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, TypeAlias
+from typing import Any
 
-import asyncpg
 import msgspec
 
 from evtrack.domain._registry_state import (
@@ -19,17 +18,9 @@ from evtrack.domain._registry_state import (
     registered_model_stream,
 )
 from evtrack.errors import invalid, not_found
-from evtrack.eventlog import Conn, RecordedEvent
-from evtrack.eventlog._records import record_from_row
+from evtrack.eventlog import Executor, RecordedEvent, read_stream_history
 from evtrack.events import RunDataLogged
 from evtrack.events._arrays import metric_arrays
-
-Executor: TypeAlias = "Conn | asyncpg.Pool[Any]"
-
-_COLUMNS = (
-    "transaction_id, global_position, stream_id, stream_position, event_type, schema_version, "
-    "actor, metadata, recorded_at, payload"
-)
 
 
 def parse_instant(value: str) -> datetime:
@@ -74,19 +65,6 @@ def describe(record: RecordedEvent) -> dict[str, Any]:
     return entry
 
 
-async def stream_records(
-    db: Executor, stream_ids: list[str], until: datetime | None = None
-) -> list[RecordedEvent]:
-    rows = await db.fetch(
-        f"""SELECT {_COLUMNS} FROM events
-            WHERE stream_id = ANY($1::text[]) AND ($2::timestamptz IS NULL OR recorded_at <= $2)
-            ORDER BY transaction_id, global_position""",
-        stream_ids,
-        until,
-    )
-    return [record_from_row(r) for r in rows]
-
-
 async def model_streams(db: Executor, name: str) -> list[str]:
     """Every registered-model stream that has ever carried ``name``, oldest first."""
     rows = await db.fetch(
@@ -100,14 +78,14 @@ async def model_streams(db: Executor, name: str) -> list[str]:
 async def model_history(
     db: Executor, name: str, version: int | None = None
 ) -> list[dict[str, Any]]:
-    records = await stream_records(db, await model_streams(db, name))
+    records = await read_stream_history(db, await model_streams(db, name))
     if version is not None:
         records = [r for r in records if getattr(r.event, "version", None) == version]
     return [describe(r) for r in records]
 
 
 async def stream_history(db: Executor, stream_id: str) -> list[dict[str, Any]]:
-    records = await stream_records(db, [stream_id])
+    records = await read_stream_history(db, [stream_id])
     if not records:
         raise not_found(f"No events recorded for {stream_id}")
     return [describe(r) for r in records]
@@ -118,7 +96,7 @@ async def model_as_of(db: Executor, name: str, at: datetime) -> dict[str, Any]:
     state: RegisteredModelState | None = None
     for stream in await model_streams(db, name):
         folded = fold_registered_model(
-            (r.event, r.actor) for r in await stream_records(db, [stream], at) if r.event
+            (r.event, r.actor) for r in await read_stream_history(db, [stream], until=at) if r.event
         )
         if folded is not None and folded.name == name and not folded.deleted:
             state = folded

@@ -1,72 +1,38 @@
-"""Appending to and reading from the event log.
+"""The event log in PostgreSQL: the recorder users run.
 
-A command runs inside a :class:`UnitOfWork`: one transaction in which it reads the stream
-heads it decides on, records new events with the version it expected each stream to be at,
-and commits them with their new aggregate snapshots, all or nothing (invariant 4). A write with
-an idempotency key stores its result in the same transaction, so a retry gets the first answer
-and appends nothing (invariant 5). A stale expected version is a conflict (invariant 6): the
-command is re-run on fresh state a few times, then reported.
+A command runs inside a :class:`PostgresUnitOfWork`: one transaction in which it reads the
+stream heads it decides on, records new events with the version it expected each stream to be
+at, and commits them with their new aggregate snapshots, all or nothing (invariant 4). A write
+with an idempotency key stores its result in the same transaction, so a retry gets the first
+answer and appends nothing (invariant 5). A stale expected version is a conflict (invariant 6).
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 import msgspec
 
+from evtrack.eventlog import _reads
 from evtrack.eventlog._db import Conn
 from evtrack.eventlog._positions import LogPosition
-from evtrack.eventlog._records import RecordedEvent, record_from_row
+from evtrack.eventlog._recorder import (
+    KEEP,
+    Committed,
+    IdempotencyKey,
+    KeepState,
+    Recorder,
+    StreamHead,
+    Work,
+    WrongExpectedVersion,
+)
+from evtrack.eventlog._records import RecordedEvent
 from evtrack.events import Event, Metadata, encode_event
 
 R = TypeVar("R")
-
-ANY_VERSION = None
-"""Expected version meaning "append at the end, whatever the version" (e.g. metric points)."""
-
-
-class WrongExpectedVersion(Exception):
-    """A stream moved on since the command read it."""
-
-    def __init__(self, stream_id: str, expected: int | None) -> None:
-        super().__init__(f"stream {stream_id} is not at version {expected}")
-        self.stream_id = stream_id
-        self.expected = expected
-
-
-@dataclass(frozen=True, slots=True)
-class StreamHead:
-    stream_id: str
-    version: int  # 0 for a stream that does not exist yet
-    state: bytes | None
-
-
-@dataclass(frozen=True)
-class IdempotencyKey:
-    """A write's idempotency key.
-
-    ``derived`` keys are computed from the request itself (for clients that send none); they
-    only protect against retries, so they expire after ``derived_key_ttl_s`` and an identical
-    request made later is a new request.
-    """
-
-    value: str
-    derived: bool
-
-    @classmethod
-    def from_parts(cls, *parts: str | bytes, derived: bool) -> IdempotencyKey:
-        digest = hashlib.sha256()
-        for part in parts:
-            digest.update(part.encode() if isinstance(part, str) else part)
-            digest.update(b"\0")
-        return cls(digest.hexdigest(), derived)
-
-
-_KEEP: Any = object()
 
 
 @dataclass
@@ -74,13 +40,14 @@ class _PendingAppend:
     stream_id: str
     events: list[Event]
     expected: int | None
-    state: bytes | Any | None
+    state: bytes | KeepState | None
     first_position: int = 0  # known once the stream head has moved
 
 
 @dataclass
-class UnitOfWork:
-    """The transaction a command runs in. Reads see committed state; appends are buffered."""
+class PostgresUnitOfWork:
+    """A :class:`~evtrack.eventlog.UnitOfWork` in one PostgreSQL transaction. Reads see
+    committed state; appends are buffered and written in as few statements as possible."""
 
     conn: Conn
     metadata: Metadata
@@ -111,7 +78,7 @@ class UnitOfWork:
         events: Sequence[Event],
         *,
         expected_version: int | None,
-        state: bytes | Any | None = _KEEP,
+        state: bytes | KeepState | None = KEEP,
     ) -> None:
         """Buffer events for ``stream_id``; ``state`` is the aggregate snapshot after them."""
         if events:
@@ -247,7 +214,7 @@ def _head_sql(pending: _PendingAppend) -> tuple[str, list[Any]]:
     id is always the first argument."""
     p = [f"${i}" for i in range(1, 6)]
     count = len(pending.events)
-    keep = pending.state is _KEEP
+    keep = pending.state is KEEP
     state = None if keep else pending.state
     if pending.expected is None:
         return (
@@ -297,17 +264,12 @@ def _event_columns(pending_appends: Sequence[_PendingAppend]) -> _EventColumns:
     return columns
 
 
-Command = Callable[[UnitOfWork], Awaitable[R]]
+_RETRYABLE_CONSTRAINTS = ("events_stream_position", "streams_pkey")
+"""Unique violations that mean two writers raced on one stream head: a version conflict."""
 
 
-@dataclass(frozen=True, slots=True)
-class Committed(Generic[R]):
-    result: R
-    appended_types: frozenset[str]
-
-
-class EventStore:
-    """The event log in Postgres: run commands against it and read it in log order."""
+class PostgresRecorder:
+    """The event log in PostgreSQL: run commands against it and read it in log order."""
 
     def __init__(
         self,
@@ -327,13 +289,13 @@ class EventStore:
 
     async def execute(
         self,
-        command: Command[R],
+        command: Work[R],
         *,
         metadata: Metadata,
         result_type: type[R],
         idempotency_key: IdempotencyKey | None = None,
     ) -> R:
-        """Run ``command`` in a transaction and commit what it appended.
+        """Run ``command`` in a transaction and commit what it appended, retrying conflicts.
 
         The command may run more than once (on a version conflict), so it must not have side
         effects outside the unit of work. With an idempotency key already used, the stored
@@ -343,50 +305,43 @@ class EventStore:
         while True:
             attempt += 1
             try:
-                result, appended = await self._execute_once(
-                    command, metadata, result_type, idempotency_key
+                committed = await self.transact(
+                    command,
+                    metadata=metadata,
+                    result_type=result_type,
+                    idempotency_key=idempotency_key,
                 )
-            except (WrongExpectedVersion, asyncpg.UniqueViolationError) as exc:
-                if isinstance(exc, asyncpg.UniqueViolationError) and (
-                    exc.constraint_name not in ("events_stream_position", "streams_pkey")
-                ):
-                    raise
+            except WrongExpectedVersion:
                 if attempt >= self.conflict_retries:
-                    if isinstance(exc, WrongExpectedVersion):
-                        raise
-                    raise WrongExpectedVersion(str(exc), None) from exc
+                    raise
                 continue
-            if self.on_commit is not None and appended:
-                self.on_commit(appended)
-            return result
+            if self.on_commit is not None and committed.appended_types:
+                self.on_commit(committed.appended_types)
+            return committed.result
 
     async def transact(
         self,
-        work: Command[R],
+        work: Work[R],
         *,
         metadata: Metadata,
         result_type: type[R],
         idempotency_key: IdempotencyKey | None,
     ) -> Committed[R]:
-        """One attempt at ``work``: raises :class:`WrongExpectedVersion` on a conflict."""
+        """One attempt: see :meth:`evtrack.eventlog.Recorder.transact`."""
         try:
-            result, appended = await self._execute_once(
-                work, metadata, result_type, idempotency_key
-            )
+            return await self._transact(work, metadata, result_type, idempotency_key)
         except asyncpg.UniqueViolationError as exc:
-            if exc.constraint_name not in ("events_stream_position", "streams_pkey"):
+            if exc.constraint_name not in _RETRYABLE_CONSTRAINTS:
                 raise
             raise WrongExpectedVersion(str(exc), None) from exc
-        return Committed(result, appended)
 
-    async def _execute_once(
+    async def _transact(
         self,
-        command: Command[R],
+        work: Work[R],
         metadata: Metadata,
         result_type: type[R],
         key: IdempotencyKey | None,
-    ) -> tuple[R, frozenset[str]]:
-        """The command's result and the event types it appended (none for a replay)."""
+    ) -> Committed[R]:
         async with self.pool.acquire() as conn, conn.transaction():
             if key is not None:
                 claimed = await conn.fetchval(
@@ -404,164 +359,32 @@ class EventStore:
                     stored = await conn.fetchval(
                         "SELECT result FROM idempotency_keys WHERE key = $1", key.value
                     )
-                    return msgspec.msgpack.decode(stored, type=result_type), frozenset()
-            uow = UnitOfWork(conn, metadata)
-            result = await command(uow)
+                    result = msgspec.msgpack.decode(stored, type=result_type)
+                    return Committed(result, frozenset(), 0, replayed=True)
+            uow = PostgresUnitOfWork(conn, metadata)
+            result = await work(uow)
             answer = None if key is None else (key.value, msgspec.msgpack.encode(result))
             await uow._flush(answer)
-            self.last_appended_position = max(self.last_appended_position, uow.last_position)
-            return result, frozenset(uow.appended_types)
+        self.last_appended_position = max(self.last_appended_position, uow.last_position)
+        return Committed(result, frozenset(uow.appended_types), uow.last_position, replayed=False)
+
+    async def read_after(
+        self, after: LogPosition, limit: int, payload_types: Sequence[str] | None = None
+    ) -> list[RecordedEvent]:
+        async with self.pool.acquire() as conn:
+            return await _reads.read_after(conn, after, limit, payload_types)
 
     async def read_stream(self, stream_id: str) -> list[RecordedEvent]:
-        rows = await self.pool.fetch(
-            f"""SELECT {_RECORD_COLUMNS}, payload FROM events
-                WHERE stream_id = $1 ORDER BY stream_position""",
-            stream_id,
-        )
-        return [record_from_row(r) for r in rows]
+        return await _reads.read_stream(self.pool, stream_id)
 
     async def last_visible_position(self, conn: Conn | None = None) -> LogPosition:
         """The position of the newest event committed as of now (the read-your-writes target)."""
-        executor: Any = conn if conn is not None else self.pool
-        row = await executor.fetchrow(
-            """SELECT transaction_id, global_position FROM events
-               ORDER BY transaction_id DESC, global_position DESC LIMIT 1"""
-        )
-        if row is None:
-            return LogPosition(0, 0)
-        return LogPosition(row["transaction_id"], row["global_position"])
+        return await _reads.last_visible_position(conn if conn is not None else self.pool)
 
 
-_RECORD_COLUMNS = (
-    "transaction_id, global_position, stream_id, stream_position, event_type, "
-    "schema_version, actor, metadata, recorded_at"
-)
+EventStore = PostgresRecorder
+"""The name callers used before the recorder seam; the same class."""
 
 
-_HORIZON = """SELECT CASE
-    WHEN EXISTS (
-        SELECT 1 FROM events AS later
-        WHERE (later.transaction_id, later.global_position)
-              > ((SELECT tx FROM log_cursor), (SELECT gp FROM log_cursor))
-          AND later.transaction_id >= pg_snapshot_xmin(pg_current_snapshot()))
-    THEN log_read_horizon()
-    ELSE pg_snapshot_xmin(pg_current_snapshot())
-END"""
-"""The read bound: the cheap cluster-wide one, unless it is what holds the reader back; then
-the one that ignores other databases' transactions (see migration 0002), which costs a look
-at pg_stat_activity."""
-
-
-def _page_query(cursor_sql: str, n_args: int, *, typed: bool, bounded: bool) -> str:
-    """The next page of the log after the position ``cursor_sql`` selects (as ``tx, gp``).
-
-    Parameters after the cursor's ``n_args``: the row limit, then the payload types (when
-    ``typed``), then the byte bound (when ``bounded``). Every row carries ``page_rows``, how
-    many rows the page had before the byte bound cut it.
-    """
-    limit = f"${n_args + 1}"
-    payload = (
-        f"CASE WHEN event_type = ANY(${n_args + 2}::text[]) THEN payload END AS payload"
-        if typed
-        else "payload"
-    )
-    page = f"""SELECT {_RECORD_COLUMNS}, {payload} FROM events
-        WHERE (transaction_id, global_position)
-              > ((SELECT tx FROM log_cursor), (SELECT gp FROM log_cursor))
-          AND transaction_id < ({_HORIZON})
-        ORDER BY transaction_id, global_position
-        LIMIT {limit}"""
-    if not bounded:
-        return f"WITH log_cursor AS ({cursor_sql}) SELECT *, 0 AS page_rows FROM ({page}) AS page"
-    max_bytes = f"${n_args + 2 + typed}"
-    # octet_length of a TOASTed value reads its header only; payloads are not fetched for the
-    # rows the bound cuts off.
-    return f"""WITH log_cursor AS ({cursor_sql})
-        SELECT {_RECORD_COLUMNS}, payload, page_rows FROM (
-            SELECT *, sum(COALESCE(octet_length(payload), 0)) OVER (
-                       ORDER BY transaction_id, global_position) AS running,
-                   count(*) OVER () AS page_rows
-            FROM ({page}) AS page) AS sized
-        WHERE running - COALESCE(octet_length(payload), 0) < {max_bytes}
-        ORDER BY transaction_id, global_position"""
-
-
-@dataclass(frozen=True, slots=True)
-class LogPage:
-    records: list[RecordedEvent]
-    more: bool  # the page was cut by its limits: read again without waiting
-
-
-async def _read_page(
-    conn: Conn,
-    cursor_sql: str,
-    cursor_args: tuple[Any, ...],
-    limit: int,
-    payload_types: Sequence[str] | None,
-    max_payload_bytes: int | None,
-) -> LogPage:
-    args: tuple[Any, ...] = (*cursor_args, limit)
-    if payload_types is not None:
-        args = (*args, list(payload_types))
-    if max_payload_bytes is not None:
-        args = (*args, max_payload_bytes)
-    query = _page_query(
-        cursor_sql,
-        len(cursor_args),
-        typed=payload_types is not None,
-        bounded=max_payload_bytes is not None,
-    )
-    rows = await conn.fetch(query, *args)
-    page_rows = rows[0]["page_rows"] if rows else 0
-    more = len(rows) >= limit or (max_payload_bytes is not None and len(rows) < page_rows)
-    return LogPage([record_from_row(r) for r in rows], more)
-
-
-async def read_after(
-    conn: Conn,
-    after: LogPosition,
-    limit: int,
-    payload_types: Sequence[str] | None,
-    *,
-    max_payload_bytes: int | None = None,
-) -> list[RecordedEvent]:
-    """Events after ``after`` in log order, from transactions that can no longer be joined.
-
-    Only events of transactions older than every transaction still running are returned
-    (invariant 2): a transaction that inserted earlier but commits later is therefore read
-    once it commits, in its place, never skipped. Payloads are fetched only for
-    ``payload_types`` (all when None); other events come back with ``event=None`` so the
-    reader's cursor can still move past them. ``max_payload_bytes`` also bounds the batch by
-    the stored size of the payloads it fetches (at least one event is always returned): a
-    thousand million-point ingest events must not arrive in one batch.
-    """
-    page = await _read_page(
-        conn,
-        "SELECT $1::xid8 AS tx, $2::bigint AS gp",
-        (after.transaction_id, after.global_position),
-        limit,
-        payload_types,
-        max_payload_bytes,
-    )
-    return page.records
-
-
-async def read_after_checkpoint(
-    conn: Conn,
-    checkpoint: str,
-    limit: int,
-    payload_types: Sequence[str] | None,
-    *,
-    max_payload_bytes: int | None = None,
-) -> LogPage:
-    """Like :func:`read_after`, from a projection checkpoint, locking its row (FOR UPDATE)
-    in the same statement: call it inside the transaction that will move the checkpoint."""
-    return await _read_page(
-        conn,
-        """SELECT transaction_id AS tx, global_position AS gp FROM projection_checkpoints
-           WHERE name = $1 FOR UPDATE""",
-        (checkpoint,),
-        limit,
-        payload_types,
-        max_payload_bytes,
-    )
+if TYPE_CHECKING:
+    _conforms: type[Recorder] = PostgresRecorder
