@@ -7,7 +7,6 @@ import json
 import pytest
 
 from evtrack.api import _plain_batch as plain_batch
-from evtrack.errors import EvtrackError
 
 
 def _body(**fields: object) -> bytes:
@@ -21,9 +20,9 @@ def test_plain_points_become_columns() -> None:
     ]
     batch = plain_batch.decode(_body(metrics=points))
     assert batch is not None and batch.fields() == {"run_id": "a" * 32}
-    columns = plain_batch.metric_columns(batch.metrics)
-    assert columns is not None and columns is not False
-    assert (columns.keys, columns.values, columns.timestamps, columns.steps) == (
+    points = batch.points()
+    assert points is not None
+    assert (points.keys, points.values, points.timestamps, points.steps) == (
         ["loss", "acc"],
         [1.0, 0.5],
         [5, 6],
@@ -45,10 +44,10 @@ def test_anything_unusual_goes_to_the_general_path(points: list[dict[str, object
     assert plain_batch.decode(_body(metrics=points)) is None
 
 
-def test_negative_timestamps_and_bad_keys() -> None:
-    batch = plain_batch.decode(_body(metrics=[{"key": "k", "value": 1.0, "timestamp": -1}]))
-    assert batch is not None and plain_batch.metric_columns(batch.metrics) is False
-    batch = plain_batch.decode(_body(metrics=[{"key": "bad$key", "value": 1.0, "timestamp": 1}]))
+def test_plain_decoding_leaves_the_rules_to_the_domain() -> None:
+    """Decoding only shapes the points; a negative timestamp or a bad key is the domain's to
+    refuse (tests/domain/test_metric_rules.py), whichever path decoded the body."""
+    batch = plain_batch.decode(_body(metrics=[{"key": "bad$key", "value": 1.0, "timestamp": -1}]))
     assert batch is not None
-    with pytest.raises(EvtrackError):
-        plain_batch.metric_columns(batch.metrics)
+    points = batch.points()
+    assert points is not None and points.keys == ["bad$key"] and points.timestamps == [-1]
