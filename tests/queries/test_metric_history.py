@@ -19,7 +19,7 @@ import asyncpg
 import msgspec
 import pytest
 
-from evtrack.api._app import create_pool
+from evtrack.server import create_pool
 from evtrack.errors import EvtrackError
 from evtrack.eventlog import upgrade
 from evtrack.projections.registry import all_projections
