@@ -13,7 +13,8 @@ from evtrack.eventlog._store import (
     UnitOfWork,
     WrongExpectedVersion,
     read_after,
-    read_after_checkpoint,
+    read_after_cursor,
+    read_positions,
 )
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "WrongExpectedVersion",
     "available_migrations",
     "read_after",
-    "read_after_checkpoint",
+    "read_after_cursor",
+    "read_positions",
     "upgrade",
 ]
