@@ -246,13 +246,6 @@ async def retry_parked(conn: Conn, projection: Projection) -> RetryOutcome:
                 record.position.global_position,
             )
             applied.append(entry)
-    for p in applied:
-        log.info(
-            "projector.parked_event_applied",
-            projection=p.projection,
-            global_position=p.position.global_position,
-            event_type=p.event_type,
-        )
     return RetryOutcome(applied, still)
 
 
