@@ -8,12 +8,15 @@ import contextlib
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from evtrack import __version__
 from evtrack.config import Settings, env
+
+if TYPE_CHECKING:
+    from evtrack.projector import Projection
 
 _DESCRIPTION = """\
 evtrack: an event-sourced ML experiment tracking server and model registry.
@@ -486,16 +489,24 @@ async def _print_parked(conn: Any) -> None:
         )
 
 
-async def _projections_retry_parked(dsn: str, name: str) -> int:
-    from evtrack.eventlog import upgrade
+def _projections_named(name: str) -> list[Projection] | None:
+    """The projection ``name`` (or all for 'all'); None, said on stderr, if unknown."""
     from evtrack.projections.registry import all_projections, projection_named
-    from evtrack.projector import retry_parked
 
     try:
-        targets = all_projections() if name == "all" else [projection_named(name)]
+        return all_projections() if name == "all" else [projection_named(name)]
     except KeyError:
         names = ", ".join(p.name for p in all_projections())
         print(f"evtrack: unknown projection {name!r}; known: {names}", file=sys.stderr)
+        return None
+
+
+async def _projections_retry_parked(dsn: str, name: str) -> int:
+    from evtrack.eventlog import upgrade
+    from evtrack.projector import retry_parked
+
+    targets = _projections_named(name)
+    if targets is None:
         return 2
     conn = await asyncpg.connect(dsn)
     still_parked = 0
@@ -526,18 +537,14 @@ async def _projections_rebuild(dsn: str, name: str) -> int:
     from tqdm import tqdm
 
     from evtrack.eventlog import upgrade
-    from evtrack.projections.registry import all_projections, projection_named
     from evtrack.projector import rebuild
 
+    targets = _projections_named(name)
+    if targets is None:
+        return 2
     conn = await asyncpg.connect(dsn)
     try:
         await upgrade(conn)
-        try:
-            targets = all_projections() if name == "all" else [projection_named(name)]
-        except KeyError:
-            names = ", ".join(p.name for p in all_projections())
-            print(f"evtrack: unknown projection {name!r}; known: {names}", file=sys.stderr)
-            return 2
         total = await conn.fetchval("SELECT COALESCE(max(global_position), 0) FROM events")
         for projection in targets:
             with tqdm(
