@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -19,6 +20,7 @@ from evtrack.projector import (
     Projection,
     ProjectorRuntime,
     apply_next_batch,
+    ensure_tables,
     install,
     list_parked,
     parked_counts,
@@ -207,3 +209,29 @@ async def test_infrastructure_errors_are_retried_not_parked(
         await conn.execute("ALTER TABLE rm_flaky.hidden RENAME TO seen")
         await drain_to_head(conn, projection)
         assert await _seen(pool) == ["a"]
+
+
+async def test_the_projector_creates_its_own_tables_idempotently(pool: asyncpg.Pool) -> None:
+    """A database whose log has no checkpoint table (set up another way) gets both tables
+    from the projector, even with several creators racing; an existing one is kept."""
+    async with pool.acquire() as conn:
+        await conn.execute("DROP TABLE projection_checkpoints")
+        assert await conn.fetchval("SELECT to_regclass('parked_events')") is None
+    async with pool.acquire() as a, pool.acquire() as b, pool.acquire() as c:
+        await asyncio.gather(ensure_tables(a), ensure_tables(b), ensure_tables(c))
+    projection = flaky_projection()
+    async with pool.acquire() as conn:
+        await install(conn, projection, schema=projection.schema_name, checkpoint=projection.name)
+        await ensure_tables(conn)
+        assert await conn.fetchval("SELECT to_regclass('public.parked_events')") is not None
+        assert await read_checkpoints(conn, ["flaky"]) == {"flaky": (0, 0)}
+
+
+def test_the_event_log_does_not_name_the_projectors_tables() -> None:
+    """Only its migration 0001 (history) does: the tables belong to the projector."""
+    import evtrack.eventlog
+
+    package = Path(evtrack.eventlog.__file__).parent
+    for source in package.glob("*.py"):
+        text = source.read_text()
+        assert "projection_checkpoints" not in text and "parked_events" not in text, source
