@@ -8,12 +8,15 @@ import contextlib
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from evtrack import __version__
 from evtrack.config import Settings, env
+
+if TYPE_CHECKING:
+    from evtrack.projector import Projection
 
 _DESCRIPTION = """\
 evtrack: an event-sourced ML experiment tracking server and model registry.
@@ -123,8 +126,39 @@ def build_parser() -> argparse.ArgumentParser:
     p_commands = projections.add_subparsers(
         dest="projections_command", metavar="ACTION", required=True
     )
-    status = p_commands.add_parser("status", help="show each projection's position and lag")
+    status = p_commands.add_parser(
+        "status",
+        help="show each projection's position, lag and parked events",
+        description="Show, per projection, its checkpoint, how many events it is behind, "
+        "whether a worker holds its lease, whether its schema is current, and how many events "
+        "it has parked: events it could not apply and stepped over so that it could go on. "
+        "With --parked, also list those events (position, stream, type, attempts, error).",
+    )
+    status.add_argument(
+        "--parked", action="store_true", help="list the parked events of every projection"
+    )
     _add_database_flag(status)
+    retry = p_commands.add_parser(
+        "retry-parked",
+        help="apply a projection's parked events again, after a fix",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Apply the events projection NAME (or 'all') parked again, in log order, with its
+handlers and in its live schema. Events that apply now leave the parked list; those
+that still fail stay parked, with one more attempt and their new error.
+
+Safe while servers run: the retry holds the projection's checkpoint, so its live
+projector pauses between two batches until the retry commits.
+
+A parked event is applied after the later events the read model already holds, which
+is what you ask for by retrying: where the order matters (a tag or param set by the
+parked event and changed again later, a run's status), the parked event's value wins.
+`evtrack projections rebuild NAME` instead replays the whole log in order.
+
+Exits with status 1 when some events are still parked.""",
+    )
+    retry.add_argument("name", help="projection name (see `evtrack projections status`) or 'all'")
+    _add_database_flag(retry)
     rebuild = p_commands.add_parser(
         "rebuild",
         help="replay the log into a fresh copy of a read model and swap it in",
@@ -241,7 +275,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "db":
         return asyncio.run(_db_upgrade(dsn))
     if args.projections_command == "status":
-        return asyncio.run(_projections_status(dsn))
+        return asyncio.run(_projections_status(dsn, list_parked=args.parked))
+    if args.projections_command == "retry-parked":
+        return asyncio.run(_projections_retry_parked(dsn, args.name))
     if args.projections_command == "rebuild":
         return asyncio.run(_projections_rebuild(dsn, args.name))
     return asyncio.run(_projections_run(dsn))
@@ -386,22 +422,29 @@ async def _db_upgrade(dsn: str) -> int:
     return 0
 
 
-async def _projections_status(dsn: str) -> int:
+async def _projections_status(dsn: str, *, list_parked: bool = False) -> int:
     from evtrack.eventlog import LogPosition, count_events_after, upgrade
     from evtrack.projections.registry import all_projections
-    from evtrack.projector._runtime import lease_key
+    from evtrack.projector import checkpoint_rows, ensure_tables, lease_key, parked_counts
 
     conn = await asyncpg.connect(dsn)
     try:
         await upgrade(conn)
-        rows = {r["name"]: r for r in await conn.fetch("SELECT * FROM projection_checkpoints")}
+        await ensure_tables(conn)
+        rows = await checkpoint_rows(conn)
+        parked = await parked_counts(conn)
         print(
-            f"{'projection':<14} {'position':>12} {'behind':>10} {'owner':<8} {'schema':<9} updated"
+            f"{'projection':<14} {'position':>12} {'behind':>10} {'parked':>7} {'owner':<8} "
+            f"{'schema':<9} updated"
         )
         for projection in all_projections():
             row = rows.get(projection.name)
+            n_parked = parked.get(projection.name, 0)
             if row is None:
-                print(f"{projection.name:<14} {'-':>12} {'-':>10} {'-':<8} {'missing':<9} -")
+                print(
+                    f"{projection.name:<14} {'-':>12} {'-':>10} {n_parked:>7} {'-':<8} "
+                    f"{'missing':<9} -"
+                )
                 continue
             behind = await count_events_after(
                 conn, LogPosition(row["transaction_id"], row["global_position"])
@@ -414,30 +457,91 @@ async def _projections_status(dsn: str) -> int:
             schema = "current" if row["schema_hash"] == projection.schema_hash else "outdated"
             print(
                 f"{projection.name:<14} {row['global_position']:>12} {behind:>10} "
-                f"{'leased' if held else 'none':<8} {schema:<9} "
+                f"{n_parked:>7} {'leased' if held else 'none':<8} {schema:<9} "
                 f"{row['updated_at']:%Y-%m-%d %H:%M:%S}"
+            )
+        if list_parked:
+            await _print_parked(conn)
+        elif sum(parked.values()):
+            print(
+                "\nSome events are parked (not in the read models); list them with "
+                "`evtrack projections status --parked`, apply them after a fix with "
+                "`evtrack projections retry-parked NAME`."
             )
     finally:
         await conn.close()
     return 0
 
 
+async def _print_parked(conn: Any) -> None:
+    from evtrack.projector import list_parked
+
+    entries = await list_parked(conn)
+    print(f"\nparked events: {len(entries)}")
+    for p in entries:
+        print(
+            f"{p.projection:<14} position {p.position.global_position:<10} "
+            f"{p.event_type:<22} {p.stream_id:<40} attempts {p.attempts:<3} "
+            f"since {p.first_parked_at:%Y-%m-%d %H:%M:%S}\n    {p.error}"
+        )
+
+
+def _projections_named(name: str) -> list[Projection] | None:
+    """The projection ``name`` (or all for 'all'); None, said on stderr, if unknown."""
+    from evtrack.projections.registry import all_projections, projection_named
+
+    try:
+        return all_projections() if name == "all" else [projection_named(name)]
+    except KeyError:
+        names = ", ".join(p.name for p in all_projections())
+        print(f"evtrack: unknown projection {name!r}; known: {names}", file=sys.stderr)
+        return None
+
+
+async def _projections_retry_parked(dsn: str, name: str) -> int:
+    from evtrack.eventlog import upgrade
+    from evtrack.projector import retry_parked
+
+    targets = _projections_named(name)
+    if targets is None:
+        return 2
+    conn = await asyncpg.connect(dsn)
+    still_parked = 0
+    try:
+        await upgrade(conn)
+        for projection in targets:
+            try:
+                outcome = await retry_parked(conn, projection)
+            except LookupError as exc:
+                print(f"evtrack: {exc}", file=sys.stderr)
+                return 1
+            print(
+                f"{projection.name}: applied {len(outcome.applied)}, "
+                f"still parked {len(outcome.still_parked)}"
+            )
+            for p in outcome.still_parked:
+                print(
+                    f"    position {p.position.global_position} {p.event_type} "
+                    f"{p.stream_id} (attempts {p.attempts}): {p.error}"
+                )
+            still_parked += len(outcome.still_parked)
+    finally:
+        await conn.close()
+    return 1 if still_parked else 0
+
+
 async def _projections_rebuild(dsn: str, name: str) -> int:
     from tqdm import tqdm
 
     from evtrack.eventlog import last_global_position, upgrade
-    from evtrack.projections.registry import all_projections, projection_named
     from evtrack.projector import rebuild
 
+    targets = _projections_named(name)
+    if targets is None:
+        return 2
     conn = await asyncpg.connect(dsn)
     try:
         await upgrade(conn)
-        try:
-            targets = all_projections() if name == "all" else [projection_named(name)]
-        except KeyError:
-            names = ", ".join(p.name for p in all_projections())
-            print(f"evtrack: unknown projection {name!r}; known: {names}", file=sys.stderr)
-            return 2
         total = await last_global_position(conn)
         for projection in targets:
             with tqdm(

@@ -13,7 +13,7 @@ import time
 import asyncpg
 
 from evtrack.eventlog import LogPosition
-from evtrack.projector import Projection, apply_next_batch
+from evtrack.projector import Projection, apply_next_batch, read_checkpoints
 
 
 async def drain_to_head(
@@ -42,11 +42,8 @@ async def drain_to_head(
         total += count
         if count:
             continue
-        at = await conn.fetchrow(
-            "SELECT transaction_id, global_position FROM projection_checkpoints WHERE name = $1",
-            projection.name,
-        )
-        if LogPosition(at[0], at[1]) >= head:
+        at = (await read_checkpoints(conn, [projection.name]))[projection.name]
+        if at >= head:
             return total
         assert time.monotonic() < deadline, f"{projection.name} did not reach the log head"
         await asyncio.sleep(0.05)

@@ -18,7 +18,8 @@ from evtrack.eventlog._reads import (
     count_events_after,
     last_global_position,
     read_after,
-    read_after_checkpoint,
+    read_after_cursor,
+    read_positions,
     read_stream_history,
 )
 from evtrack.eventlog._recorder import (
@@ -59,7 +60,8 @@ __all__ = [
     "count_events_after",
     "last_global_position",
     "read_after",
-    "read_after_checkpoint",
+    "read_after_cursor",
+    "read_positions",
     "read_stream_history",
     "upgrade",
 ]

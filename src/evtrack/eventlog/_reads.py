@@ -80,10 +80,12 @@ class LogPage:
 async def _read_page(
     conn: Conn,
     cursor_sql: str,
-    cursor_args: tuple[Any, ...],
+    cursor_args: Sequence[Any],
     limit: int,
     payload_types: Sequence[str] | None,
     max_payload_bytes: int | None,
+    *,
+    lenient: bool = False,
 ) -> LogPage:
     args: tuple[Any, ...] = (*cursor_args, limit)
     if payload_types is not None:
@@ -99,7 +101,7 @@ async def _read_page(
     rows = await conn.fetch(query, *args)
     page_rows = rows[0]["page_rows"] if rows else 0
     more = len(rows) >= limit or (max_payload_bytes is not None and len(rows) < page_rows)
-    return LogPage([record_from_row(r) for r in rows], more)
+    return LogPage([record_from_row(r, lenient=lenient) for r in rows], more)
 
 
 async def read_after(
@@ -131,25 +133,61 @@ async def read_after(
     return page.records
 
 
-async def read_after_checkpoint(
+async def read_after_cursor(
     conn: Conn,
-    checkpoint: str,
+    cursor_sql: str,
+    cursor_args: Sequence[Any],
     limit: int,
     payload_types: Sequence[str] | None,
     *,
     max_payload_bytes: int | None = None,
+    lenient: bool = False,
 ) -> LogPage:
-    """Like :func:`read_after`, from a projection checkpoint, locking its row (FOR UPDATE)
-    in the same statement: call it inside the transaction that will move the checkpoint."""
+    """Like :func:`read_after`, from a position that ``cursor_sql`` selects in the same
+    statement (one round trip), so a reader that keeps its cursor in a table can lock that
+    row and read the page after it at once.
+
+    ``cursor_sql`` is a query returning one row with columns ``tx`` (xid8) and ``gp``
+    (bigint), using ``$1 .. $n`` for ``cursor_args``; e.g. ``SELECT transaction_id AS tx,
+    global_position AS gp FROM my_cursors WHERE name = $1 FOR UPDATE``. The log knows
+    nothing of whose cursor it is. With ``lenient``, an event whose payload does not decode
+    comes back with ``decode_error`` set instead of raising (see :func:`record_from_row`).
+    """
     return await _read_page(
         conn,
-        """SELECT transaction_id AS tx, global_position AS gp FROM projection_checkpoints
-           WHERE name = $1 FOR UPDATE""",
-        (checkpoint,),
+        cursor_sql,
+        cursor_args,
         limit,
         payload_types,
         max_payload_bytes,
+        lenient=lenient,
     )
+
+
+async def read_positions(
+    conn: Conn,
+    global_positions: Sequence[int],
+    payload_types: Sequence[str] | None,
+    *,
+    lenient: bool = False,
+) -> list[RecordedEvent]:
+    """The events at ``global_positions`` (those that exist), in log order; payloads as for
+    :func:`read_after`. For going back to events a reader set aside."""
+    payload = (
+        "CASE WHEN event_type = ANY($2::text[]) THEN payload END AS payload"
+        if payload_types is not None
+        else "payload"
+    )
+    args: list[Any] = [list(global_positions)]
+    if payload_types is not None:
+        args.append(list(payload_types))
+    rows = await conn.fetch(
+        f"""SELECT {_RECORD_COLUMNS}, {payload} FROM events
+            WHERE global_position = ANY($1::bigint[])
+            ORDER BY transaction_id, global_position""",
+        *args,
+    )
+    return [record_from_row(r, lenient=lenient) for r in rows]
 
 
 async def read_stream_history(

@@ -22,6 +22,11 @@ Handler = Callable[[Conn, Any, RecordedEvent], Awaitable[None]]
 BatchHandler = Callable[[Conn, Sequence[RecordedEvent]], Awaitable[None]]
 
 
+class UndecodableEvent(Exception):
+    """A stored payload that the event types of this version cannot read: the projection
+    fails on it like on any event it cannot apply, so it is parked (see ``_parking``)."""
+
+
 @dataclass
 class Projection:
     name: str
@@ -72,6 +77,8 @@ class Projection:
         group_type: str | None = None
         for record in records:
             if record.event is None:
+                if record.decode_error is not None:
+                    raise UndecodableEvent(record.decode_error)
                 continue
             if record.event_type in self.batch_handlers:
                 if group_type not in (None, record.event_type):

@@ -4,8 +4,10 @@ Per projection, one task owns the read model through a lease (a session advisory
 on its own connection; if the process dies the lock goes with its connection and another
 worker takes over). Each batch is applied and the checkpoint moved in one transaction, with
 the checkpoint row locked, so even two owners at once could not apply a batch twice
-(invariant 3). The task wakes on the doorbell (a local event or a Postgres NOTIFY sent
-outside the write path) and polls as a fallback (invariant 9).
+(invariant 3). An event the projection cannot apply is parked and stepped over in that same
+transaction (see ``_parking``), so one event never stops a read model. The task wakes on
+the doorbell (a local event or a Postgres NOTIFY sent outside the write path) and polls as a
+fallback (invariant 9).
 """
 
 from __future__ import annotations
@@ -22,8 +24,14 @@ from typing import Any
 import asyncpg
 import structlog
 
-from evtrack.eventlog import LOG_START, Conn, LogPosition, read_after_checkpoint
+from evtrack.eventlog import LOG_START, Conn, LogPosition, read_after_cursor
+from evtrack.projector._parking import Parked, apply_isolating, is_parkable, log_parked, park
 from evtrack.projector._projection import Projection
+from evtrack.projector._tables import (
+    CHECKPOINT_CURSOR_SQL,
+    checkpoint_position,
+    ensure_tables,
+)
 
 log = structlog.get_logger("evtrack.projector")
 
@@ -39,7 +47,9 @@ def lease_key(name: str) -> int:
 
 
 async def install(conn: Conn, projection: Projection, *, schema: str, checkpoint: str) -> None:
-    """Create ``schema`` with the projection's tables and a checkpoint at the log's start."""
+    """Create ``schema`` with the projection's tables and a checkpoint at the log's start
+    (forgetting what was parked for ``checkpoint``: it is all applied again)."""
+    await ensure_tables(conn)
     async with conn.transaction():
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         await conn.execute(f'CREATE SCHEMA "{schema}"')
@@ -53,6 +63,7 @@ async def install(conn: Conn, projection: Projection, *, schema: str, checkpoint
             checkpoint,
             projection.schema_hash,
         )
+        await conn.execute("DELETE FROM parked_events WHERE projection = $1", checkpoint)
 
 
 async def apply_next_batch(
@@ -75,6 +86,11 @@ class _Applied:
     count: int
     last: LogPosition | None
     more: bool  # the page was full: apply the next one without waiting
+    parked: tuple[Parked, ...] = ()
+
+
+class _BatchFailed(Exception):
+    """Applying a page failed in a way an event may have caused: isolate and park."""
 
 
 async def _apply_page(
@@ -86,15 +102,27 @@ async def _apply_page(
     batch_size: int,
     search_path_set: bool = False,
 ) -> _Applied:
+    """Apply the next page in one transaction; if an event fails it, roll back and apply
+    the page again event-isolating, parking what fails on its own.
+
+    The first try costs nothing beyond the page itself: savepoints are only used once a
+    page has failed.
+    """
+    options: dict[str, Any] = {
+        "schema": schema,
+        "checkpoint": checkpoint,
+        "batch_size": batch_size,
+        "search_path_set": search_path_set,
+    }
+    try:
+        async with conn.transaction():
+            return await _apply_in_transaction(conn, projection, **options)
+    except _BatchFailed:
+        pass
     async with conn.transaction():
-        return await _apply_in_transaction(
-            conn,
-            projection,
-            schema=schema,
-            checkpoint=checkpoint,
-            batch_size=batch_size,
-            search_path_set=search_path_set,
-        )
+        applied = await _apply_in_transaction(conn, projection, isolate="known_bad", **options)
+    log_parked(applied.parked)
+    return applied
 
 
 async def _apply_in_transaction(
@@ -105,19 +133,26 @@ async def _apply_in_transaction(
     checkpoint: str,
     batch_size: int,
     search_path_set: bool = False,
+    isolate: str | None = None,
 ) -> _Applied:
     """Read the page after the (locked) checkpoint, apply it, move the checkpoint.
 
     A page with no event the projection handles (the log is shared by every read model)
     only moves the checkpoint. ``search_path_set`` says the connection's session already
     points at ``schema`` (a live projector's own connection), saving a statement per batch.
+
+    Without ``isolate``, an event's failure raises :class:`_BatchFailed` (the caller rolls
+    back and tries again isolating). With ``isolate`` ("known_bad": the page just failed;
+    "savepoint": it may fail), events that fail on their own are parked and the rest applied.
     """
-    page = await read_after_checkpoint(
+    page = await read_after_cursor(
         conn,
-        checkpoint,
+        CHECKPOINT_CURSOR_SQL,
+        (checkpoint,),
         batch_size,
         sorted(projection.event_types),
         max_payload_bytes=MAX_BATCH_PAYLOAD_BYTES,
+        lenient=True,
     )
     records = page.records
     if not records:
@@ -127,10 +162,22 @@ async def _apply_in_transaction(
         ):
             raise LookupError(f"projection {checkpoint} is not installed")
         return _Applied(0, None, False)
-    if any(r.event is not None for r in records):
+    parked: list[Parked] = []
+    if any(r.event is not None or r.decode_error is not None for r in records):
         if not search_path_set:
             await conn.execute(f'SET LOCAL search_path TO "{schema}", public')
-        await projection.apply(conn, records)
+        if isolate is None:
+            try:
+                await projection.apply(conn, records)
+            except Exception as exc:
+                if is_parkable(exc):
+                    raise _BatchFailed from exc
+                raise
+        else:
+            failed = await apply_isolating(
+                conn, projection, records, known_bad=isolate == "known_bad"
+            )
+            parked = await park(conn, checkpoint, failed)
     last = records[-1].position
     await conn.execute(
         """UPDATE projection_checkpoints
@@ -140,7 +187,7 @@ async def _apply_in_transaction(
         last.transaction_id,
         last.global_position,
     )
-    return _Applied(len(records), last, page.more)
+    return _Applied(len(records), last, page.more, tuple(parked))
 
 
 async def rebuild(
@@ -154,7 +201,8 @@ async def rebuild(
 
     The live read model keeps answering queries until the swap, which happens in one short
     transaction holding the live checkpoint row, so the live projector (if any) pauses for
-    just that moment and then continues from the rebuilt model's checkpoint.
+    just that moment and then continues from the rebuilt model's checkpoint. Every event is
+    tried again: what is parked afterwards is what the rebuild parked, nothing older.
     """
     shadow = f"{projection.schema_name}__rebuild"
     shadow_checkpoint = f"{projection.name}__rebuild"
@@ -180,10 +228,17 @@ async def rebuild(
         await conn.fetchrow(
             "SELECT 1 FROM projection_checkpoints WHERE name = $1 FOR UPDATE", projection.name
         )
+        parked: list[Parked] = []
         while True:
             applied = await _apply_in_transaction(
-                conn, projection, schema=shadow, checkpoint=shadow_checkpoint, batch_size=batch_size
+                conn,
+                projection,
+                schema=shadow,
+                checkpoint=shadow_checkpoint,
+                batch_size=batch_size,
+                isolate="savepoint",  # a failure must not undo the swap's transaction
             )
+            parked.extend(applied.parked)
             if applied.last is not None:
                 position = applied.last
             if applied.count == 0:
@@ -200,11 +255,19 @@ async def rebuild(
             shadow_checkpoint,
         )
         await conn.execute("DELETE FROM projection_checkpoints WHERE name = $1", shadow_checkpoint)
+        await conn.execute("DELETE FROM parked_events WHERE projection = $1", projection.name)
+        await conn.execute(
+            "UPDATE parked_events SET projection = $1 WHERE projection = $2",
+            projection.name,
+            shadow_checkpoint,
+        )
+    log_parked(parked)
     return position
 
 
 async def ensure_current(conn: Conn, projection: Projection) -> None:
     """Install a projection that is missing; rebuild one whose schema changed."""
+    await ensure_tables(conn)
     row = await conn.fetchrow(
         "SELECT schema_hash FROM projection_checkpoints WHERE name = $1", projection.name
     )
@@ -365,7 +428,8 @@ class ProjectorRuntime:
                     async with self._progress:
                         self._progress.notify_all()
                 elif projection.name not in self._positions:
-                    self._positions[projection.name] = await _checkpoint(conn, projection.name)
+                    at = await checkpoint_position(conn, projection.name)
+                    self._positions[projection.name] = LOG_START if at is None else at
                 if applied.more:
                     continue
                 with contextlib.suppress(TimeoutError):
@@ -391,21 +455,3 @@ class ProjectorRuntime:
                 if attempt == 2:
                     raise
         return _Applied(0, None, False)
-
-
-async def _checkpoint(conn: Conn, name: str) -> LogPosition:
-    row = await conn.fetchrow(
-        "SELECT transaction_id, global_position FROM projection_checkpoints WHERE name = $1", name
-    )
-    return LOG_START if row is None else LogPosition(row["transaction_id"], row["global_position"])
-
-
-async def read_checkpoints(
-    conn: Conn | asyncpg.Pool[Any], names: Sequence[str]
-) -> dict[str, LogPosition]:
-    rows = await conn.fetch(
-        """SELECT name, transaction_id, global_position FROM projection_checkpoints
-           WHERE name = ANY($1::text[])""",
-        list(names),
-    )
-    return {r["name"]: LogPosition(r["transaction_id"], r["global_position"]) for r in rows}
