@@ -120,20 +120,22 @@ async def test_an_unappliable_event_is_parked_reads_stay_fresh_and_retry_applies
     elapsed, run = _timed_get(base, "runs/get", run_id=poisoned)
     assert elapsed < 2.0 and "refused" not in _tags(run)
 
-    # (b) Status reports them: runs parked both, metrics the overflowing point.
+    # (b) Status reports them: runs parked both; metrics and logged_models the overflowing
+    # point, which the event type's own constraints no longer let them decode.
     status = _cli(dsn, "status", "--parked")
     assert status.returncode == 0, status.stderr
     counts = _parked_column(status.stdout)
     assert counts["runs"] == 2, status.stdout
     assert counts["metrics"] == 1, status.stdout
+    assert counts["logged_models"] == 1, status.stdout
     assert counts["experiments"] == 0, status.stdout
-    assert "parked events: 3" in status.stdout
+    assert "parked events: 4" in status.stdout
     assert "CheckViolationError" in status.stdout
     assert "injected-1" in status.stdout
     # Logged once per parked event, not in a loop.
     time.sleep(1.0)
     log = evtrack_server.stderr_path.read_text() + evtrack_server.stdout_path.read_text()
-    assert len(re.findall(r"projector\.event_parked", log)) == 3, log[-3000:]
+    assert len(re.findall(r"projector\.event_parked", log)) == 4, log[-3000:]
 
     # (c) The fix, then the retry: the tag applies and leaves the parked table; the int64
     # overflow cannot, and stays with its attempts counted.

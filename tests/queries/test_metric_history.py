@@ -19,12 +19,12 @@ import asyncpg
 import msgspec
 import pytest
 
-from evtrack.server import create_pool
 from evtrack.errors import EvtrackError
 from evtrack.eventlog import upgrade
 from evtrack.projections.registry import all_projections
 from evtrack.projector import ensure_current
 from evtrack.queries import metrics as q
+from evtrack.server import create_pool
 
 Point = tuple[int, int, float]
 SPECIALS = [math.nan, math.inf, -math.inf, -0.0, 0.0, 1.0, -1.0, 5e-324, -1.7976931348623157e308]

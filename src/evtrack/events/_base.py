@@ -81,7 +81,7 @@ def encode_event(event: Event) -> bytes:
     try:
         payload = _encoder.encode(event)
         _decoder(type(event)).decode(payload)
-    except (OverflowError, msgspec.ValidationError, ConstraintViolation) as exc:
+    except (OverflowError, UnicodeEncodeError, msgspec.ValidationError, ConstraintViolation) as exc:
         raise ConstraintViolation(f"{event.type_name()}: {exc}") from None
     return payload
 
