@@ -270,6 +270,7 @@ async def _log(request: web.Request, args: Args, data: tracking.RunData) -> web.
 async def log_metric(request: web.Request) -> web.Response:
     args = await read_args(request)
     args.run_id()
+    args.required_string("key")  # a non-string key is the reference's type error, not a 500
     metrics = _metric_columns([args.fields], single=True)
     return await _log(request, args, tracking.RunData(metrics, [], []))
 
