@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
 from evtrack.api._common import json_response
+from evtrack.api._http_server import HANDLER_ARGS
 from evtrack.api._routing import Handler, Route
 from evtrack.api._state import SERVICES, Doorbell, Freshness, Services
 from evtrack.api.artifacts import ARTIFACT_STORE, artifact_routes
@@ -178,7 +179,11 @@ async def create_pool(dsn: str, size: int) -> asyncpg.Pool:
 
 def create_app(settings: Settings, dsn: str) -> web.Application:
     """Build the app; the database must be reachable at ``dsn`` when it starts."""
-    app = web.Application(middlewares=[request_context], client_max_size=64 * 1024 * 1024)
+    app = web.Application(
+        middlewares=[request_context],
+        client_max_size=64 * 1024 * 1024,
+        handler_args=HANDLER_ARGS,  # long query lines (run ids) as MLflow's UI sends them
+    )
     mount(app, all_routes())
     app[INGEST_GATE] = IngestGate(
         IngestLimits(
