@@ -15,8 +15,8 @@ those answers as that envelope too: 414 for a request line over the limit, 431 f
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
+import signal
 import sys
 from typing import Any
 
@@ -87,21 +87,24 @@ class _AppRunner(web.AppRunner):
 
 
 async def _serve(app: web.Application, host: str, port: int, shutdown_timeout: float) -> None:
-    runner = _AppRunner(
-        app, handle_signals=True, shutdown_timeout=shutdown_timeout, access_log=None
-    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = _AppRunner(app, shutdown_timeout=shutdown_timeout, access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
         await site.start()
         print(f"======== Running on {site.name} ========", file=sys.stderr)
-        while True:
-            await asyncio.sleep(3600)
+        await stop.wait()
     finally:
-        await runner.cleanup()  # graceful: in-flight requests get shutdown_timeout to finish
+        # Stops listening, then gives in-flight requests shutdown_timeout to finish; only after
+        # that does asyncio.run cancel what is left.
+        await runner.cleanup()
 
 
 def serve(app: web.Application, *, host: str, port: int, shutdown_timeout: float) -> None:
-    """Run ``app`` until SIGTERM/SIGINT, as ``web.run_app`` does, with the handler above."""
-    with contextlib.suppress(web.GracefulExit, KeyboardInterrupt):
-        asyncio.run(_serve(app, host, port, shutdown_timeout))
+    """Run ``app`` until SIGTERM/SIGINT, draining in-flight requests as ``web.run_app`` does,
+    with the JSON-rendering protocol handler above."""
+    asyncio.run(_serve(app, host, port, shutdown_timeout))
