@@ -290,9 +290,8 @@ def _canonical_stages(stages: list[str]) -> list[str]:
 
 
 def _server(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     from evtrack._logging import configure_logging
+    from evtrack.api import serve
     from evtrack.server import create_app
 
     configure_logging(args.log_level)
@@ -310,14 +309,7 @@ def _server(args: argparse.Namespace) -> int:
     )
     dsn = resolve_database_url(settings.database_url)
     app = create_app(settings, dsn)
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        shutdown_timeout=settings.shutdown_timeout_s,
-        print=lambda msg: print(msg, file=sys.stderr),
-        access_log=None,
-    )
+    serve(app, host=settings.host, port=settings.port, shutdown_timeout=settings.shutdown_timeout_s)
     return 0
 
 

@@ -403,3 +403,32 @@ async def test_chunked_upload_without_content_length(env: Env) -> None:
     assert resp.headers["Content-Type"] == "application/json"
     got = await (await env.client.get(f"{BASE}/c/chunked.bin")).read()
     assert got == b"".join(bytes([i]) * 300_000 for i in range(5))
+
+
+# Uploads whose name the store would change (issue 8, point 7): sent byte for byte.
+RENAMING_UPLOADS = [
+    "a%5Cb.txt",  # backslash
+    "a\\b.txt",
+    "%2Fabs.txt",  # absolute once decoded
+    "a%00b.txt",  # NUL
+    "%EF%BC%8E%EF%BC%8E%EF%BC%8Fx.txt",  # U+FF0E U+FF0E U+FF0F: "../" after NFKC
+    "a%E2%80%A4b.txt",  # U+2024 ONE DOT LEADER
+    "a%EF%BC%8Fb.txt",  # U+FF0F FULLWIDTH SOLIDUS
+    "a%E2%88%95b.txt",  # U+2215 DIVISION SLASH
+    "a%E2%A7%B8b.txt",  # U+29F8 BIG SOLIDUS
+    "%EF%AC%81le.txt",  # U+FB01 LATIN SMALL LIGATURE FI: NFKC gives "file.txt"
+    "a//b.txt",  # would be stored as a/b.txt
+    "a%2520b.txt",  # would be stored as "a b.txt"
+]
+
+
+async def test_upload_that_would_be_renamed_is_refused_and_stores_nothing(env: Env) -> None:
+    for tail in RENAMING_UPLOADS:
+        resp = await env.raw("PUT", f"{BASE}/{tail}", body=b"payload")
+        assert resp.status == 400, tail
+        assert resp.json() == INVALID_PATH, tail
+    assert snapshot(env.root) == {}
+    # The canonical spellings are fine and land exactly where they were asked for.
+    resp = await env.raw("PUT", f"{BASE}/a/b.txt", body=b"ok")
+    assert resp.status == 200
+    assert snapshot(env.root) == {"a": None, "a/b.txt": b"ok"}

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import unicodedata
 from pathlib import Path
 
 import pytest
 
-from evtrack.artifacts import contained, normalize_artifact_path
+from evtrack.artifacts import contained, normalize_artifact_path, normalize_upload_path
 from evtrack.errors import ErrorCode, EvtrackError
 
 # What aiohttp hands the handler: the URL path decoded once, or a decoded query value.
@@ -53,6 +54,24 @@ REJECTED = [
     "a/%2e/b",
     "a/.",
     "a%ffb",  # not UTF-8 once decoded: would become U+FFFD, i.e. ambiguous
+    # Unicode dots and separators: NFKC maps the fullwidth/small forms to ASCII ...
+    "\uff0e\uff0e/x",  # FULLWIDTH FULL STOP x2
+    "a\uff0fb",  # FULLWIDTH SOLIDUS
+    "%EF%BC%8E%EF%BC%8E%EF%BC%8Fx",  # the same, percent-encoded UTF-8
+    "\uff3c..",  # FULLWIDTH REVERSE SOLIDUS
+    "a\ufe52b",  # SMALL FULL STOP
+    "\u2024\u2024/x",  # ONE DOT LEADER
+    "\u2025/x",  # TWO DOT LEADER
+    # ... and the look-alikes NFKC leaves alone are refused by name
+    "a\u2215b",  # DIVISION SLASH
+    "a\u29f8b",  # BIG SOLIDUS
+    "a\u2044b",  # FRACTION SLASH
+    "a\u29f5b",  # REVERSE SOLIDUS OPERATOR
+    "a\u3002b",  # IDEOGRAPHIC FULL STOP
+    # any other name NFKC would change
+    "\ufb01le.txt",  # LATIN SMALL LIGATURE FI
+    "x\u00b2.txt",  # SUPERSCRIPT TWO
+    "cafe\u0301.txt",  # decomposed e + COMBINING ACUTE: NFKC composes it
 ]
 
 ACCEPTED = [
@@ -118,6 +137,12 @@ def test_agrees_with_mlflow_where_mlflow_is_strict() -> None:
             or "." in decoded.split("/")
             or "\ufffd" in decoded
             or "#" in raw  # MLflow's urlparse round trip drops a lone "#" before checking
+            # Unicode dots/separators: MLflow stores them as given (issue 8, point 7)
+            or unicodedata.normalize("NFKC", decoded) != decoded
+            or any(
+                ord(c) > 0x7F and unicodedata.category(c) in ("Po", "Sm", "So", "Mn")
+                for c in decoded
+            )
         ), raw
     for raw, expected in ACCEPTED:
         assert uri.validate_path_is_safe(raw).strip("/").replace("//", "/") == expected
@@ -154,3 +179,44 @@ def test_contained_rechecks_unnormalised_input(tmp_path: Path) -> None:
     for rel in ("../x", "/etc", "a/./b", "a\\b"):
         with pytest.raises(EvtrackError):
             contained(tmp_path, rel)
+
+
+def test_unicode_rules_are_nfkc_and_lookalikes() -> None:
+    """Every refused Unicode case either changes under NFKC or is a listed look-alike."""
+    for raw in ("a\uff0fb", "\uff0e\uff0e", "\u2024", "a\ufe52b"):
+        assert unicodedata.normalize("NFKC", raw) != raw
+    for raw in ("a\u2215b", "a\u29f8b", "a\u3002b"):
+        assert unicodedata.normalize("NFKC", raw) == raw  # so only the look-alike list stops it
+        with pytest.raises(EvtrackError):
+            normalize_artifact_path(raw)
+    # Composed (NFC) accented names and other scripts stay valid.
+    assert normalize_artifact_path("caf\u00e9/\u65e5\u672c.csv") == "caf\u00e9/\u65e5\u672c.csv"
+
+
+UPLOAD_REFUSED = [
+    "a//b",  # would be stored as a/b
+    "a/b/",  # trailing slash (the route answers its own message first)
+    "a%20b.txt",  # would be stored as "a b.txt"; the client asked for the literal name
+    "a%2520b.txt",
+    "%2e%2e%2fx",
+    "a\\b",
+    "/abs/x",
+    "a\x00b",
+    "a\uff0fb",
+    "a\u2215b",
+]
+
+
+@pytest.mark.parametrize("raw", UPLOAD_REFUSED)
+def test_upload_paths_must_be_stored_as_asked(raw: str) -> None:
+    with pytest.raises(EvtrackError) as exc:
+        normalize_upload_path(raw)
+    assert exc.value.message == "Invalid path"
+    assert exc.value.http_status == 400
+
+
+@pytest.mark.parametrize(
+    "raw", ["a", "a/b/c.txt", "...", ".hidden", "100%.txt", "a b.txt", "\u65e5\u672c.csv", "a/x:y"]
+)
+def test_upload_paths_that_are_canonical_are_kept(raw: str) -> None:
+    assert normalize_upload_path(raw) == raw

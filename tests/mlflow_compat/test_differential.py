@@ -1171,6 +1171,146 @@ def scenario_registry(r: Recorder) -> None:
     r.get("get version of deleted model", "model-versions/get", {"name": name, "version": "1"})
 
 
+def scenario_reference_answers(r: Recorder) -> None:
+    """Issue 8, point 8: places where evtrack used to answer differently from the reference."""
+    exp = r.post("create experiment", "experiments/create", {"name": r.name("ref")})[
+        "experiment_id"
+    ]
+    run = r.post(
+        "create run",
+        "runs/create",
+        {"experiment_id": exp, "run_name": r.name("refrun"), "start_time": 1},
+    )["run"]["info"]["run_id"]
+    # A runs:/ source is only checked against the run_id argument, not against the runs table.
+    name = r.name("rm")
+    r.post("create registered model", "registered-models/create", {"name": name})
+    ghost = "0123456789abcdef0123456789abcdef"
+    r.post(
+        "version from a run that does not exist",
+        "model-versions/create",
+        {"name": name, "source": f"runs:/{ghost}/model", "run_id": ghost},
+    )
+    r.get(
+        "download uri of that version",
+        "model-versions/get-download-uri",
+        {"name": name, "version": "1"},
+    )
+    r.post(
+        "runs source without run_id",
+        "model-versions/create",
+        {"name": name, "source": f"runs:/{ghost}/model"},
+    )
+    # The path is checked before the version is looked up.
+    for label, version, path in (
+        ("traversal", "1", "../x"),
+        ("absolute", "1", "/etc/passwd"),
+        ("traversal, missing version", "99", "../x"),
+        ("traversal, bad version", "abc", "../x"),
+    ):
+        r.call(
+            f"get-artifact {label}",
+            "GET",
+            "/model-versions/get-artifact",
+            params={"name": name, "version": version, "path": path},
+        )
+    # Non-string keys are 400 on every logging route, never 500 (messages are not compared).
+    for key in (5, 5.5, True, ["a"], {"a": 1}):
+        r.post(
+            f"log-metric key {key!r}",
+            "runs/log-metric",
+            {"run_id": run, "key": key, "value": 1, "timestamp": 1, "step": 0},
+        )
+    r.post("log-parameter int key", "runs/log-parameter", {"run_id": run, "key": 5, "value": "1"})
+    r.post("set-tag int key", "runs/set-tag", {"run_id": run, "key": 5, "value": "1"})
+    r.post("delete-tag int key", "runs/delete-tag", {"run_id": run, "key": 5})
+    for field, item in (
+        ("metrics", {"key": 5, "value": 1, "timestamp": 1, "step": 0}),
+        ("params", {"key": 5, "value": "1"}),
+        ("tags", {"key": 5, "value": "1"}),
+    ):
+        r.post(f"log-batch int key in {field}", "runs/log-batch", {"run_id": run, field: [item]})
+    r.post(
+        "experiment with int tag key",
+        "experiments/create",
+        {"name": r.name("inttag"), "tags": [{"key": 5, "value": "1"}]},
+    )
+    r.post(
+        "registered model with int tag key",
+        "registered-models/create",
+        {"name": r.name("rm-inttag"), "tags": [{"key": 5, "value": "1"}]},
+    )
+    r.get("run after refused writes", "runs/get", {"run_id": run})
+    # 1,000 run ids in the query (about 41 KB of request line): a JSON answer, not plain text.
+    many = [f"{i:032x}" for i in range(1000)]
+    r.call(
+        "bulk history, 1000 run ids",
+        "GET",
+        "/ajax-api/2.0/mlflow/metrics/get-history-bulk",
+        params={"run_id": many, "metric_key": "acc"},
+    )
+    r.get(
+        "bulk interval, 1000 run ids",
+        "metrics/get-history-bulk-interval",
+        {"run_ids": many, "metric_key": "acc"},
+    )
+    r.get(
+        "bulk interval, 100 run ids",
+        "metrics/get-history-bulk-interval",
+        {"run_ids": [run, *many[:99]], "metric_key": "acc"},
+    )
+    # A relative local artifact_location is made absolute against the server's directory.
+    for label, location in (("relative", "rel/dir"), ("dot", "./rel2"), ("file:", "file:rel3")):
+        created = r.post(
+            f"experiment with {label} location",
+            "experiments/create",
+            {"name": r.name(f"loc-{label}"), "artifact_location": location},
+        )
+        got = r.server.request(
+            "GET", f"{API}/experiments/get", params={"experiment_id": created["experiment_id"]}
+        ).body["experiment"]["artifact_location"]
+        tail = location.removeprefix("file:").removeprefix("./")
+        r.steps.append(
+            {
+                "step": f"{label} location made absolute",
+                "absolute": got.removeprefix("file://").startswith("/"),
+                "scheme kept": got.startswith("file://") == location.startswith("file:"),
+                "ends with": got.endswith("/" + tail),
+            }
+        )
+    # GraphQL int64 fields (fileSize, timestamps, steps) are strings, as the reference's.
+    r.call(
+        "upload artifact",
+        "PUT",
+        f"{ARTIFACTS_API}/{exp}/{run}/artifacts/dir/f.txt",
+        data=b"hello world",
+        record="status",  # the reference answers an empty body, evtrack {}: both are "ok"
+    )
+    r.post(
+        "log metric",
+        "runs/log-metric",
+        {"run_id": run, "key": "acc", "value": 0.5, "timestamp": 9, "step": 3},
+    )
+    r.call(
+        "graphql list artifacts with sizes",
+        "POST",
+        "/graphql",
+        json={
+            "query": 'query { mlflowListArtifacts(input: {runId: "'
+            + run
+            + '", path: "dir"}) { rootUri files { path isDir fileSize } } }'
+        },
+    )
+    r.call(
+        "graphql run int64 fields",
+        "POST",
+        "/graphql",
+        json={
+            "query": 'query { mlflowGetRun(input: {runId: "' + run + '"}) { run { info { '
+            "startTime endTime } data { metrics { key step timestamp } } } } }"
+        },
+    )
+
+
 SCENARIOS: dict[str, Callable[[Recorder], None]] = {
     "experiments": scenario_experiments,
     "runs": scenario_runs,
@@ -1182,6 +1322,7 @@ SCENARIOS: dict[str, Callable[[Recorder], None]] = {
     "graphql": scenario_graphql,
     "logged_models": scenario_logged_models,
     "registry": scenario_registry,
+    "reference_answers": scenario_reference_answers,
 }
 
 

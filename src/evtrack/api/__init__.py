@@ -2,6 +2,7 @@
 MLflow does. The composition root (:mod:`evtrack.server`) attaches the services."""
 
 from evtrack.api._app import all_routes, build_app, mount
+from evtrack.api._http_server import serve
 from evtrack.api._state import SERVICES, Services
 from evtrack.api.artifacts import ARTIFACT_STORE
 from evtrack.api.ingest import INGEST_GATE, IngestGate, IngestLimits
@@ -16,4 +17,5 @@ __all__ = [
     "all_routes",
     "build_app",
     "mount",
+    "serve",
 ]

@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
 from evtrack.api._common import json_response
+from evtrack.api._http_server import HANDLER_ARGS
 from evtrack.api._routing import Handler, Route
 from evtrack.api._state import SERVICES
 from evtrack.api.artifacts import artifact_routes
@@ -143,7 +144,11 @@ def mount(app: web.Application, routes: Sequence[Route]) -> None:
 def build_app() -> web.Application:
     """The HTTP application with every route mounted; services are attached by the
     composition root (:mod:`evtrack.server`) when it starts."""
-    app = web.Application(middlewares=[request_context], client_max_size=64 * 1024 * 1024)
+    app = web.Application(
+        middlewares=[request_context],
+        client_max_size=64 * 1024 * 1024,
+        handler_args=HANDLER_ARGS,  # long query lines (run ids) as MLflow's UI sends them
+    )
     mount(app, all_routes())
     return app
 

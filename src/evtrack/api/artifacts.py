@@ -30,6 +30,7 @@ from evtrack.artifacts import (
     FileInfo,
     invalid_path,
     normalize_artifact_path,
+    normalize_upload_path,
 )
 from evtrack.errors import ErrorCode, EvtrackError, invalid
 from evtrack.permissions import Permission
@@ -131,9 +132,10 @@ def _path_param(request: web.Request) -> str:
 
 async def upload_artifact(request: web.Request) -> web.StreamResponse:
     """``PUT .../artifacts/<path>``: stream the raw body into the store, answer ``{}``."""
-    rel = _path_param(request)
+    _path_param(request)
     if request.match_info["path"].endswith("/"):
         raise invalid("Artifact path must include a filename (cannot end with '/').")
+    rel = normalize_upload_path(request.match_info["path"])  # stored under the name asked for
     try:
         await _store(request).put(rel, request.content.iter_chunked(CHUNK_SIZE))
     except (ConnectionResetError, HttpProcessingError):

@@ -32,7 +32,7 @@ def _tags(args: Args) -> list[tuple[str, str]]:
                 "See the API docs for more information about request parameters."
             )
         value = tag.get("value")
-        pairs.append((str(tag["key"]), "" if value is None else str(value)))
+        pairs.append((tag["key"], "" if value is None else str(value)))  # the domain checks the key
     return pairs
 
 

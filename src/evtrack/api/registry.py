@@ -42,7 +42,7 @@ def _tags(args: Args) -> list[tuple[str, str]]:
         if not isinstance(tag, dict) or tag.get("key") in (None, ""):
             raise invalid(f"Missing value for required parameter 'tags[{index}].key'.{_SEE_DOCS}")
         value = tag.get("value")
-        pairs.append((str(tag["key"]), "" if value is None else str(value)))
+        pairs.append((tag["key"], "" if value is None else str(value)))  # the domain checks the key
     return pairs
 
 
@@ -351,7 +351,11 @@ async def delete_model_version_tag(request: web.Request) -> web.Response:
 
 
 async def get_model_version_artifact(request: web.Request) -> web.StreamResponse:
-    """The UI reads a version's ``MLmodel`` through this root-level route."""
+    """The UI reads a version's ``MLmodel`` through this root-level route.
+
+    The path is checked before the version is looked up, as the reference does: an unsafe
+    path is 400 "Invalid path" whether or not the version exists."""
+    rel = normalize_artifact_path(request.query.get("path", ""))
     name = request.query.get("name", "")
     version = registry.parse_version(request.query.get("version", ""))
     location = await queries.download_uri(services(request).pool, name, version)
@@ -360,7 +364,6 @@ async def get_model_version_artifact(request: web.Request) -> web.StreamResponse
         raise not_found(
             f"Artifacts of model {name} version {version} are not stored by this server"
         )
-    rel = normalize_artifact_path(request.query.get("path", ""))
     return await stream_artifact(request, posixpath.join(root, rel))
 
 

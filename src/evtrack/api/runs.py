@@ -184,6 +184,7 @@ def _lifecycle(delete: bool) -> Handler:
 async def log_metric(request: web.Request) -> web.Response:
     args = await read_args(request)
     run_id = args.run_id()
+    args.required_string("key")  # a non-string key is the reference's type error, not a 500
     metrics = _points([args.fields], single=True)
     await execute(request, LogRunData(run_id=run_id, metrics=metrics, single=True))
     return empty()

@@ -17,6 +17,7 @@ from evtrack.artifacts._paths import (
     contained,
     invalid_path,
     normalize_artifact_path,
+    normalize_upload_path,
 )
 from evtrack.artifacts._s3 import S3ArtifactStore
 from evtrack.artifacts._store import CHUNK_SIZE, ArtifactStore, FileInfo
@@ -34,6 +35,7 @@ __all__ = [
     "contained",
     "invalid_path",
     "normalize_artifact_path",
+    "normalize_upload_path",
     "open_artifact_store",
     "start_artifact_store",
 ]

@@ -21,12 +21,23 @@ safe, and are stricter where MLflow relies on the host OS or passes ambiguity th
   MLflow's client and stores would parse such a path as a URI (``file:``, ``s3:``, ``C:``).
 * Empty segments (``a//b``, a trailing slash) collapse, as they do in MLflow; the result is
   canonical, so ``a//b`` and ``a/b`` are the same object in every store.
+* Paths that Unicode compatibility normalisation (NFKC) changes are rejected, and so are the
+  look-alike dots and slashes that NFKC leaves alone (U+2215 DIVISION SLASH, U+29F8 BIG
+  SOLIDUS ...): fullwidth dots and a fullwidth solidus (U+FF0E, U+FF0F) read as ``../`` to any
+  tool or store that normalises, and a name a store or filesystem may normalise cannot map to
+  exactly one object.
+
+An upload must also be stored under exactly the name it asked for
+(:func:`normalize_upload_path`): a path that only percent-decoding or collapsing would make
+valid (``a//b``, ``a%2520b``) is refused rather than silently renamed.
 """
 
 from __future__ import annotations
 
 import os
+import posixpath
 import re
+import unicodedata
 import urllib.parse
 from pathlib import Path
 
@@ -38,6 +49,16 @@ INVALID_PATH_MESSAGE = "Invalid path"
 _SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
 # Enough for any honest client (they encode at most once); MLflow gives up after 10 too.
 _MAX_DECODE_ROUNDS = 10
+# Dots, slashes and backslashes in other scripts and symbol blocks that NFKC keeps as they are
+# (the fullwidth and small forms, U+FF0E, U+FF0F, U+FE52 ..., NFKC maps to ASCII and the NFKC
+# check refuses): each reads as a separator or a dot to a human and to some tools.
+_LOOKALIKES = frozenset(
+    "\u2024\u2025\u2026"  # one/two dot leader, ellipsis (NFKC maps them too; listed for clarity)
+    "\u2044\u2215\u29f8\u2571\u27cb"  # fraction slash, division slash, big solidus, ...
+    "\u2216\u29f5\u29f9\u2572\u27cd\ufe68\uff3c"  # set minus, reverse solidus forms
+    "\u3002\uff61\u0589\u06d4\u2e3c"  # ideographic and other full stops
+    "\u0338\u20e5"  # combining long solidus overlay, combining reverse solidus overlay
+)
 
 
 def invalid_path() -> EvtrackError:
@@ -73,7 +94,8 @@ def normalize_artifact_path(raw: str, *, allow_root: bool = False) -> str:
     if (
         "#" in path
         or "\\" in path
-        or any(ord(c) < 0x20 or ord(c) == 0x7F for c in path)
+        or any(ord(c) < 0x20 or ord(c) == 0x7F or c in _LOOKALIKES for c in path)
+        or unicodedata.normalize("NFKC", path) != path
         or path.startswith("/")
         or _SCHEME_RE.match(path)
     ):
@@ -85,6 +107,20 @@ def normalize_artifact_path(raw: str, *, allow_root: bool = False) -> str:
         raise invalid_path()
     rel = "/".join(segments)
     if not rel and not allow_root:
+        raise invalid_path()
+    return rel
+
+
+def normalize_upload_path(raw: str) -> str:
+    """The path an upload is stored under, which must be the very name the client asked for.
+
+    On top of :func:`normalize_artifact_path`'s rules, a path that percent-decoding, collapsing
+    of empty segments or ``posixpath.normpath`` would change is refused with "Invalid path":
+    storing ``a//b`` as ``a/b`` or ``a%2520b`` as ``a b`` would answer 200 for a file the
+    client then cannot find under its own name.
+    """
+    rel = normalize_artifact_path(raw)
+    if rel != raw or posixpath.normpath(raw) != raw:
         raise invalid_path()
     return rel
 

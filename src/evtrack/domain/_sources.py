@@ -83,11 +83,16 @@ def within(source: str, root: str) -> bool:
     )
 
 
-def validate_source(source: str, owner: SourceOwner | None, *, owner_kind: str) -> None:
+def validate_source(
+    source: str, owner: SourceOwner | None, *, owner_kind: str, requested_id: str | None = None
+) -> None:
     """Raise INVALID_PARAMETER_VALUE unless ``source`` is an acceptable model version source.
 
     ``owner`` is the run (``owner_kind="run_id"``) or logged model (``"model_id"``) named in
     the request, if it exists; ``None`` when the request names none or it was not found.
+    ``requested_id`` is the id the request names: a ``runs:/<id>/...`` source is checked only
+    against it, as the reference does (a ``runs:`` URI is resolved at download time, so the run
+    need not exist yet).
     """
     parsed = urllib.parse.urlparse(source)
     scheme = parsed.scheme.lower()
@@ -110,7 +115,7 @@ def validate_source(source: str, owner: SourceOwner | None, *, owner_kind: str) 
         if parsed.netloc or owner_kind != "run_id":
             raise _wrong_owner(source, owner_kind)
         source_run = parsed.path.lstrip("/").split("/", 1)[0]
-        if owner is None or source_run != owner.id:
+        if not requested_id or source_run != requested_id:
             raise _wrong_owner(source, "run_id")
         return
     if scheme == "models":

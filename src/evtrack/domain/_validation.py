@@ -72,8 +72,11 @@ def _resolves_elsewhere(name: str) -> bool:
     return norm != name or norm == "." or norm.startswith("..") or norm.startswith("/")
 
 
-def validate_entity_name(name: str | None, path: str, *, kind: str) -> str:
-    """Metric, param and tag keys: a safe character set, and no path tricks."""
+def validate_entity_name(name: object, path: str, *, kind: str) -> str:
+    """Metric, param and tag keys: a safe character set, and no path tricks.
+
+    ``name`` comes straight from a decoded JSON body, so it may be any JSON value; anything
+    but a string is MLflow's 400 (never a ``TypeError`` from the pattern match, a 500)."""
     if name is None:
         if kind == "metric":
             raise invalid(
@@ -82,6 +85,10 @@ def validate_entity_name(name: str | None, path: str, *, kind: str) -> str:
         if kind == "param":
             raise invalid(invalid_value(path, "", _MISSING_KEY_NAME))
         raise invalid(missing_value(path))
+    if not isinstance(name, str):
+        raise invalid(
+            invalid_value(path, name, f"Hint: Value was of type '{type(name).__name__}'.")
+        )
     if not _NAME_PATTERN.match(name):
         raise invalid(invalid_value(path, name, _BAD_CHARACTERS))
     if _resolves_elsewhere(name):

@@ -322,7 +322,9 @@ async def create_model_version(uow: UnitOfWork, name: str, new: NewVersion, acto
             storage_location = owner.artifact_uri
         run_id = run_id or source_run
     else:
-        validate_source(new.source, await _run_owner(uow, run_id), owner_kind="run_id")
+        validate_source(
+            new.source, await _run_owner(uow, run_id), owner_kind="run_id", requested_id=run_id
+        )
         parsed = urllib.parse.urlparse(new.source)
         if parsed.scheme == "models":
             storage_location = await _registered_source_location(uow, new.source)

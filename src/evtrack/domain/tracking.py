@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 
 from evtrack.domain._aggregates import (
     ACTIVE,
@@ -24,6 +25,7 @@ from evtrack.domain._aggregates import (
     model_history_tag,
     run_stream,
 )
+from evtrack.domain._locations import absolute_location
 from evtrack.domain._logged_model_state import require_logged_models
 from evtrack.domain._names import random_run_name
 from evtrack.domain._validation import (
@@ -129,6 +131,8 @@ async def create_experiment(
     valid_name = validate_experiment_name(name)
     if artifact_location and artifact_location.startswith("runs:"):
         raise invalid(f"Artifact location cannot be a runs:/ URI. Given: '{artifact_location}'")
+    if artifact_location:  # a relative local path is anchored at the server's cwd, as in MLflow
+        artifact_location = absolute_location(artifact_location, PurePosixPath(Path.cwd()))
     checked_tags = [KeyValue(*validate_experiment_tag(k, v)) for k, v in tags]
     if experiment_id is None:
         experiment_id = await uow.next_sequence_value("experiment_ids")
