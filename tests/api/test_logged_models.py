@@ -520,6 +520,35 @@ def test_legacy_log_model_appends_to_the_run_history_tag(base: str, exp: str) ->
     )
 
 
+def test_only_the_legacy_log_model_takes_an_identical_request_for_a_retry(
+    base: str, exp: str
+) -> None:
+    """``runs/log-model`` bodies carry the model's creation time, so a resent one is a retry
+    and is appended once; tag upserts are not retries (a=1, a=2, a=1 must end at 1)."""
+    run_id = _run(base, exp)
+    model = {
+        "artifact_path": "model",
+        "flavors": {},
+        "utc_time_created": "2024-01-01 00:00:00.000000",
+        "run_id": run_id,
+    }
+    body = {"run_id": run_id, "model_json": json.dumps(model)}
+    for _ in range(2):
+        resp = requests.post(f"{base}/runs/log-model", json=body)
+        assert (resp.status_code, resp.json()) == (200, {})
+    run = requests.get(f"{base}/runs/get", params={"run_id": run_id}).json()["run"]
+    tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+    assert len(json.loads(tags["mlflow.log-model.history"])) == 1
+
+    model_id = _create(base, exp)["info"]["model_id"]
+    for value in ("1", "2", "1"):
+        resp = requests.patch(
+            f"{base}/logged-models/{model_id}/tags", json={"tags": [{"key": "a", "value": value}]}
+        )
+        assert resp.status_code == 200, resp.text
+    assert {"key": "a", "value": "1"} in _model(base, model_id)["info"]["tags"]
+
+
 # --- the official client -------------------------------------------------------------------
 
 

@@ -124,6 +124,21 @@ SOURCES_REJECTED = [
 ]
 
 
+def test_repeated_registry_writes_are_not_taken_for_retries(client: MlflowClient) -> None:
+    """No registry write derives an idempotency key from its content: moving an alias or a
+    tag away and back must land every time."""
+    name = _name()
+    client.create_registered_model(name)
+    run_id = _run(client)
+    for _ in range(2):
+        client.create_model_version(name, f"runs:/{run_id}/model", run_id)
+    for version, value in (("1", "x"), ("2", "y"), ("1", "x")):
+        client.set_registered_model_alias(name, "champion", version)
+        client.set_registered_model_tag(name, "t", value)
+    assert client.get_model_version_by_alias(name, "champion").version == "1"
+    assert client.get_registered_model(name).tags["t"] == "x"
+
+
 @pytest.mark.parametrize("source", SOURCES_REJECTED)
 def test_unsafe_model_version_sources_are_rejected(
     server: EvtrackServer, client: MlflowClient, source: str

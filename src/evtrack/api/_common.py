@@ -119,14 +119,3 @@ def prerendered_page(query: SqlQuery, items: Sequence[str], list_key: str) -> we
             ("next_page_token", _encoder.encode(token).decode() if token else None),
         ]
     )
-
-
-async def run_command(request, command, *, result_type, raw=b"", derive_key=True, declared_user=None):  # type: ignore[no-untyped-def]  # TEMP-SHIM
-    from evtrack.eventlog import IdempotencyKey  # TEMP-SHIM
-    from evtrack.events import Metadata  # TEMP-SHIM
-    ctx = context(request, declared_user)  # TEMP-SHIM
-    key = IdempotencyKey.from_parts(request.path, ctx.idempotency_key, derived=False) if ctx.idempotency_key else (IdempotencyKey.from_parts(ctx.principal, request.path, request.query_string, raw, derived=True) if derive_key else None)  # TEMP-SHIM
-    ex = services(request).commands  # TEMP-SHIM
-    c = await ex.recorder.transact(command, metadata=Metadata(actor=ctx.principal, request_id=ctx.request_id, client=ctx.client), result_type=result_type, idempotency_key=key)  # TEMP-SHIM
-    if ex.on_commit and c.appended_types: ex.on_commit(c.appended_types)  # TEMP-SHIM
-    return c.result  # TEMP-SHIM

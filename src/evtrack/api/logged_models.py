@@ -5,14 +5,8 @@ the files under the model's artifact location, finalizes it and tags it after re
 ``load_model("runs:/<run>/<name>")`` finds the model through search. Response shapes follow
 the reference server field for field, including its quirks the client or the UI could notice.
 
-None of these writes derives an idempotency key from the body (a client-given
-``Idempotency-Key`` is still honoured). Setting tags, finalizing, logging params and deleting
-are idempotent by nature, so a retry is already harmless, while a derived key would swallow a
-legitimate repeat: tag ``a=1``, ``a=2``, ``a=1`` within the key's lifetime would leave ``2``.
-Two identical create requests are two models (the body has no timestamp that could tell a
-retry from a second call). ``runs/log-model`` does derive one: its body carries the model's
-creation time and uuid, so an identical body is a retry, and appending twice would not be
-harmless.
+Each write decodes its request into one command of :mod:`evtrack.domain.logged_model_commands`
+(which says which of them get a derived idempotency key, and why) and executes it.
 """
 
 from __future__ import annotations
@@ -24,8 +18,8 @@ from aiohttp import web
 
 from evtrack.api._common import (
     empty,
+    execute,
     json_response,
-    run_command,
     search_response,
     services,
     wait_fresh,
@@ -41,11 +35,18 @@ from evtrack.api.artifacts import (
 )
 from evtrack.api.run_artifacts import store_path
 from evtrack.artifacts import normalize_artifact_path
-from evtrack.domain import logged_models as domain
-from evtrack.domain._logged_model_state import model_not_found
-from evtrack.domain._validation import invalid_value, parse_experiment_id
+from evtrack.domain import invalid_value, model_not_found, parse_experiment_id
+from evtrack.domain.logged_model_commands import (
+    CreateLoggedModel,
+    DeleteLoggedModel,
+    DeleteLoggedModelTag,
+    FinalizeLoggedModel,
+    LogLoggedModelParams,
+    LogRunModel,
+    SetLoggedModelTags,
+)
 from evtrack.errors import ErrorCode, EvtrackError, invalid
-from evtrack.eventlog import UnitOfWork
+from evtrack.events import KeyValue
 from evtrack.permissions import Permission
 from evtrack.queries import logged_models as queries
 from evtrack.search import compile_logged_model_search
@@ -67,7 +68,7 @@ def _missing(path: str) -> EvtrackError:
     return invalid(f"Missing value for required parameter '{path}'.{_SEE_DOCS}")
 
 
-def _pairs(items: list[Any], name: str) -> list[tuple[str, str]]:
+def _pairs(items: list[Any], name: str) -> list[KeyValue]:
     """``[{key, value}]`` as pairs; a missing value is ``""`` as in proto JSON."""
     out = []
     for index, item in enumerate(items):
@@ -78,7 +79,7 @@ def _pairs(items: list[Any], name: str) -> list[tuple[str, str]]:
             raise invalid(invalid_value(f"{name}[{index}].key", key))
         if value is None:
             value = ""
-        out.append((key, value if isinstance(value, str) else str(value)))
+        out.append(KeyValue(key, value if isinstance(value, str) else str(value)))
     return out
 
 
@@ -113,21 +114,15 @@ async def create(request: web.Request) -> web.Response:
     name = args.string("name") or None
     model_type = args.string("model_type") or None
     source_run_id = args.string("source_run_id") or None
-    params = _pairs(args.array("params"), "params")
-    tags = _pairs(args.array("tags"), "tags")
-
-    async def command(uow: UnitOfWork) -> str:
-        return await domain.create_logged_model(
-            uow,
-            experiment_id,
-            name=name,
-            model_type=model_type,
-            source_run_id=source_run_id,
-            params=params,
-            tags=tags,
-        )
-
-    model_id = await run_command(request, command, result_type=str, derive_key=False)
+    command = CreateLoggedModel(
+        experiment_id=experiment_id,
+        name=name,
+        model_type=model_type,
+        source_run_id=source_run_id,
+        params=_pairs(args.array("params"), "params"),
+        tags=_pairs(args.array("tags"), "tags"),
+    )
+    model_id: str = await execute(request, command)
     return json_response({"model": await _render(request, model_id)})
 
 
@@ -147,12 +142,7 @@ def _status(args: Args) -> str:
 async def finalize(request: web.Request) -> web.Response:
     args = await read_args(request)
     model_id = _model_id(request, args, required=True)
-    status = _status(args)
-
-    async def command(uow: UnitOfWork) -> None:
-        await domain.finalize_logged_model(uow, model_id, status)
-
-    await run_command(request, command, result_type=type(None), derive_key=False)
+    await execute(request, FinalizeLoggedModel(model_id=model_id, status=_status(args)))
     return json_response({"model": await _render(request, model_id)})
 
 
@@ -160,22 +150,14 @@ async def set_tags(request: web.Request) -> web.Response:
     args = await read_args(request)
     model_id = _model_id(request, args, required=False)
     tags = _pairs(args.array("tags"), "tags")
-
-    async def command(uow: UnitOfWork) -> None:
-        await domain.set_logged_model_tags(uow, model_id, tags)
-
-    await run_command(request, command, result_type=type(None), derive_key=False)
+    await execute(request, SetLoggedModelTags(model_id=model_id, tags=tags))
     return empty()
 
 
 async def delete_tag(request: web.Request) -> web.Response:
     model_id = request.match_info["model_id"]
     key = request.match_info["tag_key"]
-
-    async def command(uow: UnitOfWork) -> None:
-        await domain.delete_logged_model_tag(uow, model_id, key)
-
-    await run_command(request, command, result_type=type(None), derive_key=False)
+    await execute(request, DeleteLoggedModelTag(model_id=model_id, key=key))
     return empty()
 
 
@@ -183,22 +165,14 @@ async def log_params(request: web.Request) -> web.Response:
     args = await read_args(request)
     model_id = _model_id(request, args, required=True)
     params = _pairs(args.array("params"), "params")
-
-    async def command(uow: UnitOfWork) -> None:
-        await domain.log_logged_model_params(uow, model_id, params)
-
-    await run_command(request, command, result_type=type(None), derive_key=False)
+    await execute(request, LogLoggedModelParams(model_id=model_id, params=params))
     return empty()
 
 
 async def delete(request: web.Request) -> web.Response:
     args = await read_args(request)
     model_id = _model_id(request, args, required=False)
-
-    async def command(uow: UnitOfWork) -> None:
-        await domain.delete_logged_model(uow, model_id)
-
-    await run_command(request, command, result_type=type(None), derive_key=False)
+    await execute(request, DeleteLoggedModel(model_id=model_id))
     return empty()
 
 
@@ -207,11 +181,7 @@ async def log_model(request: web.Request) -> web.Response:
     args = await read_args(request)
     run_id = args.required_string("run_id")
     model_json = args.required_string("model_json")
-
-    async def command(uow: UnitOfWork) -> None:
-        await domain.record_logged_model(uow, run_id, model_json)
-
-    await run_command(request, command, result_type=type(None), raw=args.raw)
+    await execute(request, LogRunModel(run_id=run_id, model_json=model_json))
     return empty()
 
 

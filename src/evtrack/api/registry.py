@@ -9,10 +9,9 @@ from typing import Any
 from aiohttp import web
 
 from evtrack.api._common import (
-    actor,
     empty,
+    execute,
     json_response,
-    run_command,
     search_response,
     services,
     wait_fresh,
@@ -21,10 +20,28 @@ from evtrack.api._requests import Args, read_args
 from evtrack.api._routing import Route
 from evtrack.api.run_artifacts import store_path, stream_artifact
 from evtrack.artifacts import normalize_artifact_path
-from evtrack.domain import registry
-from evtrack.domain._registry_state import STAGES
+from evtrack.domain import STAGES, registry
+from evtrack.domain.registry_commands import (
+    CreateModelVersion,
+    CreateRegisteredModel,
+    DecideTransition,
+    Decision,
+    DeleteModelAlias,
+    DeleteModelVersion,
+    DeleteModelVersionTag,
+    DeleteRegisteredModel,
+    DeleteRegisteredModelTag,
+    RenameRegisteredModel,
+    RequestTransition,
+    SetModelAlias,
+    SetModelVersionTag,
+    SetRegisteredModelTag,
+    TransitionModelVersionStage,
+    UpdateModelVersion,
+    UpdateRegisteredModel,
+)
 from evtrack.errors import invalid, not_found
-from evtrack.eventlog import UnitOfWork
+from evtrack.events import KeyValue
 from evtrack.permissions import Permission
 from evtrack.queries import registry as queries
 from evtrack.search import (
@@ -36,13 +53,13 @@ REGISTRY = ("registry",)
 _SEE_DOCS = " See the API docs for more information about request parameters."
 
 
-def _tags(args: Args) -> list[tuple[str, str]]:
+def _tags(args: Args) -> list[KeyValue]:
     pairs = []
     for index, tag in enumerate(args.array("tags")):
         if not isinstance(tag, dict) or tag.get("key") in (None, ""):
             raise invalid(f"Missing value for required parameter 'tags[{index}].key'.{_SEE_DOCS}")
         value = tag.get("value")
-        pairs.append((tag["key"], "" if value is None else str(value)))  # the domain checks the key
+        pairs.append(KeyValue(tag["key"], "" if value is None else str(value)))  # domain checks key
     return pairs
 
 
@@ -51,12 +68,6 @@ def _version(args: Args) -> int:
     if raw is None or raw == "":
         raise invalid(f"Missing value for required parameter 'version'.{_SEE_DOCS}")
     return registry.parse_version(raw)
-
-
-async def _write(
-    request: web.Request, args: Args, command: Callable[[UnitOfWork], Awaitable[Any]]
-) -> None:
-    await run_command(request, command, result_type=type(None), raw=args.raw, derive_key=False)
 
 
 async def _fresh(request: web.Request) -> Any:
@@ -72,11 +83,7 @@ async def create_registered_model(request: web.Request) -> web.Response:
     name = args.required_string("name")
     tags = _tags(args)
     description = args.string("description")
-
-    async def command(uow: UnitOfWork) -> None:
-        await registry.create_registered_model(uow, name, tags, description)
-
-    await _write(request, args, command)
+    await execute(request, CreateRegisteredModel(name=name, tags=tags, description=description))
     return json_response(
         {"registered_model": await queries.registered_model(await _fresh(request), name)}
     )
@@ -95,12 +102,7 @@ async def rename_registered_model(request: web.Request) -> web.Response:
     args = await read_args(request)
     name = args.required_string("name")
     new_name = args.string("new_name")
-    who = actor(request)
-
-    async def command(uow: UnitOfWork) -> None:
-        await registry.rename_registered_model(uow, name, new_name, who)
-
-    await _write(request, args, command)
+    await execute(request, RenameRegisteredModel(name=name, new_name=new_name))
     assert new_name is not None
     return json_response(
         {"registered_model": await queries.registered_model(await _fresh(request), new_name)}
@@ -111,12 +113,7 @@ async def update_registered_model(request: web.Request) -> web.Response:
     args = await read_args(request)
     name = args.required_string("name")
     description = args.string("description")
-    who = actor(request)
-
-    async def command(uow: UnitOfWork) -> None:
-        await registry.update_registered_model(uow, name, description, who)
-
-    await _write(request, args, command)
+    await execute(request, UpdateRegisteredModel(name=name, description=description))
     return json_response(
         {"registered_model": await queries.registered_model(await _fresh(request), name)}
     )
@@ -125,12 +122,7 @@ async def update_registered_model(request: web.Request) -> web.Response:
 async def delete_registered_model(request: web.Request) -> web.Response:
     args = await read_args(request)
     name = args.required_string("name")
-    who = actor(request)
-
-    async def command(uow: UnitOfWork) -> None:
-        await registry.delete_registered_model(uow, name, who)
-
-    await _write(request, args, command)
+    await execute(request, DeleteRegisteredModel(name=name))
     return empty()
 
 
@@ -161,12 +153,7 @@ async def set_registered_model_tag(request: web.Request) -> web.Response:
     name = args.required_string("name")
     key = args.required_string("key")
     value = args.string("value") or ""
-    who = actor(request)
-
-    async def command(uow: UnitOfWork) -> None:
-        await registry.set_registered_model_tag(uow, name, key, value, who)
-
-    await _write(request, args, command)
+    await execute(request, SetRegisteredModelTag(name=name, key=key, value=value))
     return empty()
 
 
@@ -174,12 +161,7 @@ async def delete_registered_model_tag(request: web.Request) -> web.Response:
     args = await read_args(request)
     name = args.required_string("name")
     key = args.required_string("key")
-    who = actor(request)
-
-    async def command(uow: UnitOfWork) -> None:
-        await registry.delete_registered_model_tag(uow, name, key, who)
-
-    await _write(request, args, command)
+    await execute(request, DeleteRegisteredModelTag(name=name, key=key))
     return empty()
 
 
@@ -188,12 +170,7 @@ async def set_alias(request: web.Request) -> web.Response:
     name = args.required_string("name")
     alias = args.string("alias") or ""
     version = _version(args)
-    who = actor(request)
-
-    async def command(uow: UnitOfWork) -> None:
-        await registry.set_alias(uow, name, alias, version, who)
-
-    await _write(request, args, command)
+    await execute(request, SetModelAlias(name=name, alias=alias, version=version))
     return empty()
 
 
@@ -201,12 +178,7 @@ async def delete_alias(request: web.Request) -> web.Response:
     args = await read_args(request)
     name = args.required_string("name")
     alias = args.string("alias") or ""
-    who = actor(request)
-
-    async def command(uow: UnitOfWork) -> None:
-        await registry.delete_alias(uow, name, alias, who)
-
-    await _write(request, args, command)
+    await execute(request, DeleteModelAlias(name=name, alias=alias))
     return empty()
 
 
@@ -224,7 +196,8 @@ async def get_by_alias(request: web.Request) -> web.Response:
 async def create_model_version(request: web.Request) -> web.Response:
     args = await read_args(request)
     name = args.required_string("name")
-    new = registry.NewVersion(
+    command = CreateModelVersion(
+        name=name,
         source=args.required_string("source"),
         run_id=args.string("run_id"),
         model_id=args.string("model_id"),
@@ -232,12 +205,7 @@ async def create_model_version(request: web.Request) -> web.Response:
         run_link=args.string("run_link"),
         description=args.string("description"),
     )
-    who = actor(request)
-
-    async def command(uow: UnitOfWork) -> int:
-        return await registry.create_model_version(uow, name, new, who)
-
-    version = await run_command(request, command, result_type=int, raw=args.raw, derive_key=False)
+    version: int = await execute(request, command)
     found = await queries.model_version(await _fresh(request), name, version)
     return json_response({"model_version": found})
 
@@ -256,12 +224,7 @@ async def update_model_version(request: web.Request) -> web.Response:
     name = args.required_string("name")
     version = _version(args)
     description = args.string("description")
-    who = actor(request)
-
-    async def command(uow: UnitOfWork) -> None:
-        await registry.update_model_version(uow, name, version, description, who)
-
-    await _write(request, args, command)
+    await execute(request, UpdateModelVersion(name=name, version=version, description=description))
     return json_response(
         {"model_version": await queries.model_version(await _fresh(request), name, version)}
     )
@@ -271,12 +234,7 @@ async def delete_model_version(request: web.Request) -> web.Response:
     args = await read_args(request)
     name = args.required_string("name")
     version = _version(args)
-    who = actor(request)
-
-    async def command(uow: UnitOfWork) -> None:
-        await registry.delete_model_version(uow, name, version, who)
-
-    await _write(request, args, command)
+    await execute(request, DeleteModelVersion(name=name, version=version))
     return empty()
 
 
@@ -308,14 +266,14 @@ async def transition_stage(request: web.Request) -> web.Response:
     name = args.required_string("name")
     version = _version(args)
     stage = args.required_string("stage")
-    archive = args.boolean("archive_existing_versions")
-    who = actor(request)
-    policy = services(request).policy
-
-    async def command(uow: UnitOfWork) -> None:
-        await registry.transition_stage(uow, name, version, stage, archive, who, policy)
-
-    await _write(request, args, command)
+    command = TransitionModelVersionStage(
+        name=name,
+        version=version,
+        stage=stage,
+        archive_existing_versions=args.boolean("archive_existing_versions"),
+        policy=services(request).policy,
+    )
+    await execute(request, command)
     return json_response(
         {"model_version": await queries.model_version(await _fresh(request), name, version)}
     )
@@ -327,12 +285,7 @@ async def set_model_version_tag(request: web.Request) -> web.Response:
     version = _version(args)
     key = args.required_string("key")
     value = args.string("value") or ""
-    who = actor(request)
-
-    async def command(uow: UnitOfWork) -> None:
-        await registry.set_model_version_tag(uow, name, version, key, value, who)
-
-    await _write(request, args, command)
+    await execute(request, SetModelVersionTag(name=name, version=version, key=key, value=value))
     return empty()
 
 
@@ -341,12 +294,7 @@ async def delete_model_version_tag(request: web.Request) -> web.Response:
     name = args.required_string("name")
     version = _version(args)
     key = args.required_string("key")
-    who = actor(request)
-
-    async def command(uow: UnitOfWork) -> None:
-        await registry.delete_model_version_tag(uow, name, version, key, who)
-
-    await _write(request, args, command)
+    await execute(request, DeleteModelVersionTag(name=name, version=version, key=key))
     return empty()
 
 
@@ -375,35 +323,33 @@ async def request_transition(request: web.Request) -> web.Response:
     name = args.required_string("name")
     version = _version(args)
     stage = args.required_string("stage")
-    archive = args.boolean("archive_existing_versions")
-    comment = args.string("comment")
-    who = actor(request)
-
-    async def command(uow: UnitOfWork) -> str:
-        return await registry.request_transition(uow, name, version, stage, archive, comment, who)
-
-    request_id = await run_command(
-        request, command, result_type=str, raw=args.raw, derive_key=False
+    command = RequestTransition(
+        name=name,
+        version=version,
+        stage=stage,
+        archive_existing_versions=args.boolean("archive_existing_versions"),
+        comment=args.string("comment"),
     )
+    request_id: str = await execute(request, command)
     found = await queries.transition_requests(await _fresh(request), name, version, None)
     return json_response(
         {"transition_request": next(r for r in found if r["request_id"] == request_id)}
     )
 
 
-def _decision(decision: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+def _decision(decision: Decision) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handler(request: web.Request) -> web.Response:
         args = await read_args(request)
         name = args.required_string("name")
         request_id = args.required_string("request_id")
-        comment = args.string("comment")
-        who = actor(request)
-        policy = services(request).policy
-
-        async def command(uow: UnitOfWork) -> None:
-            await registry.decide_transition(uow, name, request_id, decision, comment, who, policy)
-
-        await _write(request, args, command)
+        command = DecideTransition(
+            name=name,
+            request_id=request_id,
+            decision=decision,
+            comment=args.string("comment"),
+            policy=services(request).policy,
+        )
+        await execute(request, command)
         found = await queries.transition_requests(await _fresh(request), name, None, None)
         return json_response(
             {"transition_request": next(r for r in found if r["request_id"] == request_id)}

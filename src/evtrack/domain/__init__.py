@@ -1,6 +1,13 @@
 """The domain: which events a command produces, decided against write-model state."""
 
-from evtrack.domain import commands, tracking
+from evtrack.domain import (
+    _logged_model_planning,  # noqa: F401  (registers the logged-model planners)
+    _registry_planning,  # noqa: F401  (registers the registry planners)
+    commands,
+    logged_model_commands,
+    registry_commands,
+    tracking,
+)
 from evtrack.domain._aggregates import (
     ExperimentState,
     RunState,
@@ -11,7 +18,9 @@ from evtrack.domain._aggregates import (
     fold_run,
     run_stream,
 )
+from evtrack.domain._logged_model_state import model_not_found
 from evtrack.domain._planning import ARTIFACT_ROOT, plan
+from evtrack.domain._registry_state import STAGES
 from evtrack.domain._validation import (
     DOUBLE_MAX,
     MAX_BATCH_LOG_REQUEST_SIZE,
@@ -25,6 +34,7 @@ __all__ = [
     "ARTIFACT_ROOT",
     "DOUBLE_MAX",
     "MAX_BATCH_LOG_REQUEST_SIZE",
+    "STAGES",
     "Command",
     "ExperimentState",
     "RunState",
@@ -35,8 +45,11 @@ __all__ = [
     "fold_experiment",
     "fold_run",
     "invalid_value",
+    "logged_model_commands",
+    "model_not_found",
     "parse_experiment_id",
     "plan",
+    "registry_commands",
     "run_stream",
     "tracking",
     "validate_run_id",
