@@ -149,7 +149,7 @@ def run_import_linter() -> int:
         env = {**os.environ, "PYTHONPATH": search}
         code = (
             "import sys; from importlinter.cli import lint_imports; "
-            "sys.exit(lint_imports(no_cache=True))"
+            "sys.exit(lint_imports(no_cache=True, no_logo=True))"
         )
         return subprocess.call([sys.executable, "-c", code], cwd=ROOT, env=env)
 
