@@ -16,8 +16,9 @@ fixture of ``tests/conftest.py`` (its ``_support.server.start_server`` on a fres
 so a fresh server per test would alone exceed the runtime target; every test here is written to
 share a store (unique names, no global listings). ``EVTRACK_COMPAT_FRESH_SERVER=1`` uses the
 function-scoped ``evtrack_server`` fixture instead (a fresh database per test).
-``EVTRACK_COMPAT_EVTRACK_URL`` tests an already running evtrack. Until the evtrack fixtures
-exist, the evtrack parameters are skipped. The shared server's logs are in the module's
+``EVTRACK_COMPAT_EVTRACK_URL`` tests an already running evtrack. A fixture that breaks (the
+reference server does not start, no database) fails the tests that need it; nothing here skips.
+The shared server's logs are in the module's
 ``evtrack-compat*`` tmp dir; a failing test's report carries their tail.
 """
 
@@ -56,12 +57,11 @@ def evtrack_module_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     """One evtrack per module, on its own fresh database (dropped afterwards)."""
-    try:
-        admin_dsn = request.getfixturevalue("postgres_admin_dsn")
-        from _support import postgres as pg  # tests/_support, next to tests/conftest.py
-        from _support.server import start_server
-    except (pytest.FixtureLookupError, ImportError) as exc:
-        pytest.skip(f"evtrack test fixtures (tests/conftest.py) are not available: {exc}")
+    # No fallback: a fixture that cannot be set up is an error of the suite, never a skip.
+    admin_dsn = request.getfixturevalue("postgres_admin_dsn")
+    from _support import postgres as pg  # tests/_support, next to tests/conftest.py
+    from _support.server import start_server
+
     name = pg.new_database_name()
     dsn = pg.create_database(admin_dsn, name)
     workdir = tmp_path_factory.mktemp("evtrack-compat")
@@ -85,10 +85,7 @@ def _evtrack(request: pytest.FixtureRequest) -> Server:
     if external:  # an already running evtrack (its store is shared by the tests: fine)
         return Server("evtrack", external.rstrip("/"))
     if os.environ.get("EVTRACK_COMPAT_FRESH_SERVER", "") not in ("", "0"):
-        try:
-            ev = request.getfixturevalue("evtrack_server")
-        except pytest.FixtureLookupError:
-            pytest.skip("evtrack_server fixture (tests/conftest.py) is not available yet")
+        ev = request.getfixturevalue("evtrack_server")
         return Server("evtrack", str(ev.url).rstrip("/"))
     return request.getfixturevalue("evtrack_module_server")  # type: ignore[no-any-return]
 

@@ -111,7 +111,6 @@ async def search_db(search_admin_dsn: str) -> AsyncIterator[SearchDb]:
 @pytest.fixture(scope="session")
 def reference() -> Iterator[Reference]:
     """MLflow's own SQLite store with the sample runs and experiments."""
-    pytest.importorskip("mlflow")
     with tempfile.TemporaryDirectory(prefix="evtrack-search-ref-") as tmp:
         yield build_reference(Path(tmp))
 
@@ -126,7 +125,6 @@ async def mirrored(search_db: SearchDb, reference: Reference) -> Reference:
 @pytest.fixture(scope="session")
 def registry_reference() -> Iterator[RegistryReference]:
     """MLflow's own SQLite tracking and registry stores with the sample registry and models."""
-    pytest.importorskip("mlflow")
     with tempfile.TemporaryDirectory(prefix="evtrack-search-registry-ref-") as tmp:
         yield build_registry_reference(Path(tmp))
 

@@ -118,7 +118,6 @@ def test_run_order_by_errors(order_by: list[str], message: str) -> None:
 
 
 def test_run_order_by_agrees_with_mlflow_parser() -> None:
-    pytest.importorskip("mlflow")
     from mlflow.utils.search_utils import SearchUtils
 
     for item in [
@@ -193,7 +192,6 @@ def test_page_token_round_trip_and_reference_format() -> None:
 
 
 def test_page_token_from_mlflow_decodes() -> None:
-    pytest.importorskip("mlflow")
     from mlflow.utils.search_utils import SearchUtils
 
     assert decode_page_token(SearchUtils.create_page_token(42).decode()) == 42

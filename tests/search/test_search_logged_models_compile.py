@@ -285,7 +285,6 @@ _SCOPE = LoggedModelTokenScope(("1", "2"), "name = 'x'", None)
 
 
 def test_token_format_is_mlflows() -> None:
-    pytest.importorskip("mlflow")
     from mlflow.utils.search_utils import SearchLoggedModelsPaginationToken
 
     order = (
