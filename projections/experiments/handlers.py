@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from evtrack.eventlog import Conn, RecordedEvent
 from evtrack.events import (
     ExperimentCreated,
     ExperimentDeleted,
@@ -11,7 +10,7 @@ from evtrack.events import (
     ExperimentTagDeleted,
     ExperimentTagSet,
 )
-from evtrack.projector import Projection, load_schema
+from evtrack.projector import Conn, Projection, RecordedEvent, load_schema
 
 projection = Projection("experiments", load_schema("evtrack.projections.experiments"))
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from evtrack.eventlog import Conn, RecordedEvent
 from evtrack.events import (
     LOGGED_MODEL_PENDING,
     KeyValue,
@@ -22,7 +21,7 @@ from evtrack.events import (
     LoggedModelTagsSet,
     RunDataLogged,
 )
-from evtrack.projector import Projection, load_schema
+from evtrack.projector import Conn, Projection, RecordedEvent, load_schema
 
 projection = Projection("logged_models", load_schema("evtrack.projections.logged_models"))
 

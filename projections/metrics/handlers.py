@@ -16,9 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from evtrack.eventlog import Conn, RecordedEvent
 from evtrack.events import RunDataLogged
-from evtrack.events._arrays import (
+from evtrack.events.arrays import (
     F64,
     I64,
     SeriesPart,
@@ -26,7 +25,7 @@ from evtrack.events._arrays import (
     metric_arrays,
     nan_as_largest,
 )
-from evtrack.projector import Projection, binary_copy, load_schema
+from evtrack.projector import Conn, Projection, RecordedEvent, binary_copy, load_schema
 
 projection = Projection("metrics", load_schema("evtrack.projections.metrics"))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from evtrack.eventlog import Conn, RecordedEvent
 from evtrack.events import (
     ModelAliasDeleted,
     ModelAliasSet,
@@ -23,7 +22,7 @@ from evtrack.events import (
     TransitionRejected,
     TransitionRequested,
 )
-from evtrack.projector import Projection, load_schema
+from evtrack.projector import Conn, Projection, RecordedEvent, load_schema
 
 projection = Projection("registry", load_schema("evtrack.projections.model_registry"))
 

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 import msgspec
 import numpy as np
 
-from evtrack.eventlog import Conn, RecordedEvent
 from evtrack.events import (
     ExperimentDeleted,
     ExperimentRestored,
@@ -24,8 +23,8 @@ from evtrack.events import (
     RunTagDeleted,
     RunUpdated,
 )
-from evtrack.events._arrays import MetricArrays, lexicographic_extreme, metric_arrays
-from evtrack.projector import Projection, load_schema
+from evtrack.events.arrays import MetricArrays, lexicographic_extreme, metric_arrays
+from evtrack.projector import Conn, Projection, RecordedEvent, load_schema
 
 RUN_NAME_TAG = "mlflow.runName"
 DATASET_CONTEXT_TAG = "mlflow.data.context"

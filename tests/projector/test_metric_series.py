@@ -12,7 +12,7 @@ import pytest
 from evtrack.domain import tracking
 from evtrack.eventlog import EventStore
 from evtrack.events import KeyValue, Metadata, MetricColumns
-from evtrack.events._arrays import from_columns, lexicographic_extreme, pack
+from evtrack.events.arrays import from_columns, lexicographic_extreme, pack
 from evtrack.projections.metrics.handlers import OVERVIEW_CAP, OVERVIEW_MAX_ROWS
 from evtrack.projections.registry import all_projections
 from evtrack.projector import binary_copy, ensure_current

@@ -22,7 +22,7 @@ from evtrack.events import (
     RunRestored,
     RunTagDeleted,
 )
-from evtrack.events._arrays import from_columns, metric_arrays, pack
+from evtrack.events.arrays import from_columns, metric_arrays, pack
 from evtrack.projections.registry import all_projections
 from evtrack.projector import Projection, ensure_current, rebuild
 

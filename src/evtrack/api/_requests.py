@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from evtrack.domain._validation import invalid_value, missing_value
+from evtrack.domain import invalid_value, missing_value
 from evtrack.errors import invalid
 
 _SEE_DOCS = " See the API docs for more information about request parameters."

@@ -15,12 +15,10 @@ from evtrack.api._common import json_response, services
 from evtrack.api._requests import read_args
 from evtrack.api._routing import Route
 from evtrack.api._state import SERVICES
-from evtrack.application import LOG_START, LogPosition
-from evtrack.domain import experiment_stream, run_stream
-from evtrack.domain._validation import parse_experiment_id
+from evtrack.application import LOG_START, LogPosition, audit
+from evtrack.domain import experiment_stream, parse_experiment_id, run_stream
 from evtrack.errors import invalid
 from evtrack.permissions import Permission
-from evtrack.queries import audit
 
 HEARTBEAT_S = 15.0
 POLL_S = 0.2

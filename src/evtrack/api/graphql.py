@@ -80,7 +80,7 @@ from evtrack.api._routing import Route
 from evtrack.api.artifacts import ARTIFACT_STORE, list_directory
 from evtrack.api.run_artifacts import store_path
 from evtrack.artifacts import normalize_artifact_path
-from evtrack.domain._validation import DOUBLE_MAX, parse_experiment_id
+from evtrack.domain import DOUBLE_MAX, parse_experiment_id
 from evtrack.errors import EvtrackError, invalid, not_found
 from evtrack.permissions import Permission
 from evtrack.queries import experiments as experiment_queries

@@ -20,11 +20,17 @@ from evtrack.domain._aggregates import (
 )
 from evtrack.domain._logged_model_state import model_not_found
 from evtrack.domain._planning import ARTIFACT_ROOT, plan
-from evtrack.domain._registry_state import STAGES
+from evtrack.domain._registry_state import (
+    STAGES,
+    RegisteredModelState,
+    fold_registered_model,
+    registered_model_stream,
+)
 from evtrack.domain._validation import (
     DOUBLE_MAX,
     MAX_BATCH_LOG_REQUEST_SIZE,
     invalid_value,
+    missing_value,
     parse_experiment_id,
     validate_run_id,
 )
@@ -37,18 +43,22 @@ __all__ = [
     "STAGES",
     "Command",
     "ExperimentState",
+    "RegisteredModelState",
     "RunState",
     "commands",
     "decode_experiment",
     "decode_run",
     "experiment_stream",
     "fold_experiment",
+    "fold_registered_model",
     "fold_run",
     "invalid_value",
     "logged_model_commands",
+    "missing_value",
     "model_not_found",
     "parse_experiment_id",
     "plan",
+    "registered_model_stream",
     "registry_commands",
     "run_stream",
     "tracking",

@@ -27,7 +27,7 @@ from evtrack.domain._validation import (
 from evtrack.domain.commands import EndRun, IngestRecord, IngestSummary, PackedPoints, StartRun
 from evtrack.errors import invalid
 from evtrack.events import KeyValue, PackedMetrics
-from evtrack.events._arrays import pack
+from evtrack.events.arrays import pack
 
 MAX_POINTS_PER_REQUEST = 1_000_000
 MAX_RUNS_PER_REQUEST = 1000

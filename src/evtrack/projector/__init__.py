@@ -4,6 +4,7 @@ It owns its bookkeeping tables (``projection_checkpoints``, ``parked_events``); 
 outside this package names them.
 """
 
+from evtrack.eventlog import Conn, RecordedEvent
 from evtrack.projector import _binary_copy as binary_copy
 from evtrack.projector._doorbell import Doorbell
 from evtrack.projector._parking import (
@@ -27,10 +28,12 @@ from evtrack.projector._tables import checkpoint_rows, ensure_tables, read_check
 
 __all__ = [
     "DOORBELL_CHANNEL",
+    "Conn",
     "Doorbell",
     "Parked",
     "Projection",
     "ProjectorRuntime",
+    "RecordedEvent",
     "RetryOutcome",
     "UndecodableEvent",
     "apply_next_batch",

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from evtrack.domain._registry_state import (
+from evtrack.domain import (
     STAGES,
     RegisteredModelState,
     fold_registered_model,
@@ -20,7 +20,7 @@ from evtrack.domain._registry_state import (
 from evtrack.errors import invalid, not_found
 from evtrack.eventlog import Executor, RecordedEvent, read_stream_history
 from evtrack.events import RunDataLogged
-from evtrack.events._arrays import metric_arrays
+from evtrack.events.arrays import metric_arrays
 
 
 def parse_instant(value: str) -> datetime:
