@@ -28,6 +28,7 @@ from evtrack.api import (
 from evtrack.application import CommandExecutor, Context, EventFeed, Freshness
 from evtrack.artifacts import artifact_store_for, close_artifact_store, start_artifact_store
 from evtrack.config import Settings
+from evtrack.domain import Rules
 from evtrack.domain.commands import EnsureDefaultExperiment
 from evtrack.domain.registry import PromotionPolicy
 from evtrack.eventlog import EventStore, upgrade
@@ -83,7 +84,11 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
         runtime = ProjectorRuntime(dsn, all_projections()) if settings.run_projectors else None
         store = EventStore(pool, derived_key_ttl_s=settings.derived_key_ttl_s)
         doorbell = Doorbell(pool, runtime)
-        commands = CommandExecutor(store, on_commit=doorbell.ring)
+        policy = PromotionPolicy(
+            approval_required=frozenset(settings.approval_required_stages),
+            distinct_approver=settings.distinct_approver,
+        )
+        commands = CommandExecutor(store, rules=Rules(promotion=policy), on_commit=doorbell.ring)
         await commands.execute(EnsureDefaultExperiment(), SERVER_CONTEXT)
         if runtime is not None:
             await runtime.start()
@@ -97,10 +102,7 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
             commands=commands,
             freshness=Freshness(store, runtime, settings.read_wait_timeout_s),
             feed=EventFeed(store, runtime),
-            policy=PromotionPolicy(
-                approval_required=frozenset(settings.approval_required_stages),
-                distinct_approver=settings.distinct_approver,
-            ),
+            policy=policy,
             ingest_lag=ingest_lag,
         )
         artifact_store = artifact_store_for(settings.resolved_artifacts_uri)

@@ -271,7 +271,6 @@ async def transition_stage(request: web.Request) -> web.Response:
         version=version,
         stage=stage,
         archive_existing_versions=args.boolean("archive_existing_versions"),
-        policy=services(request).policy,
     )
     await execute(request, command)
     return json_response(
@@ -347,7 +346,6 @@ def _decision(decision: Decision) -> Callable[[web.Request], Awaitable[web.Respo
             request_id=request_id,
             decision=decision,
             comment=args.string("comment"),
-            policy=services(request).policy,
         )
         await execute(request, command)
         found = await queries.transition_requests(await _fresh(request), name, None, None)

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from evtrack.application._context import Context
-from evtrack.domain import Command, plan
+from evtrack.domain import OPEN_RULES, Command, Rules, plan
 from evtrack.errors import conflict, invalid
 from evtrack.eventlog import IdempotencyKey, Recorder, WrongExpectedVersion
 from evtrack.events import ConstraintViolation, Metadata
@@ -30,16 +30,18 @@ class CommandExecutor:
         self,
         recorder: Recorder,
         *,
+        rules: Rules = OPEN_RULES,
         on_commit: Callable[[frozenset[str]], None] | None = None,
         conflict_retries: int = 8,
     ) -> None:
         self.recorder = recorder
+        self.rules = rules
         self.on_commit = on_commit
         self.conflict_retries = conflict_retries
 
     async def execute(self, command: Command, context: Context) -> Any:
         """Carry out ``command`` for ``context``'s caller; answer its ``result_type``."""
-        work = plan(command)
+        work = plan(command, self.rules)
         metadata = Metadata(
             actor=context.principal, request_id=context.request_id, client=context.client
         )

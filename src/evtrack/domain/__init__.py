@@ -19,7 +19,7 @@ from evtrack.domain._aggregates import (
     run_stream,
 )
 from evtrack.domain._logged_model_state import model_not_found
-from evtrack.domain._planning import ARTIFACT_ROOT, plan
+from evtrack.domain._planning import ARTIFACT_ROOT, OPEN_RULES, Rules, plan
 from evtrack.domain._registry_state import (
     STAGES,
     RegisteredModelState,
@@ -40,10 +40,12 @@ __all__ = [
     "ARTIFACT_ROOT",
     "DOUBLE_MAX",
     "MAX_BATCH_LOG_REQUEST_SIZE",
+    "OPEN_RULES",
     "STAGES",
     "Command",
     "ExperimentState",
     "RegisteredModelState",
+    "Rules",
     "RunState",
     "commands",
     "decode_experiment",

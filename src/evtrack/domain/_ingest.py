@@ -15,6 +15,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from evtrack.domain import tracking
+from evtrack.domain._aggregates import (
+    ExperimentState,
+    RunState,
+    decode_experiment,
+    decode_run,
+    encode_state,
+    experiment_stream,
+    run_stream,
+)
 from evtrack.domain._metric_rules import F64, I64, U32, KeyChecker, check_arrays
 from evtrack.domain._validation import (
     MAX_PARAM_VAL_LENGTH,
@@ -25,8 +35,9 @@ from evtrack.domain._validation import (
     validate_run_id,
 )
 from evtrack.domain.commands import EndRun, IngestRecord, IngestSummary, PackedPoints, StartRun
-from evtrack.errors import invalid
-from evtrack.events import KeyValue, PackedMetrics
+from evtrack.errors import invalid, not_found
+from evtrack.eventlog import UnitOfWork
+from evtrack.events import Event, KeyValue, PackedMetrics
 from evtrack.events.arrays import pack
 
 MAX_POINTS_PER_REQUEST = 1_000_000
@@ -206,3 +217,74 @@ def _checked_data(records: Sequence[IngestRecord]) -> tuple[dict[str, RunBatch],
         for run_id in sorted(runs)
     }
     return grouped, IngestSummary(len(runs), points, n_params, n_tags)
+
+
+async def apply_ingest(uow: UnitOfWork, plan: IngestPlan, *, artifact_root: str) -> None:
+    """Decide the whole request against the heads of the streams it touches, read at once.
+
+    Every run's head is read (and held) in one statement and every experiment's in another;
+    each run then gets its events (created, data logged, ended) decided in memory and
+    appended with the version read, so a request that starts a thousand runs costs a few
+    round trips, not a few per run.
+    """
+    run_ids = sorted(set(plan.starts) | set(plan.data) | set(plan.ends))
+    heads = await uow.heads([run_stream(r) for r in run_ids], lock=True)
+    runs: dict[str, RunState] = {}
+    for run_id in run_ids:
+        state = heads[run_stream(run_id)].state
+        if state is not None:
+            runs[run_id] = decode_run(state)
+        elif run_id not in plan.starts:
+            raise not_found(f"Run with id={run_id} not found")
+    by_name: dict[str, int] = {}
+    wanted: dict[str, int] = {}
+    for run_id, (experiment_id, start) in plan.starts.items():
+        if run_id in runs:
+            continue
+        if experiment_id is None:
+            assert start.experiment_name is not None
+            name = start.experiment_name
+            if name not in by_name:
+                by_name[name] = await tracking.experiment_id_for_name(
+                    uow, name, artifact_root=artifact_root
+                )
+            experiment_id = by_name[name]
+        wanted[run_id] = experiment_id
+    experiment_ids = sorted({*wanted.values(), *(r.experiment_id for r in runs.values())})
+    experiment_heads = await uow.heads([experiment_stream(e) for e in experiment_ids])
+    experiments: dict[int, ExperimentState] = {}
+    for experiment_id in experiment_ids:
+        state = experiment_heads[experiment_stream(experiment_id)].state
+        if state is None:
+            raise not_found(f"No Experiment with id={experiment_id} exists")
+        experiments[experiment_id] = decode_experiment(state)
+    for run_id in run_ids:
+        head = heads[run_stream(run_id)]
+        events: list[Event] = []
+        if run_id in wanted:
+            _, start = plan.starts[run_id]
+            created, run = tracking.new_run(
+                experiments[wanted[run_id]],
+                run_id,
+                start.user_id or "",
+                start.run_name,
+                start.start_time,
+                [(t.key, t.value) for t in start.tags],
+            )
+            events.append(created)
+        else:
+            run = runs[run_id]
+        loaded = tracking.LoadedRun(run, head.version, experiments[run.experiment_id])
+        if (batch := plan.data.get(run_id)) is not None:
+            data = tracking.RunData(None, batch.params, batch.tags, batch.packed_metrics)
+            decided = tracking.decide_run_data(loaded, data)
+            if decided is not None:
+                events.append(decided[0])
+                run.apply(decided[0])
+        if (end := plan.ends.get(run_id)) is not None:
+            updated = tracking.decide_update(loaded, end.status, end.end_time, None)
+            events.append(updated)
+            run.apply(updated)
+        uow.append(
+            run_stream(run_id), events, expected_version=head.version, state=encode_state(run)
+        )

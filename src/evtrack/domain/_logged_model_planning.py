@@ -7,7 +7,7 @@ logged-models module's, checked with the reference's texts as the work decides.
 from __future__ import annotations
 
 from evtrack.domain import logged_models
-from evtrack.domain._planning import Work, _planner
+from evtrack.domain._planning import Rules, Work, _planner
 from evtrack.domain.logged_model_commands import (
     CreateLoggedModel,
     DeleteLoggedModel,
@@ -26,7 +26,7 @@ def _pairs(items: list[KeyValue]) -> list[tuple[str, str]]:
 
 
 @_planner(CreateLoggedModel)
-def _create(c: CreateLoggedModel) -> Work:
+def _create(c: CreateLoggedModel, rules: Rules) -> Work:
     params, tags = _pairs(c.params), _pairs(c.tags)
 
     async def work(uow: UnitOfWork) -> str:
@@ -44,7 +44,7 @@ def _create(c: CreateLoggedModel) -> Work:
 
 
 @_planner(FinalizeLoggedModel)
-def _finalize(c: FinalizeLoggedModel) -> Work:
+def _finalize(c: FinalizeLoggedModel, rules: Rules) -> Work:
     async def work(uow: UnitOfWork) -> None:
         await logged_models.finalize_logged_model(uow, c.model_id, c.status)
 
@@ -52,7 +52,7 @@ def _finalize(c: FinalizeLoggedModel) -> Work:
 
 
 @_planner(SetLoggedModelTags)
-def _set_tags(c: SetLoggedModelTags) -> Work:
+def _set_tags(c: SetLoggedModelTags, rules: Rules) -> Work:
     tags = _pairs(c.tags)
 
     async def work(uow: UnitOfWork) -> None:
@@ -62,7 +62,7 @@ def _set_tags(c: SetLoggedModelTags) -> Work:
 
 
 @_planner(DeleteLoggedModelTag)
-def _delete_tag(c: DeleteLoggedModelTag) -> Work:
+def _delete_tag(c: DeleteLoggedModelTag, rules: Rules) -> Work:
     async def work(uow: UnitOfWork) -> None:
         await logged_models.delete_logged_model_tag(uow, c.model_id, c.key)
 
@@ -70,7 +70,7 @@ def _delete_tag(c: DeleteLoggedModelTag) -> Work:
 
 
 @_planner(LogLoggedModelParams)
-def _log_params(c: LogLoggedModelParams) -> Work:
+def _log_params(c: LogLoggedModelParams, rules: Rules) -> Work:
     params = _pairs(c.params)
 
     async def work(uow: UnitOfWork) -> None:
@@ -80,7 +80,7 @@ def _log_params(c: LogLoggedModelParams) -> Work:
 
 
 @_planner(DeleteLoggedModel)
-def _delete(c: DeleteLoggedModel) -> Work:
+def _delete(c: DeleteLoggedModel, rules: Rules) -> Work:
     async def work(uow: UnitOfWork) -> None:
         await logged_models.delete_logged_model(uow, c.model_id)
 
@@ -88,7 +88,7 @@ def _delete(c: DeleteLoggedModel) -> Work:
 
 
 @_planner(LogRunModel)
-def _log_run_model(c: LogRunModel) -> Work:
+def _log_run_model(c: LogRunModel, rules: Rules) -> Work:
     async def work(uow: UnitOfWork) -> None:
         await logged_models.record_logged_model(uow, c.run_id, c.model_json)
 

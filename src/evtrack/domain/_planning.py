@@ -9,10 +9,11 @@ perhaps more than once on a version conflict; the checks before it run once.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from evtrack.domain import tracking
-from evtrack.domain._ingest import IngestPlan, plan_ingest
+from evtrack.domain._ingest import apply_ingest, plan_ingest
 from evtrack.domain._metric_rules import check_columns
 from evtrack.domain._validation import (
     MAX_DATASET_DIGEST_SIZE,
@@ -42,12 +43,26 @@ from evtrack.domain.commands import (
     SetExperimentTag,
     UpdateRun,
 )
+from evtrack.domain.registry import PromotionPolicy
 from evtrack.eventlog import UnitOfWork
 from evtrack.events import KeyValue, MetricColumns
 
 C = TypeVar("C", bound=Command)
 Work = Callable[[UnitOfWork], Awaitable[Any]]
-Planner = Callable[[Any], Work]
+Planner = Callable[[Any, "Rules"], Work]
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The deployment's own rules, which the operator sets and no request can change: today
+    the promotion policy (stages that need an approved request, four-eyes approval)."""
+
+    promotion: PromotionPolicy = field(default_factory=PromotionPolicy)
+
+
+OPEN_RULES = Rules()
+"""MLflow's open-source behaviour: no stage needs an approved request."""
+
 
 ARTIFACT_ROOT = "mlflow-artifacts:"
 """Where new experiments keep their artifacts: behind the server's artifact proxy, so clients
@@ -56,27 +71,29 @@ need no storage credentials and the operator may move the store."""
 _PLANNERS: dict[type[Command], Planner] = {}
 
 
-def _planner(cls: type[C]) -> Callable[[Callable[[C], Work]], Callable[[C], Work]]:
-    def register(fn: Callable[[C], Work]) -> Callable[[C], Work]:
+def _planner(
+    cls: type[C],
+) -> Callable[[Callable[[C, Rules], Work]], Callable[[C, Rules], Work]]:
+    def register(fn: Callable[[C, Rules], Work]) -> Callable[[C, Rules], Work]:
         _PLANNERS[cls] = fn
         return fn
 
     return register
 
 
-def plan(command: Command) -> Work:
+def plan(command: Command, rules: Rules = OPEN_RULES) -> Work:
     """The work that carries out ``command``; raises ``EvtrackError`` for bad input."""
     planner = _PLANNERS.get(type(command))
     if planner is None:
         raise TypeError(f"no planner for {type(command).__name__}")
-    return planner(command)
+    return planner(command, rules)
 
 
 # --- experiments ---------------------------------------------------------------------------
 
 
 @_planner(CreateExperiment)
-def _create_experiment(c: CreateExperiment) -> Work:
+def _create_experiment(c: CreateExperiment, rules: Rules) -> Work:
     tags = [(t.key, t.value) for t in c.tags]
 
     async def work(uow: UnitOfWork) -> int:
@@ -88,7 +105,7 @@ def _create_experiment(c: CreateExperiment) -> Work:
 
 
 @_planner(RenameExperiment)
-def _rename_experiment(c: RenameExperiment) -> Work:
+def _rename_experiment(c: RenameExperiment, rules: Rules) -> Work:
     async def work(uow: UnitOfWork) -> None:
         await tracking.rename_experiment(uow, c.experiment_id, c.new_name)
 
@@ -96,7 +113,7 @@ def _rename_experiment(c: RenameExperiment) -> Work:
 
 
 @_planner(DeleteExperiment)
-def _delete_experiment(c: DeleteExperiment) -> Work:
+def _delete_experiment(c: DeleteExperiment, rules: Rules) -> Work:
     async def work(uow: UnitOfWork) -> None:
         await tracking.set_experiment_lifecycle(uow, c.experiment_id, delete=True)
 
@@ -104,7 +121,7 @@ def _delete_experiment(c: DeleteExperiment) -> Work:
 
 
 @_planner(RestoreExperiment)
-def _restore_experiment(c: RestoreExperiment) -> Work:
+def _restore_experiment(c: RestoreExperiment, rules: Rules) -> Work:
     async def work(uow: UnitOfWork) -> None:
         await tracking.set_experiment_lifecycle(uow, c.experiment_id, delete=False)
 
@@ -112,7 +129,7 @@ def _restore_experiment(c: RestoreExperiment) -> Work:
 
 
 @_planner(SetExperimentTag)
-def _set_experiment_tag(c: SetExperimentTag) -> Work:
+def _set_experiment_tag(c: SetExperimentTag, rules: Rules) -> Work:
     async def work(uow: UnitOfWork) -> None:
         await tracking.set_experiment_tag(uow, c.experiment_id, c.key, c.value)
 
@@ -120,7 +137,7 @@ def _set_experiment_tag(c: SetExperimentTag) -> Work:
 
 
 @_planner(DeleteExperimentTag)
-def _delete_experiment_tag(c: DeleteExperimentTag) -> Work:
+def _delete_experiment_tag(c: DeleteExperimentTag, rules: Rules) -> Work:
     async def work(uow: UnitOfWork) -> None:
         await tracking.delete_experiment_tag(uow, c.experiment_id, c.key)
 
@@ -131,7 +148,7 @@ def _delete_experiment_tag(c: DeleteExperimentTag) -> Work:
 
 
 @_planner(CreateRun)
-def _create_run(c: CreateRun) -> Work:
+def _create_run(c: CreateRun, rules: Rules) -> Work:
     tags = c.tags  # checked by create_run, against the experiment it names
 
     async def work(uow: UnitOfWork) -> str:
@@ -148,7 +165,7 @@ def _create_run(c: CreateRun) -> Work:
 
 
 @_planner(UpdateRun)
-def _update_run(c: UpdateRun) -> Work:
+def _update_run(c: UpdateRun, rules: Rules) -> Work:
     async def work(uow: UnitOfWork) -> None:
         await tracking.update_run(uow, c.run_id, c.status, c.end_time, c.run_name)
 
@@ -156,7 +173,7 @@ def _update_run(c: UpdateRun) -> Work:
 
 
 @_planner(DeleteRun)
-def _delete_run(c: DeleteRun) -> Work:
+def _delete_run(c: DeleteRun, rules: Rules) -> Work:
     async def work(uow: UnitOfWork) -> None:
         await tracking.set_run_lifecycle(uow, c.run_id, delete=True)
 
@@ -164,7 +181,7 @@ def _delete_run(c: DeleteRun) -> Work:
 
 
 @_planner(RestoreRun)
-def _restore_run(c: RestoreRun) -> Work:
+def _restore_run(c: RestoreRun, rules: Rules) -> Work:
     async def work(uow: UnitOfWork) -> None:
         await tracking.set_run_lifecycle(uow, c.run_id, delete=False)
 
@@ -188,7 +205,7 @@ def _metric_columns(c: LogRunData) -> MetricColumns | None:
 
 
 @_planner(LogRunData)
-def _log_run_data(c: LogRunData) -> Work:
+def _log_run_data(c: LogRunData, rules: Rules) -> Work:
     if not c.single:
         validate_batch_limits(len(c.metrics.keys) if c.metrics else 0, len(c.params), len(c.tags))
 
@@ -214,7 +231,7 @@ def _log_run_data(c: LogRunData) -> Work:
 
 
 @_planner(DeleteRunTag)
-def _delete_run_tag(c: DeleteRunTag) -> Work:
+def _delete_run_tag(c: DeleteRunTag, rules: Rules) -> Work:
     async def work(uow: UnitOfWork) -> None:
         await tracking.delete_run_tag(uow, c.run_id, c.key)
 
@@ -222,7 +239,7 @@ def _delete_run_tag(c: DeleteRunTag) -> Work:
 
 
 @_planner(LogInputs)
-def _log_inputs(c: LogInputs) -> Work:
+def _log_inputs(c: LogInputs, rules: Rules) -> Work:
     for dataset in c.datasets:
         check_length("dataset name", MAX_DATASET_NAME_SIZE, dataset.name)
         check_length("dataset digest", MAX_DATASET_DIGEST_SIZE, dataset.digest)
@@ -234,7 +251,7 @@ def _log_inputs(c: LogInputs) -> Work:
 
 
 @_planner(LogOutputs)
-def _log_outputs(c: LogOutputs) -> Work:
+def _log_outputs(c: LogOutputs, rules: Rules) -> Work:
     async def work(uow: UnitOfWork) -> None:
         await tracking.log_outputs(uow, c.run_id, c.models)
 
@@ -242,7 +259,7 @@ def _log_outputs(c: LogOutputs) -> Work:
 
 
 @_planner(EnsureDefaultExperiment)
-def _ensure_default_experiment(c: EnsureDefaultExperiment) -> Work:
+def _ensure_default_experiment(c: EnsureDefaultExperiment, rules: Rules) -> Work:
     async def work(uow: UnitOfWork) -> bool:
         return await tracking.ensure_default_experiment(uow, artifact_root=ARTIFACT_ROOT)
 
@@ -253,40 +270,11 @@ def _ensure_default_experiment(c: EnsureDefaultExperiment) -> Work:
 
 
 @_planner(Ingest)
-def _ingest(c: Ingest) -> Work:
+def _ingest(c: Ingest, rules: Rules) -> Work:
     checked = plan_ingest(c.records)
 
     async def work(uow: UnitOfWork) -> IngestSummary:
-        await _apply_ingest(uow, checked)
+        await apply_ingest(uow, checked, artifact_root=ARTIFACT_ROOT)
         return checked.summary
 
     return work
-
-
-async def _apply_ingest(uow: UnitOfWork, checked: IngestPlan) -> None:
-    for run_id, (experiment_id, start) in sorted(checked.starts.items()):
-        if await tracking.run_exists(uow, run_id):
-            continue
-        if experiment_id is None:
-            assert start.experiment_name is not None
-            experiment_id = await tracking.experiment_id_for_name(
-                uow, start.experiment_name, artifact_root=ARTIFACT_ROOT
-            )
-        await tracking.create_run(
-            uow,
-            experiment_id,
-            start.user_id or "",
-            start.run_name,
-            start.start_time,
-            [(t.key, t.value) for t in start.tags],
-            run_id=run_id,
-        )
-        # The run's later records in this request decide on the version just written.
-        await uow.flush()
-    for run_id, batch in checked.data.items():
-        data = tracking.RunData(None, batch.params, batch.tags, batch.packed_metrics)
-        await tracking.log_run_data(uow, run_id, data)
-        if run_id in checked.ends:
-            await uow.flush()
-    for run_id, end in sorted(checked.ends.items()):
-        await tracking.update_run(uow, run_id, end.status, end.end_time, None)

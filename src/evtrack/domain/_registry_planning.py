@@ -8,7 +8,7 @@ events, and on a transition request as its requester, is the unit of work's.
 from __future__ import annotations
 
 from evtrack.domain import registry
-from evtrack.domain._planning import Work, _planner
+from evtrack.domain._planning import Rules, Work, _planner
 from evtrack.domain.registry_commands import (
     CreateModelVersion,
     CreateRegisteredModel,
@@ -39,7 +39,7 @@ def _pairs(items: list[KeyValue]) -> list[tuple[str, str]]:
 
 
 @_planner(CreateRegisteredModel)
-def _create_registered_model(c: CreateRegisteredModel) -> Work:
+def _create_registered_model(c: CreateRegisteredModel, rules: Rules) -> Work:
     tags = _pairs(c.tags)
 
     async def work(uow: UnitOfWork) -> None:
@@ -49,7 +49,7 @@ def _create_registered_model(c: CreateRegisteredModel) -> Work:
 
 
 @_planner(RenameRegisteredModel)
-def _rename_registered_model(c: RenameRegisteredModel) -> Work:
+def _rename_registered_model(c: RenameRegisteredModel, rules: Rules) -> Work:
     async def work(uow: UnitOfWork) -> None:
         await registry.rename_registered_model(uow, c.name, c.new_name, uow.metadata.actor)
 
@@ -57,7 +57,7 @@ def _rename_registered_model(c: RenameRegisteredModel) -> Work:
 
 
 @_planner(UpdateRegisteredModel)
-def _update_registered_model(c: UpdateRegisteredModel) -> Work:
+def _update_registered_model(c: UpdateRegisteredModel, rules: Rules) -> Work:
     async def work(uow: UnitOfWork) -> None:
         await registry.update_registered_model(uow, c.name, c.description, uow.metadata.actor)
 
@@ -65,7 +65,7 @@ def _update_registered_model(c: UpdateRegisteredModel) -> Work:
 
 
 @_planner(DeleteRegisteredModel)
-def _delete_registered_model(c: DeleteRegisteredModel) -> Work:
+def _delete_registered_model(c: DeleteRegisteredModel, rules: Rules) -> Work:
     async def work(uow: UnitOfWork) -> None:
         await registry.delete_registered_model(uow, c.name, uow.metadata.actor)
 
@@ -73,7 +73,7 @@ def _delete_registered_model(c: DeleteRegisteredModel) -> Work:
 
 
 @_planner(SetRegisteredModelTag)
-def _set_registered_model_tag(c: SetRegisteredModelTag) -> Work:
+def _set_registered_model_tag(c: SetRegisteredModelTag, rules: Rules) -> Work:
     async def work(uow: UnitOfWork) -> None:
         await registry.set_registered_model_tag(uow, c.name, c.key, c.value, uow.metadata.actor)
 
@@ -81,7 +81,7 @@ def _set_registered_model_tag(c: SetRegisteredModelTag) -> Work:
 
 
 @_planner(DeleteRegisteredModelTag)
-def _delete_registered_model_tag(c: DeleteRegisteredModelTag) -> Work:
+def _delete_registered_model_tag(c: DeleteRegisteredModelTag, rules: Rules) -> Work:
     async def work(uow: UnitOfWork) -> None:
         await registry.delete_registered_model_tag(uow, c.name, c.key, uow.metadata.actor)
 
@@ -89,7 +89,7 @@ def _delete_registered_model_tag(c: DeleteRegisteredModelTag) -> Work:
 
 
 @_planner(SetModelAlias)
-def _set_alias(c: SetModelAlias) -> Work:
+def _set_alias(c: SetModelAlias, rules: Rules) -> Work:
     async def work(uow: UnitOfWork) -> None:
         await registry.set_alias(uow, c.name, c.alias, c.version, uow.metadata.actor)
 
@@ -97,7 +97,7 @@ def _set_alias(c: SetModelAlias) -> Work:
 
 
 @_planner(DeleteModelAlias)
-def _delete_alias(c: DeleteModelAlias) -> Work:
+def _delete_alias(c: DeleteModelAlias, rules: Rules) -> Work:
     async def work(uow: UnitOfWork) -> None:
         await registry.delete_alias(uow, c.name, c.alias, uow.metadata.actor)
 
@@ -108,7 +108,7 @@ def _delete_alias(c: DeleteModelAlias) -> Work:
 
 
 @_planner(CreateModelVersion)
-def _create_model_version(c: CreateModelVersion) -> Work:
+def _create_model_version(c: CreateModelVersion, rules: Rules) -> Work:
     new = registry.NewVersion(
         source=c.source,
         run_id=c.run_id,
@@ -125,7 +125,7 @@ def _create_model_version(c: CreateModelVersion) -> Work:
 
 
 @_planner(UpdateModelVersion)
-def _update_model_version(c: UpdateModelVersion) -> Work:
+def _update_model_version(c: UpdateModelVersion, rules: Rules) -> Work:
     async def work(uow: UnitOfWork) -> None:
         await registry.update_model_version(
             uow, c.name, c.version, c.description, uow.metadata.actor
@@ -135,7 +135,7 @@ def _update_model_version(c: UpdateModelVersion) -> Work:
 
 
 @_planner(DeleteModelVersion)
-def _delete_model_version(c: DeleteModelVersion) -> Work:
+def _delete_model_version(c: DeleteModelVersion, rules: Rules) -> Work:
     async def work(uow: UnitOfWork) -> None:
         await registry.delete_model_version(uow, c.name, c.version, uow.metadata.actor)
 
@@ -143,7 +143,7 @@ def _delete_model_version(c: DeleteModelVersion) -> Work:
 
 
 @_planner(SetModelVersionTag)
-def _set_model_version_tag(c: SetModelVersionTag) -> Work:
+def _set_model_version_tag(c: SetModelVersionTag, rules: Rules) -> Work:
     async def work(uow: UnitOfWork) -> None:
         await registry.set_model_version_tag(
             uow, c.name, c.version, c.key, c.value, uow.metadata.actor
@@ -153,7 +153,7 @@ def _set_model_version_tag(c: SetModelVersionTag) -> Work:
 
 
 @_planner(DeleteModelVersionTag)
-def _delete_model_version_tag(c: DeleteModelVersionTag) -> Work:
+def _delete_model_version_tag(c: DeleteModelVersionTag, rules: Rules) -> Work:
     async def work(uow: UnitOfWork) -> None:
         await registry.delete_model_version_tag(uow, c.name, c.version, c.key, uow.metadata.actor)
 
@@ -161,7 +161,7 @@ def _delete_model_version_tag(c: DeleteModelVersionTag) -> Work:
 
 
 @_planner(TransitionModelVersionStage)
-def _transition_stage(c: TransitionModelVersionStage) -> Work:
+def _transition_stage(c: TransitionModelVersionStage, rules: Rules) -> Work:
     async def work(uow: UnitOfWork) -> None:
         await registry.transition_stage(
             uow,
@@ -170,7 +170,7 @@ def _transition_stage(c: TransitionModelVersionStage) -> Work:
             c.stage,
             c.archive_existing_versions,
             uow.metadata.actor,
-            c.policy,
+            rules.promotion,
         )
 
     return work
@@ -180,7 +180,7 @@ def _transition_stage(c: TransitionModelVersionStage) -> Work:
 
 
 @_planner(RequestTransition)
-def _request_transition(c: RequestTransition) -> Work:
+def _request_transition(c: RequestTransition, rules: Rules) -> Work:
     async def work(uow: UnitOfWork) -> str:
         return await registry.request_transition(
             uow,
@@ -196,10 +196,10 @@ def _request_transition(c: RequestTransition) -> Work:
 
 
 @_planner(DecideTransition)
-def _decide_transition(c: DecideTransition) -> Work:
+def _decide_transition(c: DecideTransition, rules: Rules) -> Work:
     async def work(uow: UnitOfWork) -> None:
         await registry.decide_transition(
-            uow, c.name, c.request_id, c.decision, c.comment, uow.metadata.actor, c.policy
+            uow, c.name, c.request_id, c.decision, c.comment, uow.metadata.actor, rules.promotion
         )
 
     return work

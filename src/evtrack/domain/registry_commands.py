@@ -107,15 +107,13 @@ class DeleteModelVersionTag(Command, frozen=True, kw_only=True):
 
 
 class TransitionModelVersionStage(Command, frozen=True, kw_only=True):
-    """MLflow's direct transition. ``policy`` is the server's promotion policy, which may
-    refuse it in favour of an approved request; it has no default, so that no caller can
-    bypass approval by forgetting it."""
+    """MLflow's direct transition; the deployment's promotion policy (the domain's rules)
+    may refuse it in favour of an approved request."""
 
     name: str
     version: int
     stage: str
     archive_existing_versions: bool = False
-    policy: PromotionPolicy
 
 
 # --- promotion approval (evtrack) ----------------------------------------------------------
@@ -134,13 +132,12 @@ class RequestTransition(Command, frozen=True, kw_only=True):
 
 
 class DecideTransition(Command, frozen=True, kw_only=True):
-    """Approve (and apply), reject or cancel a pending request, under ``policy``."""
+    """Approve (and apply), reject or cancel a pending request, under the promotion policy."""
 
     name: str
     request_id: str
     decision: Decision
     comment: str | None = None
-    policy: PromotionPolicy
 
 
 __all__ = [

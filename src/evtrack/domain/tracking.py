@@ -81,7 +81,7 @@ async def _load_experiment(
 
 
 @dataclass
-class _LoadedRun:
+class LoadedRun:
     run: RunState
     run_version: int
     experiment: ExperimentState
@@ -98,13 +98,13 @@ class _LoadedRun:
             )
 
 
-async def _load_run(uow: UnitOfWork, run_id: str) -> _LoadedRun:
+async def _load_run(uow: UnitOfWork, run_id: str) -> LoadedRun:
     run_head = (await uow.heads([run_stream(run_id)], lock=True))[run_stream(run_id)]
     if run_head.state is None:
         raise not_found(f"Run with id={run_id} not found")
     run = decode_run(run_head.state)
     experiment, _ = await _load_experiment(uow, run.experiment_id)
-    return _LoadedRun(run, run_head.version, experiment)
+    return LoadedRun(run, run_head.version, experiment)
 
 
 def _require_active_experiment(experiment: ExperimentState) -> None:
@@ -238,6 +238,22 @@ async def create_run(
     """Create a run; ``run_id`` is given by clients that name runs themselves (the native
     ingestion route, so a training job can start logging while the server is unreachable)."""
     experiment, _ = await _load_experiment(uow, experiment_id)
+    event, state = new_run(
+        experiment, run_id or uuid.uuid4().hex, user_id, run_name, start_time, tags
+    )
+    uow.append(run_stream(event.run_id), [event], expected_version=0, state=encode_state(state))
+    return event.run_id
+
+
+def new_run(
+    experiment: ExperimentState,
+    run_id: str,
+    user_id: str,
+    run_name: str | None,
+    start_time: int | None,
+    tags: Sequence[tuple[str, str]],
+) -> tuple[RunCreated, RunState]:
+    """The event creating a run in ``experiment``, and the run's state after it."""
     _require_active_experiment(experiment)
     checked = [KeyValue(*validate_run_tag(k, v, f"tags[{i}]")) for i, (k, v) in enumerate(tags)]
     tag_name = next((t.value for t in checked if t.key == RUN_NAME_TAG), None)
@@ -249,11 +265,10 @@ async def create_run(
     name = run_name or tag_name or random_run_name()
     if tag_name is None:
         checked.append(KeyValue(RUN_NAME_TAG, name))
-    run_id = run_id or uuid.uuid4().hex
     artifact_uri = f"{experiment.artifact_location.rstrip('/')}/{run_id}/artifacts"
     event = RunCreated(
         run_id=run_id,
-        experiment_id=experiment_id,
+        experiment_id=experiment.experiment_id,
         user_id=user_id,
         run_name=name,
         start_time=start_time,
@@ -262,15 +277,14 @@ async def create_run(
     )
     state = RunState(
         run_id,
-        experiment_id,
+        experiment.experiment_id,
         "RUNNING",
         artifact_uri,
         experiment_generation=experiment.generation,
         tag_keys={t.key for t in checked},
         model_history=model_history_tag(checked),
     )
-    uow.append(run_stream(run_id), [event], expected_version=0, state=encode_state(state))
-    return run_id
+    return event, state
 
 
 async def update_run(
@@ -281,11 +295,18 @@ async def update_run(
     run_name: str | None,
 ) -> None:
     loaded = await _load_run(uow, run_id)
+    _append_run(uow, loaded, decide_update(loaded, status, end_time, run_name))
+
+
+def decide_update(
+    loaded: LoadedRun, status: str | None, end_time: int | None, run_name: str | None
+) -> RunUpdated:
     loaded.require_active()
     if status is not None and status not in RUN_STATUSES:
         raise invalid(f"Invalid value {status!r} for parameter 'status' supplied.")
-    event = RunUpdated(run_id=run_id, status=status, end_time=end_time, run_name=run_name or None)
-    _append_run(uow, loaded, event)
+    return RunUpdated(
+        run_id=loaded.run.run_id, status=status, end_time=end_time, run_name=run_name or None
+    )
 
 
 async def set_run_lifecycle(uow: UnitOfWork, run_id: str, *, delete: bool) -> None:
@@ -305,7 +326,7 @@ async def set_run_lifecycle(uow: UnitOfWork, run_id: str, *, delete: bool) -> No
 
 def _append_run(
     uow: UnitOfWork,
-    loaded: _LoadedRun,
+    loaded: LoadedRun,
     event: RunUpdated | RunDeleted | RunRestored | RunDataLogged | RunTagDeleted,
 ) -> None:
     loaded.run.apply(event)
@@ -336,9 +357,26 @@ async def log_run_data(uow: UnitOfWork, run_id: str, data: RunData) -> None:
     """
     loaded = await _load_run(uow, run_id)
     loaded.require_active()
-    validate_unique_param_keys([p.key for p in data.params])
     if data.metrics is not None and data.metrics.model_ids:
         await require_logged_models(uow, data.metrics.model_ids)
+    decided = decide_run_data(loaded, data)
+    if decided is None:
+        return
+    event, tracked = decided
+    if not tracked:
+        # Nothing the write model tracks changes: append without deciding on a version.
+        uow.append(run_stream(run_id), [event], expected_version=ANY_VERSION)
+        return
+    _append_run(uow, loaded, event)
+
+
+def decide_run_data(loaded: LoadedRun, data: RunData) -> tuple[RunDataLogged, bool] | None:
+    """The event logging ``data`` to the run (None when nothing would change), and whether it
+    changes what the write model tracks (new params, tracked tags), so must be decided on the
+    version read."""
+    loaded.require_active()
+    run_id = loaded.run.run_id
+    validate_unique_param_keys([p.key for p in data.params])
     changed = [
         {"key": p.key, "old_value": loaded.run.params[p.key], "new_value": p.value}
         for p in data.params
@@ -358,7 +396,7 @@ async def log_run_data(uow: UnitOfWork, run_id: str, data: RunData) -> None:
         )
     new_params = [p for p in data.params if p.key not in loaded.run.params]
     if data.metrics is None and data.packed_metrics is None and not new_params and not data.tags:
-        return
+        return None
     event = RunDataLogged(
         run_id=run_id,
         metrics=data.metrics,
@@ -369,11 +407,7 @@ async def log_run_data(uow: UnitOfWork, run_id: str, data: RunData) -> None:
     tracked_tags = set(t.key for t in data.tags) - loaded.run.tag_keys
     if any(t.key == LOG_MODEL_HISTORY_TAG for t in data.tags):
         tracked_tags.add(LOG_MODEL_HISTORY_TAG)  # its value is part of the run's state
-    if not new_params and not tracked_tags:
-        # Nothing the write model tracks changes: append without deciding on a version.
-        uow.append(run_stream(run_id), [event], expected_version=ANY_VERSION)
-        return
-    _append_run(uow, loaded, event)
+    return event, bool(new_params or tracked_tags)
 
 
 async def delete_run_tag(uow: UnitOfWork, run_id: str, key: str) -> None:

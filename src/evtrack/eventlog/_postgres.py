@@ -164,12 +164,15 @@ class PostgresUnitOfWork:
         self.last_position = row["last"]
 
     async def _append_many(self, result: tuple[str, bytes] | None) -> None:
-        for pending in self._pending:
-            head_sql, head_args = _head_sql(pending)
-            version: int | None = await self.conn.fetchval(head_sql, *head_args)
-            if version is None:
-                raise WrongExpectedVersion(pending.stream_id, pending.expected)
-            pending.first_position = version - len(pending.events) + 1
+        if len({p.stream_id for p in self._pending}) == len(self._pending):
+            await self._move_heads_at_once()
+        else:  # a stream appended to twice: its second head move must see the first
+            for pending in self._pending:
+                head_sql, head_args = _head_sql(pending)
+                version: int | None = await self.conn.fetchval(head_sql, *head_args)
+                if version is None:
+                    raise WrongExpectedVersion(pending.stream_id, pending.expected)
+                pending.first_position = version - len(pending.events) + 1
         columns = _event_columns(self._pending)
         args: list[Any] = [
             columns.streams,
@@ -194,6 +197,56 @@ class PostgresUnitOfWork:
                SELECT max(global_position) FROM appended""",
             *args,
         )
+
+    async def _move_heads_at_once(self) -> None:
+        """Move every pending stream's head in one statement (a thousand runs started by one
+        ingest request are one round trip, not a thousand); a stream not at its expected
+        version returns no row, and the whole unit fails as a conflict."""
+        pending = self._pending
+        keep = [p.state is KEEP for p in pending]
+        rows = await self.conn.fetch(
+            _MOVE_HEADS_SQL,
+            [p.stream_id for p in pending],
+            [p.expected for p in pending],
+            [len(p.events) for p in pending],
+            [None if k else p.state for p, k in zip(pending, keep, strict=True)],
+            keep,
+        )
+        versions = {r["stream_id"]: r["version"] for r in rows}
+        for p in pending:
+            version = versions.get(p.stream_id)
+            if version is None:
+                raise WrongExpectedVersion(p.stream_id, p.expected)
+            p.first_position = version - len(p.events) + 1
+
+
+_MOVE_HEADS_SQL = """
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bytea[], $5::bool[])
+        AS i(stream_id, expected, n, state, keep)
+), created AS (
+    INSERT INTO streams (stream_id, version, state)
+    SELECT stream_id, n, state FROM input WHERE expected = 0
+    ON CONFLICT (stream_id) DO NOTHING
+    RETURNING stream_id, version
+), at_end AS (
+    INSERT INTO streams AS s (stream_id, version, state)
+    SELECT stream_id, n, state FROM input WHERE expected IS NULL
+    ON CONFLICT (stream_id) DO UPDATE
+    SET version = s.version + excluded.version,
+        state = CASE WHEN (SELECT i.keep FROM input AS i WHERE i.stream_id = s.stream_id)
+                     THEN s.state ELSE excluded.state END
+    RETURNING stream_id, version
+), moved AS (
+    UPDATE streams AS s
+    SET version = s.version + i.n, state = CASE WHEN i.keep THEN s.state ELSE i.state END
+    FROM input AS i
+    WHERE i.expected > 0 AND s.stream_id = i.stream_id AND s.version = i.expected
+    RETURNING s.stream_id, s.version
+)
+SELECT stream_id, version FROM created
+UNION ALL SELECT stream_id, version FROM at_end
+UNION ALL SELECT stream_id, version FROM moved"""
 
 
 _STORE_RESULT_SQL = "UPDATE idempotency_keys SET result = {result} WHERE key = {key}"
