@@ -15,6 +15,8 @@ between servers points at the fields that cause it.
 from __future__ import annotations
 
 import argparse
+import gzip
+import json
 import os
 import shutil
 import sys
@@ -98,18 +100,23 @@ def main() -> int:
                     "max_results": RESULTS,
                 },
                 timeout=300,
+                stream=True,  # to count the bytes on the wire before any decompression
             )
+            wire = r.raw.read(decode_content=False)
+            encoding = r.headers.get("Content-Encoding", "none")
+            content = gzip.decompress(wire) if encoding == "gzip" else wire
+            print(f"{s.name} answer starts: {content[:60]!r}")
             r.raise_for_status()
-            body = r.json()
-            totals[s.name] = len(r.content)
+            body = json.loads(content)
+            totals[s.name] = len(content)
             out: dict[str, int] = defaultdict(int)
             field_bytes(body, "", out)
             sizes[s.name] = out
             samples[s.name] = body["runs"][0]
             print(
-                f"{s.name}: {len(body['runs'])} runs, {len(r.content):,} bytes as sent "
-                f"({sum(out.values()):,} as compact JSON), "
-                f"Content-Encoding {r.headers.get('Content-Encoding', 'none')}"
+                f"{s.name}: {len(body['runs'])} runs, {len(content):,} bytes of JSON as the "
+                f"client parses it, {len(wire):,} on the wire (Content-Encoding {encoding}); "
+                f"{sum(out.values()):,} as compact JSON"
             )
         names = [s.name for s in servers]
         paths = sorted(
@@ -121,8 +128,6 @@ def main() -> int:
             row = [sizes[n].get(path, 0) for n in names]
             if len(set(row)) > 1 or max(row) > 1000:
                 print(f"{path or '(top)':55s}" + "".join(f"{v:13,d}" for v in row))
-        import json
-
         for n in names:
             print(f"\nfirst run as {n} answers it:\n{json.dumps(samples[n], indent=1)[:2500]}")
         ctx.close()

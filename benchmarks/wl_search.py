@@ -219,7 +219,8 @@ def time_client(url: str, experiment_id: str, expected: list[float]) -> float:
 
 def time_raw(url: str, experiment_id: str, expected: list[float]) -> tuple[float, int]:
     """Seconds for one raw runs/search (msgspec decoding included), and the size in bytes
-    of the JSON answer (decompressed, as a client parses it)."""
+    of the JSON answer as a client parses it (after any Content-Encoding: FastTrackML
+    gzips its answers, so its bytes on the wire are fewer; see search_answer_size.py)."""
     import msgspec
     import requests
 
@@ -336,7 +337,7 @@ def run(ctx: Context) -> None:
             ),
             Row(
                 "e",
-                f"runs/search 1000 of {n:,}: JSON answer size",
+                f"runs/search 1000 of {n:,}: answer size (decoded)",
                 "bytes",
                 m[n]["bytes"],
                 e[n]["bytes"],
