@@ -13,9 +13,13 @@ same call as row (c) of ``run.py``. It reports, per phase:
   projectors, doorbell), counted and timed with asyncpg's query loggers, per request;
 * a bare one-row ``INSERT`` + ``COMMIT`` through asyncpg on the same database: the floor.
 
-Phases: projectors in-process (the default server), and ``run_projectors=False`` (what the
-request path costs without the read models catching up on the same event loop). With
-``--py-spy`` a third pass samples this process with py-spy and prints the hottest frames.
+Phases: projectors in-process (the default server), ``run_projectors=False`` (what the
+request path costs without the read models catching up on the same event loop and database),
+and log level info (a JSON line per request, the server's default; the others use warning,
+as run.py does). With ``--py-spy`` two more passes (with and without projectors) sample this
+process with py-spy and print the hottest frames (the header's "100 Hz" comes from run.py's
+summary; these samples are taken at 1 kHz). The info phase writes a log line per request to
+stderr: redirect it (2>/dev/null).
 """
 
 from __future__ import annotations
@@ -228,6 +232,8 @@ def report(name: str, n: int, ph: dict[str, Any]) -> None:
 
 
 async def main_async(args: argparse.Namespace) -> None:
+    from evtrack._logging import configure_logging
+
     qlog = QueryLog()
     install_query_log(qlog)
     dbs = Databases(args.database_url)
@@ -236,15 +242,23 @@ async def main_async(args: argparse.Namespace) -> None:
         floor = await bare_floor(dsn, args.calls)
         print(f"bare asyncpg BEGIN; INSERT; COMMIT p50: {floor:.2f} ms (before)")
         run_id = None
-        for name, projectors, spy in (
-            ("projectors in-process (default)", True, False),
-            ("no projectors in the server (--no-projectors)", False, False),
-            *(
-                (("projectors in-process, sampled by py-spy at 1 kHz", True, True),)
-                if args.py_spy
-                else ()
+        phases: list[tuple[str, bool, bool, str]] = [
+            (
+                "projectors in-process, log level warning (as run.py starts it)",
+                True,
+                False,
+                "warning",
             ),
-        ):
+            ("no projectors in the server (--no-projectors)", False, False, "warning"),
+            ("projectors in-process, log level info (the server's default)", True, False, "info"),
+        ]
+        if args.py_spy:
+            phases += [
+                ("projectors in-process, sampled by py-spy", True, True, "warning"),
+                ("no projectors, sampled by py-spy", False, True, "warning"),
+            ]
+        for name, projectors, spy, level in phases:
+            configure_logging(level)
             ph = await phase(dsn, args.calls, projectors, qlog, spy, run_id)
             run_id = ph["run_id"]
             report(name, args.calls, ph)
@@ -265,9 +279,6 @@ def main() -> None:
     p.add_argument(
         "--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL)
     )
-    from evtrack._logging import configure_logging
-
-    configure_logging("warning")  # as run.py starts the server: no line per request
     asyncio.run(main_async(p.parse_args()))
 
 
