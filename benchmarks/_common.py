@@ -57,7 +57,10 @@ class Row:
 
     ``better`` says which direction is good for evtrack; ``ratio`` is always evtrack's
     advantage (evtrack/mlflow for throughput, mlflow/evtrack for times), so > 1 means evtrack
-    is better. A row passes when every target it declares holds.
+    is better, and ``ratio_fml`` the same against FastTrackML (the third contender, given by
+    keyword so rows without it stay short). Targets are against MLflow. A row passes when every
+    target it declares holds. ``fml_missing`` says why FastTrackML has no value (shown in the
+    notes under the table).
     """
 
     workload: str
@@ -72,17 +75,26 @@ class Row:
     target: str = ""
     verdict: bool | None = None  # explicit pass/miss when not derived from the numbers
     note: str = ""
+    fasttrackml: float | None = None
+    fml_missing: str = ""
 
-    @property
-    def ratio(self) -> float | None:
-        m, e = self.mlflow, self.evtrack
-        if m is None or e is None or not (math.isfinite(m) and math.isfinite(e)):
+    def _advantage(self, other: float | None) -> float | None:
+        e = self.evtrack
+        if other is None or e is None or not (math.isfinite(other) and math.isfinite(e)):
             return None
         if self.better == "none":
             return None
         if self.better == "higher":
-            return e / m if m > 0 else None
-        return m / e if e > 0 else None
+            return e / other if other > 0 else None
+        return other / e if e > 0 else None
+
+    @property
+    def ratio(self) -> float | None:
+        return self._advantage(self.mlflow)
+
+    @property
+    def ratio_fml(self) -> float | None:
+        return self._advantage(self.fasttrackml)
 
     @property
     def passed(self) -> bool | None:
@@ -102,6 +114,7 @@ class Row:
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["ratio"] = self.ratio
+        d["ratio_fml"] = self.ratio_fml
         d["passed"] = self.passed
         return d
 
@@ -127,6 +140,8 @@ def fmt_value(value: float | None, unit: str) -> str:
         return f"{value:+,.1f} MiB"
     if unit == "count":
         return f"{value:,.0f}"
+    if unit == "bytes":
+        return f"{value:,.0f} B"
     return f"{value:g} {unit}".strip()
 
 
@@ -144,7 +159,17 @@ def fmt_pass(passed: bool | None) -> str:
     return {True: "pass", False: "MISS", None: "info"}[passed]
 
 
-HEADER = ("workload", "metric", "mlflow", "evtrack", "ratio", "target", "result")
+HEADER = (
+    "workload",
+    "metric",
+    "mlflow",
+    "fasttrackml",
+    "evtrack",
+    "vs mlflow",
+    "vs fml",
+    "target",
+    "result",
+)
 
 
 def table_cells(rows: Sequence[Row]) -> list[tuple[str, ...]]:
@@ -153,8 +178,10 @@ def table_cells(rows: Sequence[Row]) -> list[tuple[str, ...]]:
             r.workload,
             r.metric,
             fmt_value(r.mlflow, r.unit),
+            fmt_value(r.fasttrackml, r.unit),
             fmt_value(r.evtrack, r.unit),
             fmt_ratio(r.ratio),
+            fmt_ratio(r.ratio_fml),
             r.target,
             fmt_pass(r.passed),
         )
@@ -165,7 +192,7 @@ def table_cells(rows: Sequence[Row]) -> list[tuple[str, ...]]:
 def text_table(rows: Sequence[Row]) -> str:
     cells = [HEADER, *table_cells(rows)]
     widths = [max(len(c[i]) for c in cells) for i in range(len(HEADER))]
-    right = {2, 3, 4}
+    right = {2, 3, 4, 5, 6}
     lines = []
     for n, c in enumerate(cells):
         lines.append(
@@ -182,7 +209,7 @@ def text_table(rows: Sequence[Row]) -> str:
 def markdown_table(rows: Sequence[Row]) -> str:
     out = [
         "| " + " | ".join(HEADER) + " |",
-        "|" + "|".join(["---", "---", "---:", "---:", "---:", "---", "---"]) + "|",
+        "|" + "|".join(["---", "---", "---:", "---:", "---:", "---:", "---:", "---", "---"]) + "|",
     ]
     for c in table_cells(rows):
         out.append("| " + " | ".join(x.replace("|", "\\|") for x in c) + " |")

@@ -1,4 +1,4 @@
-"""What every workload gets: the two servers, their databases, options and shared results."""
+"""What every workload gets: the servers, their databases, options and shared results."""
 
 from __future__ import annotations
 
@@ -17,6 +17,10 @@ class Context:
     mlflow: Server
     evtrack: Server
     workdir: Path
+    # The third contender; None when its binary is missing or --no-fasttrackml was given
+    # (``fml_absent`` then says why, for the notes).
+    fasttrackml: Server | None = None
+    fml_absent: str = ""
     rows: list[Row] = field(default_factory=list)
     # Numbers one workload leaves for another (e.g. MLflow's (a) throughput for (b)), and
     # RSS summaries for (f).
@@ -25,7 +29,9 @@ class Context:
     _sql: dict[str, Sql] = field(default_factory=dict)
 
     def servers(self) -> list[Server]:
-        return [self.mlflow, self.evtrack]
+        """Every server that speaks MLflow's REST API, in the order workloads visit them."""
+        peers = [self.mlflow] + ([self.fasttrackml] if self.fasttrackml else [])
+        return [*peers, self.evtrack]
 
     def sql(self, server: Server) -> Sql:
         if server.name not in self._sql:

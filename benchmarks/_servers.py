@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -164,7 +165,7 @@ def free_port() -> int:
 
 @dataclass
 class Server:
-    name: str  # "mlflow" or "evtrack"
+    name: str  # "mlflow", "fasttrackml" or "evtrack"
     cmd: list[str]
     env: dict[str, str]
     port: int
@@ -270,6 +271,42 @@ def evtrack_server(db_url: str, workdir: Path, python: str) -> Server:
     if env.get("EVTRACK_LOG_LEVEL"):
         cmd += ["--log-level", env["EVTRACK_LOG_LEVEL"]]
     return Server("evtrack", cmd, env, port, db_url, workdir / "evtrack.log")
+
+
+def find_fml(explicit: str | None = None) -> str | None:
+    """The ``fml`` binary of FastTrackML: ``--fml``, next to this interpreter (the PyPI wheel
+    ships it into the environment's bin/), or on PATH."""
+    if explicit:
+        return explicit if Path(explicit).exists() else None
+    here = Path(sys.executable).parent / "fml"
+    if here.exists():
+        return str(here)
+    return shutil.which("fml")
+
+
+def fasttrackml_server(db_url: str, workdir: Path, fml: str) -> Server:
+    """FastTrackML (the Go rewrite of MLflow's tracking server) on its own fresh database.
+
+    It migrates the empty database itself at start-up and serves MLflow's REST API under
+    ``/api/2.0/mlflow`` plus ``/health``."""
+    port = free_port()
+    artifacts = workdir / "fasttrackml-artifacts"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    # FastTrackML's driver takes postgres:// URLs.
+    uri = with_database(db_url, urllib.parse.urlsplit(db_url).path.lstrip("/"), scheme="postgres")
+    cmd = [
+        fml,
+        "server",
+        "--database-uri",
+        uri,
+        "--listen-address",
+        f"127.0.0.1:{port}",
+        "--default-artifact-root",
+        str(artifacts),
+        "--log-level",
+        "warn",  # like evtrack's: no log line per request
+    ]
+    return Server("fasttrackml", cmd, dict(os.environ), port, db_url, workdir / "fasttrackml.log")
 
 
 def mlflow_server(db_url: str, workdir: Path, python: str, workers: int) -> Server:
@@ -476,7 +513,7 @@ def cpu_note(summary: dict[str, float], clients: float | None = None) -> str:
 
 def stored_points(server_name: str, sql: Sql, run_ids: list[str]) -> int:
     """Metric points the server's database holds for ``run_ids`` (evtrack: its read model)."""
-    if server_name == "mlflow":
+    if server_name in ("mlflow", "fasttrackml"):  # FastTrackML keeps MLflow's metrics table
         return int(sql.one("SELECT count(*) FROM metrics WHERE run_uuid = ANY(%s)", run_ids))
     for table, query in EVTRACK_POINT_COUNTS:
         if sql.one("SELECT to_regclass(%s) IS NOT NULL", table):

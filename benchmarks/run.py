@@ -47,6 +47,8 @@ from _servers import (  # noqa: E402
     DEFAULT_DATABASE_URL,
     Databases,
     evtrack_server,
+    fasttrackml_server,
+    find_fml,
     mlflow_server,
     redact,
 )
@@ -84,8 +86,11 @@ workloads (select with --only, e.g. --only a,c,d):
      Reports durable points/s end to end and the projection lag after the last ack.
      Targets: >= 300,000 durable points/s, projection lag < 2 s.
 
-  c  --log-metric-calls (2000) sequential MlflowClient.log_metric calls: p50/p99.
-     Target: p50 <= 1/2 of MLflow's.
+  c  --raw-log-metric-calls (1000) sequential raw HTTP POSTs of log-metric (one keep-alive
+     session) and --log-metric-calls (2000) sequential MlflowClient.log_metric calls, the
+     servers interleaved in blocks of 50: p50/p99. Also times a bare PostgreSQL one-row
+     INSERT + COMMIT (the floor), in the notes.
+     Targets: raw p50 <= 2 ms; client p50 <= 1/2 of MLflow's.
 
   d  get_metric_history of a --history-small (100,000) and a --history-large (1,000,000)
      point metric: MlflowClient (pages of 25,000, protobuf parsing included), a raw HTTP
@@ -97,11 +102,13 @@ workloads (select with --only, e.g. --only a,c,d):
 
   e  search_runs(filter "metrics.acc > 0.5", order_by "metrics.acc DESC", max_results
      1000) over --runs-small (10,000) and --runs-large (100,000) runs, MlflowClient and raw
-     HTTP, median of --reps-search (5). Both servers hold the same acc values, and each
+     HTTP, median of --reps-search (5), servers interleaved; plus the size in bytes of the
+     JSON answer. All servers hold the same acc values, and each
      answer is checked against the expected 1000. MLflow's runs are loaded through the API
      up to --api-load-max-runs (10,000) and by SQL cloning of an API-created run above (see
      --mlflow-search-load); evtrack's through native ingest.
-     Targets: >= 10x faster; the large search under 300 ms.
+     FastTrackML is always loaded through the API.
+     Targets: >= 10x faster; the large search under 300 ms; answer no larger than MLflow's.
 
   f  Server RSS (process tree: MLflow's uvicorn workers count) sampled every 0.5 s during
      (a) and (b): peak, and growth of the last third over the middle third.
@@ -118,6 +125,7 @@ examples:
 SCALE: dict[str, tuple[Any, Any]] = {
     "duration": (30.0, 5.0),
     "log_metric_calls": (2000, 200),
+    "raw_log_metric_calls": (1000, 1000),
     "history_small": (100_000, 10_000),
     "history_large": (1_000_000, 50_000),
     "reps_history": (3, 1),
@@ -188,7 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="(b) how raw ingest requests carry points: packed little-endian arrays "
         "(the bulk form, default) or msgpack lists of numbers",
     )
-    scale.add_argument("--log-metric-calls", type=int, help="(c) calls (2000)")
+    scale.add_argument("--log-metric-calls", type=int, help="(c) MlflowClient calls (2000)")
+    scale.add_argument(
+        "--raw-log-metric-calls", type=int, help="(c) raw HTTP log-metric calls (1000)"
+    )
     scale.add_argument("--history-small", type=int, help="(d) points (100,000)")
     scale.add_argument("--history-large", type=int, help="(d) points (1,000,000)")
     scale.add_argument("--reps-history", type=int, help="(d) repetitions, median (3)")
@@ -228,6 +239,17 @@ def build_parser() -> argparse.ArgumentParser:
     srv = p.add_argument_group("servers")
     srv.add_argument(
         "--mlflow-workers", type=int, default=2, help="`mlflow server --workers` (default 2)"
+    )
+    srv.add_argument(
+        "--fml",
+        metavar="PATH",
+        help="FastTrackML's `fml` binary (default: next to this interpreter, where `pip install "
+        "--no-deps fasttrackml==0.6.0` puts it, or on PATH)",
+    )
+    srv.add_argument(
+        "--no-fasttrackml",
+        action="store_true",
+        help="leave out the third contender, FastTrackML (its column then shows —)",
     )
     srv.add_argument(
         "--python",
@@ -298,6 +320,7 @@ def rss_rows(ctx: Context) -> list[Row]:
             continue
         m = rss[phase].get("mlflow", {})
         e = rss[phase].get("evtrack", {})
+        f = rss[phase].get("fasttrackml", {})
         rows.append(
             Row(
                 "f",
@@ -307,6 +330,7 @@ def rss_rows(ctx: Context) -> list[Row]:
                 e.get("peak_mib"),
                 "lower",
                 target="bounded",
+                fasttrackml=f.get("peak_mib"),
             )
         )
         rows.append(
@@ -320,6 +344,7 @@ def rss_rows(ctx: Context) -> list[Row]:
                 target="flat",
                 verdict=_flat(e),
                 note="mean of the last third minus mean of the middle third",
+                fasttrackml=f.get("growth_mib"),
             )
         )
     return rows
@@ -443,7 +468,7 @@ def environment(dbs: Databases) -> dict[str, str]:
 
         mem = f"{psutil.virtual_memory().total / (1 << 30):.1f} GiB"
     versions = {}
-    for pkg in ("mlflow", "evtrack"):
+    for pkg in ("mlflow", "evtrack", "fasttrackml"):
         try:
             from importlib.metadata import version
 
@@ -460,6 +485,7 @@ def environment(dbs: Databases) -> dict[str, str]:
         "python": platform.python_version(),
         "postgresql": pg,
         "mlflow": versions["mlflow"],
+        "fasttrackml": versions["fasttrackml"],
         "evtrack": f"{versions['evtrack']} (git {_git_rev()})",
     }
 
@@ -468,15 +494,17 @@ def render_markdown(
     ctx: Context, env: dict[str, str], command: str, started: str, elapsed: float
 ) -> str:
     lines = [
-        f"# evtrack vs MLflow: {started}",
+        f"# evtrack vs MLflow and FastTrackML: {started}",
         "",
         f"Command: `{command}` ({elapsed / 60:.1f} minutes)",
         "",
         "Environment: " + "; ".join(f"{k} {v}" for k, v in env.items()),
         "",
-        "Both servers ran on this machine against the same PostgreSQL, one after the other per "
-        "workload, with the clients on the same machine. `ratio` is evtrack's advantage "
-        "(evtrack/mlflow for throughput, mlflow/evtrack for times; > 1 is better).",
+        "All servers ran on this machine against the same PostgreSQL (a fresh database each), "
+        "with the clients on the same machine; workloads interleave the contenders where they "
+        "can (A B C A B C, medians), else run them one after the other. `vs mlflow` and "
+        "`vs fml` are evtrack's advantage (evtrack/other for throughput, other/evtrack for "
+        "times; > 1 is better). Targets are against MLflow.",
         "",
         markdown_table(ctx.rows),
         "",
@@ -521,6 +549,17 @@ def save(
 # ------------------------------------------------------------------------------ main
 
 
+def machine_load() -> str:
+    """``uptime``'s line (load averages over 1, 5 and 15 minutes): how busy the shared
+    machine was when the run began."""
+    try:
+        return subprocess.run(["uptime"], text=True, capture_output=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        with contextlib.suppress(OSError):
+            return "loadavg " + Path("/proc/loadavg").read_text().strip()
+    return "unknown"
+
+
 def _interrupt(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -556,14 +595,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         env = environment(dbs)  # also proves the database is reachable
         say(f"PostgreSQL {env['postgresql']} at {redact(args.database_url)}; work dir {workdir}")
+        load = machine_load()
+        say(f"machine load at start: {load}")
         ml = mlflow_server(dbs.create(f"{tag}_mlflow"), workdir, args.python, args.mlflow_workers)
         ev = evtrack_server(dbs.create(f"{tag}_evtrack"), workdir, args.python)
-        servers = [ml, ev]
+        fml_bin = None if args.no_fasttrackml else find_fml(args.fml)
+        fml = None
+        fml_absent = "left out (--no-fasttrackml)" if args.no_fasttrackml else ""
+        if fml_bin:
+            fml = fasttrackml_server(dbs.create(f"{tag}_fasttrackml"), workdir, fml_bin)
+        elif not fml_absent:
+            fml_absent = "`fml` not found (pip install --no-deps fasttrackml==0.6.0, or --fml)"
+        servers = [ml, *([fml] if fml else []), ev]
         for s in servers:
             s.start()
         startup = {s.name: s.wait_healthy(args.start_timeout) for s in servers}
-        ctx = Context(args, ml, ev, workdir)
+        ctx = Context(args, ml, ev, workdir, fasttrackml=fml, fml_absent=fml_absent)
         ctx.shared["startup_s"] = startup
+        ctx.shared["load_at_start"] = load
+        ctx.note(f"machine load at start (uptime): {load}")
+        if fml_absent:
+            ctx.note(f"FastTrackML: {fml_absent}")
         for w in args.selected:
             if w not in modules:
                 continue
@@ -598,6 +650,12 @@ def main(argv: list[str] | None = None) -> int:
                         ctx.note(f"({w}) evtrack profile: {top}")
             say(f"=== workload ({w}) done in {time.monotonic() - t:.0f}s ===")
         ctx.rows += rss_rows(ctx)
+        seen: set[tuple[str, str]] = set()
+        for r in ctx.rows:  # one note per workload and reason, not per row
+            why = (r.workload, r.fml_missing)
+            if r.fasttrackml is None and r.fml_missing and why not in seen:
+                seen.add(why)
+                ctx.note(f"({r.workload}) fasttrackml —: {r.fml_missing}")
     except BenchmarkError as exc:
         say(f"error: {exc}")
         failed = True

@@ -192,15 +192,17 @@ def measure(ctx: Context, server: Server, sizes: list[int]) -> dict[int, dict[st
         run_id = client.create_run(exp, run_name=f"history-{n}").info.run_id
         say(f"(d) {server.name}: loading {n:,} points")
         t = time.monotonic()
-        if server.name == "mlflow":
+        if server.name != "evtrack":
             mode = ctx.args.mlflow_history_load
-            if mode == "auto":
+            if server.name != "mlflow":
+                mode = "api"  # the COPY path knows MLflow's tables only
+            elif mode == "auto":
                 mode = "api" if n <= ctx.args.api_load_max_points else "sql"
             if mode == "api":
                 load_mlflow(ctx, server, run_id, n)
             else:
                 load_mlflow_sql(ctx, server, run_id, n)
-            ctx.note(f"(d) mlflow: {n:,}-point history loaded via {mode}")
+            ctx.note(f"(d) {server.name}: {n:,}-point history loaded via {mode}")
         else:
             load_evtrack(ctx, server, run_id, n)
             wait_for_projections(ctx.sql(server), ctx.args.lag_timeout)
@@ -237,7 +239,10 @@ def run(ctx: Context) -> None:
     sizes = [ctx.args.history_small, ctx.args.history_large]
     res = {s.name: measure(ctx, s, sizes) for s in ctx.servers()}
     m, e = res["mlflow"], res["evtrack"]
+    f = res.get("fasttrackml", {})
+    absent = ctx.fml_absent
     for n in sizes:
+        fn = f.get(n, {})
         large = n == ctx.args.history_large
         bound = 2.0 if large else None
         target = ">= 20x" + (", < 2 s" if large else "")
@@ -249,6 +254,8 @@ def run(ctx: Context) -> None:
                 m[n]["client"],
                 e[n]["client"],
                 "lower",
+                fasttrackml=fn.get("client"),
+                fml_missing=absent,
                 min_ratio=20,
                 evtrack_max=bound,
                 target=target,
@@ -260,6 +267,8 @@ def run(ctx: Context) -> None:
                 m[n]["raw"],
                 e[n]["raw"],
                 "lower",
+                fasttrackml=fn.get("raw"),
+                fml_missing=absent,
                 min_ratio=20,
                 evtrack_max=bound,
                 target=target,
@@ -271,5 +280,7 @@ def run(ctx: Context) -> None:
                 m[n]["single"],
                 e[n]["single"],
                 "lower",
+                fasttrackml=fn.get("single"),
+                fml_missing=absent,
             ),
         ]

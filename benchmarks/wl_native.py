@@ -308,6 +308,8 @@ def run(ctx: Context) -> None:
     ctx.shared.setdefault("rss", {})["b-client"] = {"evtrack": c["rss"]}
     ctx.shared.setdefault("rss", {})["b-raw"] = {"evtrack": r["rss"]}
     m_a = ctx.shared.get("a", {}).get("mlflow", {}).get("points_per_s")
+    f_a = ctx.shared.get("a", {}).get("fasttrackml", {}).get("points_per_s")
+    no_peer = "evtrack's native route; the peers have no equivalent"
     n = ctx.args.procs_b
     ctx.rows += [
         Row(
@@ -319,7 +321,8 @@ def run(ctx: Context) -> None:
             "higher",
             evtrack_min=300_000,
             target=">= 300,000/s",
-            note="mlflow column: MLflow's (a) throughput",
+            note="mlflow and fasttrackml columns: their (a) log_batch throughput",
+            fasttrackml=f_a,
         ),
         Row(
             "b",
@@ -329,6 +332,7 @@ def run(ctx: Context) -> None:
             c["lag_s"],
             "lower",
             evtrack_max=2.0,
+            fml_missing=no_peer,
             target="< 2 s",
         ),
         Row(
@@ -338,6 +342,7 @@ def run(ctx: Context) -> None:
             None,
             c["stored"],
             "none",
+            fml_missing=no_peer,
             target="= logged",
             verdict=(
                 c["stored"] == c["logged"] == c["delivered"] and c["dropped"] == 0 and c["api_ok"]
@@ -352,6 +357,7 @@ def run(ctx: Context) -> None:
             "higher",
             evtrack_min=300_000,
             target=">= 300,000/s",
+            fasttrackml=f_a,
         ),
         Row(
             "b",
@@ -361,6 +367,7 @@ def run(ctx: Context) -> None:
             r["lag_s"],
             "lower",
             evtrack_max=2.0,
+            fml_missing=no_peer,
             target="< 2 s",
         ),
         Row(
@@ -370,6 +377,7 @@ def run(ctx: Context) -> None:
             None,
             r["stored"],
             "none",
+            fml_missing=no_peer,
             target="= acknowledged",
             verdict=r["stored"] == r["acked"] and r["api_ok"],
         ),

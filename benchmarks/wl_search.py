@@ -217,7 +217,10 @@ def time_client(url: str, experiment_id: str, expected: list[float]) -> float:
     return took
 
 
-def time_raw(url: str, experiment_id: str, expected: list[float]) -> float:
+def time_raw(url: str, experiment_id: str, expected: list[float]) -> tuple[float, int]:
+    """Seconds for one raw runs/search (msgspec decoding included), and the size in bytes
+    of the JSON answer as a client parses it (after any Content-Encoding: FastTrackML
+    gzips its answers, so its bytes on the wire are fewer; see search_answer_size.py)."""
     import msgspec
     import requests
 
@@ -239,7 +242,7 @@ def time_raw(url: str, experiment_id: str, expected: list[float]) -> float:
         for run in page.get("runs", [])
     ]
     _check(accs, expected, f"{url} raw")
-    return took
+    return took, len(r.content)
 
 
 def load(ctx: Context, server: Server, n: int) -> str:
@@ -251,10 +254,12 @@ def load(ctx: Context, server: Server, n: int) -> str:
         wait_for_projections(ctx.sql(server), ctx.args.lag_timeout)
     else:
         mode = ctx.args.mlflow_search_load
-        if mode == "auto":
+        if server.name != "mlflow":
+            mode = "api"  # the SQL cloning knows MLflow's tables only
+        elif mode == "auto":
             mode = "api" if n <= ctx.args.api_load_max_runs else "sql"
         how = {"api": "create_run + log_batch", "sql": "SQL COPY of a cloned run"}[mode]
-        say(f"(e) mlflow: loading {n:,} runs via {how}")
+        say(f"(e) {server.name}: loading {n:,} runs via {how}")
         if mode == "api":
             load_mlflow_api(ctx, server, exp, n)
         else:
@@ -268,27 +273,41 @@ def load(ctx: Context, server: Server, n: int) -> str:
 
 def run(ctx: Context) -> None:
     sizes = [ctx.args.runs_small, ctx.args.runs_large]
-    res: dict[str, dict[int, dict[str, float]]] = {}
-    for server in ctx.servers():
-        res[server.name] = {}
-        for n in sizes:
-            exp = load(ctx, server, n)
-            expected = expected_accs(n)
-            timings: dict[str, list[float]] = {"client": [], "raw": []}
-            for _ in range(ctx.args.reps_search):
-                timings["client"].append(time_client(server.url, exp, expected))
-                timings["raw"].append(time_raw(server.url, exp, expected))
-            res[server.name][n] = {k: median(v) * 1000 for k, v in timings.items()}
+    servers = ctx.servers()
+    res: dict[str, dict[int, dict[str, float]]] = {s.name: {} for s in servers}
+    for n in sizes:
+        exps = {s.name: load(ctx, s, n) for s in servers}
+        expected = expected_accs(n)
+        timings = {s.name: {"client": [], "raw": [], "bytes": []} for s in servers}
+        for _ in range(ctx.args.reps_search):  # A B C A B C: medians per server
+            for s in servers:
+                t = timings[s.name]
+                t["client"].append(time_client(s.url, exps[s.name], expected))
+                took, size = time_raw(s.url, exps[s.name], expected)
+                t["raw"].append(took)
+                t["bytes"].append(size)
+        for s in servers:
+            t = timings[s.name]
+            res[s.name][n] = {
+                "client": median(t["client"]) * 1000,
+                "raw": median(t["raw"]) * 1000,
+                "bytes": median(t["bytes"]),
+            }
             say(
-                f"(e) {server.name} {n:,} runs: client {res[server.name][n]['client']:.0f} ms, "
-                f"raw {res[server.name][n]['raw']:.0f} ms (medians of {ctx.args.reps_search})"
+                f"(e) {s.name} {n:,} runs: client {res[s.name][n]['client']:.0f} ms, "
+                f"raw {res[s.name][n]['raw']:.0f} ms (medians of {ctx.args.reps_search}), "
+                f"answer {res[s.name][n]['bytes']:,.0f} bytes"
             )
-            server.check_alive()
+            s.check_alive()
+    ctx.shared["e"] = res
     m, e = res["mlflow"], res["evtrack"]
+    f = res.get("fasttrackml", {})
+    absent = ctx.fml_absent
     for n in sizes:
         large = n == ctx.args.runs_large
         bound = 300.0 if large else None
         target = ">= 10x" + (", < 300 ms" if large else "")
+        fn = f.get(n, {})
         ctx.rows += [
             Row(
                 "e",
@@ -300,6 +319,8 @@ def run(ctx: Context) -> None:
                 min_ratio=10,
                 evtrack_max=bound,
                 target=target,
+                fasttrackml=fn.get("client"),
+                fml_missing=absent,
             ),
             Row(
                 "e",
@@ -311,5 +332,19 @@ def run(ctx: Context) -> None:
                 min_ratio=10,
                 evtrack_max=bound,
                 target=target,
+                fasttrackml=fn.get("raw"),
+                fml_missing=absent,
+            ),
+            Row(
+                "e",
+                f"runs/search 1000 of {n:,}: answer size (decoded)",
+                "bytes",
+                m[n]["bytes"],
+                e[n]["bytes"],
+                "lower",
+                min_ratio=1,
+                target="<= mlflow's",
+                fasttrackml=fn.get("bytes"),
+                fml_missing=absent,
             ),
         ]
