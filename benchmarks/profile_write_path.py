@@ -118,7 +118,7 @@ async def phase(
     created) is used: runs/create answers from the read model, which then never catches up."""
     from aiohttp import web
 
-    from evtrack.api import create_app
+    from evtrack.server import create_app
     from evtrack.config import Settings
 
     port = free_port()
