@@ -129,6 +129,10 @@ def test_invalid_keys_and_changed_params_fail_at_the_call(spool: Path) -> None:
         run.log_param("lr", 0.1)  # same value: fine
         with pytest.raises(ValueError, match="Changing param values"):
             run.log_param("lr", 0.2)
+        with pytest.raises(ValueError, match="NUL"):
+            run.log_param("p", "a\x00b")
+        with pytest.raises(ValueError, match="NUL"):
+            run.set_tag("t", "a\x00b")
     finally:
         client.close(0.5)
 

@@ -41,6 +41,50 @@ def _cursor(spool: Path) -> Cursor:
     return Cursor(seq, SegmentReader(folder / f"seg-{seq:08d}.log"), AckState())
 
 
+@pytest.mark.parametrize(
+    ("step", "timestamp", "message"),
+    [
+        (2**63, 1, "step must be a 64-bit integer"),
+        (-(2**63) - 1, 1, "step must be a 64-bit integer"),
+        (10**30, 1, "step must be a 64-bit integer"),
+        (0, -1, "timestamp must be milliseconds"),
+        (0, 2**63, "timestamp must be milliseconds"),
+    ],
+)
+def test_points_the_server_would_refuse_fail_at_the_call_and_are_not_spooled(
+    spool: Path, step: int, timestamp: int, message: str
+) -> None:
+    """The server's int64 rules hold in the client too: a bad point raises where it is
+    logged, on the hot path (a known key) and the first-sight path alike, and nothing of it
+    reaches the spool, where it would get its whole batch refused later."""
+    client = _spooled_client(spool)
+    try:
+        run = client.start_run(experiment_id="1")
+        with pytest.raises(ValueError, match=message):
+            run.log_metric("fresh", 1.0, step=step, timestamp=timestamp)  # first sight
+        run.log_metric("known", 1.0, step=0, timestamp=1)
+        with pytest.raises(ValueError, match=message):
+            run.log_metric("known", 1.0, step=step, timestamp=timestamp)  # hot path
+        with pytest.raises(ValueError, match=message):
+            run.log_metrics({"known": 1.0, "other": 2.0}, step=step, timestamp=timestamp)
+        run.log_metric("known", 2.0, step=1, timestamp=2)
+        with client._lock:
+            assert client._writer is not None
+            end = client._writer.pos
+        cursor = _cursor(spool)
+        batch = decode_range(cursor, DATA_START, end, Limits(), no_pause)
+        decoded = msgspec.msgpack.decode(encode_request(batch.runs, no_pause), type=IngestRequest)
+        [record] = decoded.records
+        assert record.packed is not None
+        assert packed_points(record.packed) == [
+            Point("known", 1.0, 1, 0),
+            Point("known", 2.0, 2, 1),
+        ]
+        cursor.reader.close()
+    finally:
+        client.close(0.2)
+
+
 def test_a_range_decodes_to_the_request_msgspec_would_build(spool: Path) -> None:
     client = _spooled_client(spool)
     try:

@@ -79,6 +79,7 @@ RUN_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
 _crc32 = zlib.crc32
 _time_ns = time.time_ns
 _pack_point = POINT.pack
+_INT64_MAX = 2**63 - 1
 _pack_header = struct.Struct("<II").pack
 _POINT_LEN = POINT.size
 _NAME = re.compile(r"^[/\w.\- :]*$")
@@ -132,6 +133,28 @@ def _check_key(key: str, kind: str) -> str:
     return key
 
 
+def _check_text(value: str, key: str) -> str:
+    """A param or tag value the server can store: anything but NUL."""
+    if "\x00" in value:
+        raise ValueError(f"The value of {key!r} contains a NUL character, which cannot be stored")
+    return value
+
+
+def _check_point_integers(step: int | None, ts: int) -> tuple[int, int]:
+    """The server's rules for a point's step and timestamp, so a bad point fails at the call
+    that logged it instead of being spooled and refused later (with its whole batch)."""
+    try:
+        step = 0 if step is None else operator.index(step)
+        ts = operator.index(ts)
+    except TypeError:
+        raise TypeError("step and timestamp must be integers (timestamp in ms)") from None
+    if not 0 <= ts <= _INT64_MAX:
+        raise ValueError(f"timestamp must be milliseconds from 0 to 2**63-1, got {ts}")
+    if not -_INT64_MAX - 1 <= step <= _INT64_MAX:
+        raise ValueError(f"step must be a 64-bit integer, got {step}")
+    return step, ts
+
+
 @dataclass
 class ClientStats:
     """Counters, mostly for tests and dashboards."""
@@ -172,6 +195,8 @@ class Run:
         default 0). The hot path: interned key, one frame copied into the mapped segment."""
         ts = _time_ns() // 1_000_000 if timestamp is None else timestamp
         value = float(value)
+        if ts < 0:
+            _check_point_integers(step, ts)
         c = self._client
         with c._lock:
             w = c._writer
@@ -185,9 +210,8 @@ class Run:
                         try:
                             p = _pack_point(T_POINT, r, k, value, ts, 0 if step is None else step)
                         except struct.error:
-                            raise TypeError(
-                                "step and timestamp must be integers (timestamp in ms)"
-                            ) from None
+                            _check_point_integers(step, ts)
+                            raise
                         w.mm[pos:end] = _pack_header(_POINT_LEN, _crc32(p)) + p
                         w.pos = end
                         if end >= c._notify_at:
@@ -213,7 +237,7 @@ class Run:
         pairs = []
         for key, value in params.items():
             _check_key(key, "param")
-            text = str(value)
+            text = _check_text(str(value), key)
             old = self._params.get(key)
             if old is not None and old != text:
                 raise ValueError(
@@ -231,7 +255,9 @@ class Run:
         self.set_tags({key: value})
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        pairs = [IngestKeyValue(_check_key(k, "tag"), str(v)) for k, v in tags.items()]
+        pairs = [
+            IngestKeyValue(_check_key(k, "tag"), _check_text(str(v), k)) for k, v in tags.items()
+        ]
         if pairs:
             self._client._log_record(self.run_id, T_TAGS, _kv.encode(pairs))
 
@@ -497,11 +523,7 @@ class Client:
     def _log_points(
         self, run_id: str, items: Iterable[tuple[str, float]], step: int | None, ts: int
     ) -> None:
-        try:
-            step = 0 if step is None else operator.index(step)
-            ts = operator.index(ts)
-        except TypeError:
-            raise TypeError("step and timestamp must be integers (timestamp in ms)") from None
+        step, ts = _check_point_integers(step, ts)
         pairs = list(items)
         for i in range(0, len(pairs), POINTS_PER_FRAME):
             chunk = pairs[i : i + POINTS_PER_FRAME]
