@@ -205,3 +205,51 @@ def test_run_artifact_list_rejects_traversal(api: tuple[str, str, str]) -> None:
     for path in ("../..", "%2e%2e", "/abs", "a/../../.."):
         resp = requests.get(f"{base}/artifacts/list", params={"run_id": run_id, "path": path})
         _assert_error(resp, 400, "INVALID_PARAMETER_VALUE")
+
+
+# --- out-of-range integers: a clear 400, nothing appended, and every read stays fresh ------
+
+POISON = [
+    ("runs/log-metric", {"key": "m", "value": 1.0, "timestamp": 1, "step": 10**30}),
+    ("runs/log-metric", {"key": "m", "value": 1.0, "timestamp": 2**63, "step": 0}),
+    ("runs/log-metric", {"key": "m", "value": 1.0, "timestamp": 1, "step": -(2**63) - 1}),
+    ("runs/log-batch", {"metrics": [{"key": "m", "value": 1.0, "timestamp": 2**63}]}),
+    ("runs/log-batch", {"metrics": [{"key": "m", "value": 1.0, "timestamp": 1, "step": 1e30}]}),
+    ("runs/update", {"end_time": 2**63, "status": "FINISHED"}),
+    ("runs/log-parameter", {"key": "p", "value": "a\u0000b"}),
+    ("runs/set-tag", {"key": "t", "value": "a\u0000b"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("route", "fields"), POISON, ids=[f"{r}-{i}" for i, (r, _) in enumerate(POISON)]
+)
+def test_values_no_read_model_can_hold_are_refused_and_reads_stay_fresh(
+    api: tuple[str, str, str], evtrack_server: EvtrackServer, route: str, fields: dict[str, Any]
+) -> None:
+    """The issue's poisoned request: accepted once, it stopped every projector. Now it is a
+    400 in MLflow's shape, the log is unchanged, and the next write is read back at once."""
+    base, _, run_id = api
+    before = _event_count(evtrack_server.dsn)
+    resp = requests.post(f"{base}/{route}", json={"run_id": run_id, **fields})
+    _assert_error(resp, 400, "INVALID_PARAMETER_VALUE")
+    assert _event_count(evtrack_server.dsn) == before
+    requests.post(
+        f"{base}/runs/log-metric",
+        json={"run_id": run_id, "key": "after", "value": 2.0, "timestamp": 5, "step": 1},
+    ).raise_for_status()
+    got = requests.get(f"{base}/runs/get", params={"run_id": run_id}, timeout=5)
+    assert got.elapsed.total_seconds() < 2.0
+    assert {m["key"]: m["value"] for m in got.json()["run"]["data"]["metrics"]}["after"] == 2.0
+
+
+def test_create_with_an_out_of_range_start_time_is_refused(
+    api: tuple[str, str, str], evtrack_server: EvtrackServer
+) -> None:
+    base, experiment_id, _ = api
+    before = _event_count(evtrack_server.dsn)
+    resp = requests.post(
+        f"{base}/runs/create", json={"experiment_id": experiment_id, "start_time": 2**64}
+    )
+    _assert_error(resp, 400, "INVALID_PARAMETER_VALUE")
+    assert _event_count(evtrack_server.dsn) == before
