@@ -118,8 +118,8 @@ async def phase(
     created) is used: runs/create answers from the read model, which then never catches up."""
     from aiohttp import web
 
-    from evtrack.server import create_app
     from evtrack.config import Settings
+    from evtrack.server import create_app
 
     port = free_port()
     art = tempfile.mkdtemp(prefix="evtrack-prof-")

@@ -246,7 +246,10 @@ class RecorderContract:
         assert (first.result, first.replayed) == ("answer-1", False)
         assert (second.result, second.replayed) == ("answer-1", True)
         assert second.appended_types == frozenset() and second.last_position == 0
-        assert calls == 1
+        # The work may run again (an optimistic unit looks the key up with its first read,
+        # and this work reads nothing), but what it decides is dropped: work has no effects
+        # outside its unit.
+        assert calls <= 2
         assert len(await recorder.read_stream("s-1")) == 1
 
     async def test_concurrent_duplicates_append_once(self, recorder: Recorder) -> None:

@@ -55,6 +55,7 @@ class CommandExecutor:
                     metadata=metadata,
                     result_type=command.result_type,
                     idempotency_key=key,
+                    contended=attempt > 1,
                 )
             except WrongExpectedVersion as exc:
                 if attempt < self.conflict_retries:

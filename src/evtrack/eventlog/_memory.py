@@ -138,8 +138,10 @@ class InMemoryRecorder:
         metadata: Metadata,
         result_type: type[R],
         idempotency_key: IdempotencyKey | None,
+        contended: bool = False,
     ) -> Committed[R]:
-        """One attempt: see :meth:`evtrack.eventlog.Recorder.transact`."""
+        """One attempt: see :meth:`evtrack.eventlog.Recorder.transact` (locks are always
+        held here, so ``contended`` changes nothing)."""
         tx = self._begin()
         try:
             if idempotency_key is not None:

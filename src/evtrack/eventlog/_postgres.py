@@ -17,7 +17,9 @@ import asyncpg
 import msgspec
 
 from evtrack.eventlog import _reads
+from evtrack.eventlog._append_sql import PendingAppend, event_columns, move_head_sql
 from evtrack.eventlog._db import Conn
+from evtrack.eventlog._optimistic import NeedsTransaction, OptimisticUnitOfWork, Replayed
 from evtrack.eventlog._positions import LogPosition
 from evtrack.eventlog._recorder import (
     KEEP,
@@ -30,18 +32,9 @@ from evtrack.eventlog._recorder import (
     WrongExpectedVersion,
 )
 from evtrack.eventlog._records import RecordedEvent
-from evtrack.events import Event, Metadata, encode_event
+from evtrack.events import Event, Metadata
 
 R = TypeVar("R")
-
-
-@dataclass
-class _PendingAppend:
-    stream_id: str
-    events: list[Event]
-    expected: int | None
-    state: bytes | KeepState | None
-    first_position: int = 0  # known once the stream head has moved
 
 
 @dataclass
@@ -51,7 +44,7 @@ class PostgresUnitOfWork:
 
     conn: Conn
     metadata: Metadata
-    _pending: list[_PendingAppend] = field(default_factory=list)
+    _pending: list[PendingAppend] = field(default_factory=list)
     last_position: int = 0  # global position of the last event this unit appended
     appended_types: set[str] = field(default_factory=set)  # event types this unit appended
 
@@ -82,7 +75,7 @@ class PostgresUnitOfWork:
     ) -> None:
         """Buffer events for ``stream_id``; ``state`` is the aggregate snapshot after them."""
         if events:
-            self._pending.append(_PendingAppend(stream_id, list(events), expected_version, state))
+            self._pending.append(PendingAppend(stream_id, list(events), expected_version, state))
 
     async def reserve_name(self, scope: str, name: str, owner: str) -> bool:
         """Claim a unique name; False if someone else holds it."""
@@ -129,10 +122,10 @@ class PostgresUnitOfWork:
             await self.conn.execute(_STORE_RESULT_SQL.format(key="$1", result="$2"), *result)
         self._pending.clear()
 
-    async def _append_one(self, pending: _PendingAppend, result: tuple[str, bytes] | None) -> None:
-        head_sql, head_args = _head_sql(pending)
+    async def _append_one(self, pending: PendingAppend, result: tuple[str, bytes] | None) -> None:
+        head_sql, head_args = move_head_sql(pending)
         n = len(head_args)
-        columns = _event_columns([pending])
+        columns = event_columns([pending])
         args: list[Any] = [
             *head_args,
             len(pending.events),
@@ -168,12 +161,12 @@ class PostgresUnitOfWork:
             await self._move_heads_at_once()
         else:  # a stream appended to twice: its second head move must see the first
             for pending in self._pending:
-                head_sql, head_args = _head_sql(pending)
+                head_sql, head_args = move_head_sql(pending)
                 version: int | None = await self.conn.fetchval(head_sql, *head_args)
                 if version is None:
                     raise WrongExpectedVersion(pending.stream_id, pending.expected)
                 pending.first_position = version - len(pending.events) + 1
-        columns = _event_columns(self._pending)
+        columns = event_columns(self._pending)
         args: list[Any] = [
             columns.streams,
             columns.positions,
@@ -261,62 +254,6 @@ def _stored_answer(args: list[Any], result: tuple[str, bytes] | None) -> str:
     return f", stored AS ({_STORE_RESULT_SQL.format(key=key, result=answer)})"
 
 
-def _head_sql(pending: _PendingAppend) -> tuple[str, list[Any]]:
-    """SQL moving the stream head past the pending events, returning its new ``version``
-    (no row when the stream is not at the expected version), and its arguments. The stream
-    id is always the first argument."""
-    p = [f"${i}" for i in range(1, 6)]
-    count = len(pending.events)
-    keep = pending.state is KEEP
-    state = None if keep else pending.state
-    if pending.expected is None:
-        return (
-            f"""INSERT INTO streams AS s (stream_id, version, state)
-                VALUES ({p[0]}::text, {p[1]}::bigint, {p[2]}::bytea)
-                ON CONFLICT (stream_id) DO UPDATE
-                SET version = s.version + {p[1]}::bigint,
-                    state = CASE WHEN {p[3]}::bool THEN s.state ELSE excluded.state END
-                RETURNING version""",
-            [pending.stream_id, count, state, keep],
-        )
-    if pending.expected == 0:
-        return (
-            f"""INSERT INTO streams (stream_id, version, state)
-                VALUES ({p[0]}::text, {p[1]}::bigint, {p[2]}::bytea)
-                ON CONFLICT (stream_id) DO NOTHING RETURNING version""",
-            [pending.stream_id, count, state],
-        )
-    return (
-        f"""UPDATE streams
-            SET version = version + {p[2]}::bigint,
-                state = CASE WHEN {p[4]}::bool THEN state ELSE {p[3]}::bytea END
-            WHERE stream_id = {p[0]}::text AND version = {p[1]}::bigint
-            RETURNING version""",
-        [pending.stream_id, pending.expected, count, state, keep],
-    )
-
-
-@dataclass
-class _EventColumns:
-    streams: list[str] = field(default_factory=list)
-    positions: list[int] = field(default_factory=list)
-    types: list[str] = field(default_factory=list)
-    versions: list[int] = field(default_factory=list)
-    payloads: list[bytes] = field(default_factory=list)
-
-
-def _event_columns(pending_appends: Sequence[_PendingAppend]) -> _EventColumns:
-    columns = _EventColumns()
-    for pending in pending_appends:
-        for offset, event in enumerate(pending.events):
-            columns.streams.append(pending.stream_id)
-            columns.positions.append(pending.first_position + offset)
-            columns.types.append(event.type_name())
-            columns.versions.append(event.schema_version)
-            columns.payloads.append(encode_event(event))
-    return columns
-
-
 _RETRYABLE_CONSTRAINTS = ("events_stream_position", "streams_pkey")
 """Unique violations that mean two writers raced on one stream head: a version conflict."""
 
@@ -363,6 +300,7 @@ class PostgresRecorder:
                     metadata=metadata,
                     result_type=result_type,
                     idempotency_key=idempotency_key,
+                    contended=attempt > 1,
                 )
             except WrongExpectedVersion:
                 if attempt >= self.conflict_retries:
@@ -379,9 +317,15 @@ class PostgresRecorder:
         metadata: Metadata,
         result_type: type[R],
         idempotency_key: IdempotencyKey | None,
+        contended: bool = False,
     ) -> Committed[R]:
-        """One attempt: see :meth:`evtrack.eventlog.Recorder.transact`."""
+        """One attempt: see :meth:`evtrack.eventlog.Recorder.transact`. Uncontended, the
+        unit runs without a transaction where it can (see ``_optimistic``); contended, or
+        when it must write before its append, in a transaction that locks the heads it reads.
+        """
         try:
+            if contended:
+                return await self._transact_locked(work, metadata, result_type, idempotency_key)
             return await self._transact(work, metadata, result_type, idempotency_key)
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name not in _RETRYABLE_CONSTRAINTS:
@@ -389,6 +333,42 @@ class PostgresRecorder:
             raise WrongExpectedVersion(str(exc), None) from exc
 
     async def _transact(
+        self,
+        work: Work[R],
+        metadata: Metadata,
+        result_type: type[R],
+        key: IdempotencyKey | None,
+    ) -> Committed[R]:
+        try:
+            return await self._transact_optimistic(work, metadata, result_type, key)
+        except NeedsTransaction:
+            return await self._transact_locked(work, metadata, result_type, key)
+
+    async def _transact_optimistic(
+        self,
+        work: Work[R],
+        metadata: Metadata,
+        result_type: type[R],
+        key: IdempotencyKey | None,
+    ) -> Committed[R]:
+        async with self.pool.acquire() as conn:
+            uow = OptimisticUnitOfWork(conn, metadata, key, self.derived_key_ttl_s)
+            try:
+                result = await work(uow)
+                appended = await uow.commit(None if key is None else msgspec.msgpack.encode(result))
+            except Replayed as replay:
+                return _replayed(replay.answer, result_type)
+            if not appended.claimed:
+                assert key is not None
+                stored = await conn.fetchval(
+                    "SELECT result FROM idempotency_keys WHERE key = $1", key.value
+                )
+                return _replayed(stored, result_type)
+        position = appended.last_position or 0
+        self.last_appended_position = max(self.last_appended_position, position)
+        return Committed(result, appended.appended_types, position, replayed=False)
+
+    async def _transact_locked(
         self,
         work: Work[R],
         metadata: Metadata,
@@ -412,8 +392,7 @@ class PostgresRecorder:
                     stored = await conn.fetchval(
                         "SELECT result FROM idempotency_keys WHERE key = $1", key.value
                     )
-                    result = msgspec.msgpack.decode(stored, type=result_type)
-                    return Committed(result, frozenset(), 0, replayed=True)
+                    return _replayed(stored, result_type)
             uow = PostgresUnitOfWork(conn, metadata)
             result = await work(uow)
             answer = None if key is None else (key.value, msgspec.msgpack.encode(result))
@@ -433,6 +412,10 @@ class PostgresRecorder:
     async def last_visible_position(self, conn: Conn | None = None) -> LogPosition:
         """The position of the newest event committed as of now (the read-your-writes target)."""
         return await _reads.last_visible_position(conn if conn is not None else self.pool)
+
+
+def _replayed(answer: bytes, result_type: type[R]) -> Committed[R]:
+    return Committed(msgspec.msgpack.decode(answer, type=result_type), frozenset(), 0, True)
 
 
 EventStore = PostgresRecorder

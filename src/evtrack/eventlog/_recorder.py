@@ -152,14 +152,17 @@ class Recorder(Protocol):
         metadata: Metadata,
         result_type: type[R],
         idempotency_key: IdempotencyKey | None,
+        contended: bool = False,
     ) -> Committed[R]:
-        """Run ``work`` once in one transaction and commit what it appended.
+        """Run ``work`` once, atomically, and commit what it appended.
 
-        With ``idempotency_key`` already used (and not an expired derived key), ``work`` is
-        not run: the stored answer is decoded as ``result_type`` and returned with
+        With ``idempotency_key`` already used (and not an expired derived key), what ``work``
+        decides is dropped: the stored answer is decoded as ``result_type`` and returned with
         ``replayed=True``. Otherwise the answer is stored with the events. If ``work`` raises,
         nothing is appended and no key is stored. A stale expected version raises
-        :class:`WrongExpectedVersion`; retrying is the caller's decision.
+        :class:`WrongExpectedVersion`; retrying is the caller's decision. ``contended`` (a
+        retry after a conflict) asks for the heads ``work`` reads to be held until commit,
+        so that writers to one hot stream queue rather than conflict again.
         """
         ...
 

@@ -34,6 +34,8 @@ class Doorbell:
     def ring(self, event_types: frozenset[str]) -> None:
         if self._runtime is not None:
             self._runtime.ring(event_types)
+            if self._runtime.owns_all():
+                return  # every projector is here and awake: nobody elsewhere to notify
         if not self._pending:
             self._task = asyncio.get_running_loop().create_task(self._notify())
         self._pending.update(event_types)

@@ -1,0 +1,79 @@
+"""The SQL of an append: moving stream heads and the events' columns, shared by the
+transactional unit of work and the optimistic one."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from evtrack.eventlog._recorder import KEEP, KeepState
+from evtrack.events import Event, encode_event
+
+
+@dataclass
+class PendingAppend:
+    stream_id: str
+    events: list[Event]
+    expected: int | None
+    state: bytes | KeepState | None
+    first_position: int = 0  # known once the stream head has moved
+
+
+def move_head_sql(
+    pending: PendingAppend, *, first_arg: int = 1, gate: str = "true"
+) -> tuple[str, list[Any]]:
+    """SQL moving the stream head past the pending events, returning its new ``version``
+    (no row when the stream is not at the expected version), and its arguments, numbered
+    from ``first_arg`` (the stream id is always the first of them). The head moves only
+    where the SQL condition ``gate`` holds (an idempotency claim that succeeded)."""
+    p = [f"${i}" for i in range(first_arg, first_arg + 5)]
+    count = len(pending.events)
+    keep = pending.state is KEEP
+    state = None if keep else pending.state
+    if pending.expected is None:
+        return (
+            f"""INSERT INTO streams AS s (stream_id, version, state)
+                SELECT {p[0]}::text, {p[1]}::bigint, {p[2]}::bytea WHERE {gate}
+                ON CONFLICT (stream_id) DO UPDATE
+                SET version = s.version + {p[1]}::bigint,
+                    state = CASE WHEN {p[3]}::bool THEN s.state ELSE excluded.state END
+                RETURNING version""",
+            [pending.stream_id, count, state, keep],
+        )
+    if pending.expected == 0:
+        return (
+            f"""INSERT INTO streams (stream_id, version, state)
+                SELECT {p[0]}::text, {p[1]}::bigint, {p[2]}::bytea WHERE {gate}
+                ON CONFLICT (stream_id) DO NOTHING RETURNING version""",
+            [pending.stream_id, count, state],
+        )
+    return (
+        f"""UPDATE streams
+            SET version = version + {p[2]}::bigint,
+                state = CASE WHEN {p[4]}::bool THEN state ELSE {p[3]}::bytea END
+            WHERE stream_id = {p[0]}::text AND version = {p[1]}::bigint AND {gate}
+            RETURNING version""",
+        [pending.stream_id, pending.expected, count, state, keep],
+    )
+
+
+@dataclass
+class EventColumns:
+    streams: list[str] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+    types: list[str] = field(default_factory=list)
+    versions: list[int] = field(default_factory=list)
+    payloads: list[bytes] = field(default_factory=list)
+
+
+def event_columns(pending_appends: Sequence[PendingAppend]) -> EventColumns:
+    columns = EventColumns()
+    for pending in pending_appends:
+        for offset, event in enumerate(pending.events):
+            columns.streams.append(pending.stream_id)
+            columns.positions.append(pending.first_position + offset)
+            columns.types.append(event.type_name())
+            columns.versions.append(event.schema_version)
+            columns.payloads.append(encode_event(event))
+    return columns
