@@ -8,7 +8,7 @@ perhaps more than once on a version conflict; the checks before it run once.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -81,6 +81,31 @@ def _planner(
     return register
 
 
+Decide = Callable[[UnitOfWork, Any, Rules], Awaitable[Any]]
+"""The decision of a command against stream state: ``decide(uow, command, rules)``."""
+
+
+def decided_by(table: Mapping[type[Command], Decide]) -> None:
+    """Register commands that have nothing to check before their transaction: their work is
+    their decision, which checks every rule against the state it reads."""
+    for cls, decide in table.items():
+        _PLANNERS[cls] = _deciding(decide)
+
+
+def _deciding(decide: Decide) -> Planner:
+    def planner(command: Command, rules: Rules) -> Work:
+        async def work(uow: UnitOfWork) -> Any:
+            return await decide(uow, command, rules)
+
+        return work
+
+    return planner
+
+
+def pairs(items: Sequence[KeyValue]) -> list[tuple[str, str]]:
+    return [(t.key, t.value) for t in items]
+
+
 def plan(command: Command, rules: Rules = OPEN_RULES) -> Work:
     """The work that carries out ``command``; raises ``EvtrackError`` for bad input."""
     planner = _PLANNERS.get(type(command))
@@ -92,100 +117,44 @@ def plan(command: Command, rules: Rules = OPEN_RULES) -> Work:
 # --- experiments ---------------------------------------------------------------------------
 
 
-@_planner(CreateExperiment)
-def _create_experiment(c: CreateExperiment, rules: Rules) -> Work:
-    tags = [(t.key, t.value) for t in c.tags]
-
-    async def work(uow: UnitOfWork) -> int:
-        return await tracking.create_experiment(
-            uow, c.name, c.artifact_location, tags, artifact_root=ARTIFACT_ROOT
-        )
-
-    return work
-
-
-@_planner(RenameExperiment)
-def _rename_experiment(c: RenameExperiment, rules: Rules) -> Work:
-    async def work(uow: UnitOfWork) -> None:
-        await tracking.rename_experiment(uow, c.experiment_id, c.new_name)
-
-    return work
-
-
-@_planner(DeleteExperiment)
-def _delete_experiment(c: DeleteExperiment, rules: Rules) -> Work:
-    async def work(uow: UnitOfWork) -> None:
-        await tracking.set_experiment_lifecycle(uow, c.experiment_id, delete=True)
-
-    return work
-
-
-@_planner(RestoreExperiment)
-def _restore_experiment(c: RestoreExperiment, rules: Rules) -> Work:
-    async def work(uow: UnitOfWork) -> None:
-        await tracking.set_experiment_lifecycle(uow, c.experiment_id, delete=False)
-
-    return work
-
-
-@_planner(SetExperimentTag)
-def _set_experiment_tag(c: SetExperimentTag, rules: Rules) -> Work:
-    async def work(uow: UnitOfWork) -> None:
-        await tracking.set_experiment_tag(uow, c.experiment_id, c.key, c.value)
-
-    return work
-
-
-@_planner(DeleteExperimentTag)
-def _delete_experiment_tag(c: DeleteExperimentTag, rules: Rules) -> Work:
-    async def work(uow: UnitOfWork) -> None:
-        await tracking.delete_experiment_tag(uow, c.experiment_id, c.key)
-
-    return work
+decided_by(
+    {
+        CreateExperiment: lambda uow, c, _: tracking.create_experiment(
+            uow, c.name, c.artifact_location, pairs(c.tags), artifact_root=ARTIFACT_ROOT
+        ),
+        RenameExperiment: lambda uow, c, _: tracking.rename_experiment(
+            uow, c.experiment_id, c.new_name
+        ),
+        DeleteExperiment: lambda uow, c, _: tracking.set_experiment_lifecycle(
+            uow, c.experiment_id, delete=True
+        ),
+        RestoreExperiment: lambda uow, c, _: tracking.set_experiment_lifecycle(
+            uow, c.experiment_id, delete=False
+        ),
+        SetExperimentTag: lambda uow, c, _: tracking.set_experiment_tag(
+            uow, c.experiment_id, c.key, c.value
+        ),
+        DeleteExperimentTag: lambda uow, c, _: tracking.delete_experiment_tag(
+            uow, c.experiment_id, c.key
+        ),
+        EnsureDefaultExperiment: lambda uow, c, _: tracking.ensure_default_experiment(
+            uow, artifact_root=ARTIFACT_ROOT
+        ),
+        CreateRun: lambda uow, c, _: tracking.create_run(
+            uow, c.experiment_id, c.user_id, c.run_name, c.start_time, pairs(c.tags)
+        ),
+        UpdateRun: lambda uow, c, _: tracking.update_run(
+            uow, c.run_id, c.status, c.end_time, c.run_name
+        ),
+        DeleteRun: lambda uow, c, _: tracking.set_run_lifecycle(uow, c.run_id, delete=True),
+        RestoreRun: lambda uow, c, _: tracking.set_run_lifecycle(uow, c.run_id, delete=False),
+        DeleteRunTag: lambda uow, c, _: tracking.delete_run_tag(uow, c.run_id, c.key),
+        LogOutputs: lambda uow, c, _: tracking.log_outputs(uow, c.run_id, c.models),
+    }
+)
 
 
 # --- runs ----------------------------------------------------------------------------------
-
-
-@_planner(CreateRun)
-def _create_run(c: CreateRun, rules: Rules) -> Work:
-    tags = c.tags  # checked by create_run, against the experiment it names
-
-    async def work(uow: UnitOfWork) -> str:
-        return await tracking.create_run(
-            uow,
-            c.experiment_id,
-            c.user_id,
-            c.run_name,
-            c.start_time,
-            [(t.key, t.value) for t in tags],
-        )
-
-    return work
-
-
-@_planner(UpdateRun)
-def _update_run(c: UpdateRun, rules: Rules) -> Work:
-    async def work(uow: UnitOfWork) -> None:
-        await tracking.update_run(uow, c.run_id, c.status, c.end_time, c.run_name)
-
-    return work
-
-
-@_planner(DeleteRun)
-def _delete_run(c: DeleteRun, rules: Rules) -> Work:
-    async def work(uow: UnitOfWork) -> None:
-        await tracking.set_run_lifecycle(uow, c.run_id, delete=True)
-
-    return work
-
-
-@_planner(RestoreRun)
-def _restore_run(c: RestoreRun, rules: Rules) -> Work:
-    async def work(uow: UnitOfWork) -> None:
-        await tracking.set_run_lifecycle(uow, c.run_id, delete=False)
-
-    return work
 
 
 def _metric_columns(c: LogRunData) -> MetricColumns | None:
@@ -230,14 +199,6 @@ def _log_run_data(c: LogRunData, rules: Rules) -> Work:
     return work
 
 
-@_planner(DeleteRunTag)
-def _delete_run_tag(c: DeleteRunTag, rules: Rules) -> Work:
-    async def work(uow: UnitOfWork) -> None:
-        await tracking.delete_run_tag(uow, c.run_id, c.key)
-
-    return work
-
-
 @_planner(LogInputs)
 def _log_inputs(c: LogInputs, rules: Rules) -> Work:
     for dataset in c.datasets:
@@ -246,22 +207,6 @@ def _log_inputs(c: LogInputs, rules: Rules) -> Work:
 
     async def work(uow: UnitOfWork) -> None:
         await tracking.log_inputs(uow, c.run_id, c.datasets, c.model_ids)
-
-    return work
-
-
-@_planner(LogOutputs)
-def _log_outputs(c: LogOutputs, rules: Rules) -> Work:
-    async def work(uow: UnitOfWork) -> None:
-        await tracking.log_outputs(uow, c.run_id, c.models)
-
-    return work
-
-
-@_planner(EnsureDefaultExperiment)
-def _ensure_default_experiment(c: EnsureDefaultExperiment, rules: Rules) -> Work:
-    async def work(uow: UnitOfWork) -> bool:
-        return await tracking.ensure_default_experiment(uow, artifact_root=ARTIFACT_ROOT)
 
     return work
 

@@ -7,7 +7,6 @@ follows the reference server's wording.
 from __future__ import annotations
 
 import json
-import math
 import posixpath
 import re
 from typing import Any
@@ -122,46 +121,6 @@ def validate_experiment_tag(key: str | None, value: str) -> tuple[str, str]:
     check_length("key", MAX_EXPERIMENT_TAG_KEY_LENGTH, key)
     check_length("value", MAX_EXPERIMENT_TAG_VAL_LENGTH, value)
     return key, value
-
-
-def validate_metric(
-    key: str | None, value: Any, timestamp: Any, step: Any, path: str = ""
-) -> tuple[str, float, int, int]:
-    """Check one point and normalise it: infinities are clamped to the largest double."""
-    key = validate_entity_name(key, _join(path, "name"), kind="metric")
-    if value is None:
-        raise invalid(missing_value(_join(path, "value")))
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise invalid(
-            invalid_value(
-                _join(path, "value"),
-                value,
-                f"(timestamp={timestamp}). "
-                "Please specify value as a valid double (64-bit floating point)",
-            )
-        )
-    if isinstance(timestamp, bool) or not isinstance(timestamp, (int, float)) or timestamp < 0:
-        raise invalid(
-            invalid_value(
-                _join(path, "timestamp"),
-                timestamp,
-                f"metric '{key}' (value={value}). "
-                "Timestamp must be a nonnegative long (64-bit integer) ",
-            )
-        )
-    if isinstance(step, bool) or not isinstance(step, (int, float)):
-        raise invalid(
-            invalid_value(
-                _join(path, "step"),
-                step,
-                f"metric '{key}' (value={value}). Step must be a valid long (64-bit integer).",
-            )
-        )
-    check_length("Metric name", MAX_ENTITY_KEY_LENGTH, key)
-    number = float(value)
-    if math.isinf(number):
-        number = math.copysign(DOUBLE_MAX, number)
-    return key, number, int(timestamp), int(step)
 
 
 def validate_batch_limits(metrics: int, params: int, tags: int) -> None:

@@ -7,17 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from evtrack.eventlog._recorder import KEEP, KeepState
-from evtrack.events import Event, encode_event
+import msgspec
 
-
-@dataclass
-class PendingAppend:
-    stream_id: str
-    events: list[Event]
-    expected: int | None
-    state: bytes | KeepState | None
-    first_position: int = 0  # known once the stream head has moved
+from evtrack.eventlog._recorder import KEEP, PendingAppend
+from evtrack.events import Metadata, encode_event
 
 
 def move_head_sql(
@@ -77,3 +70,34 @@ def event_columns(pending_appends: Sequence[PendingAppend]) -> EventColumns:
             columns.versions.append(event.schema_version)
             columns.payloads.append(encode_event(event))
     return columns
+
+
+def one_stream_append(
+    pending: PendingAppend, metadata: Metadata, args: list[Any], *, gate: str = "true"
+) -> tuple[str, EventColumns]:
+    """The CTEs ``head`` (the stream's head moved past ``pending``'s events, where ``gate``
+    holds) and ``appended`` (its events inserted at the positions after it), as one
+    statement's text; their arguments are added to ``args``."""
+    head, head_args = move_head_sql(pending, first_arg=len(args) + 1, gate=gate)
+    stream = f"${len(args) + 1}"
+    args += head_args
+    columns = event_columns([pending])
+    n = len(args)
+    args += [
+        len(pending.events),
+        columns.types,
+        columns.versions,
+        columns.payloads,
+        metadata.actor,
+        msgspec.json.encode(metadata).decode(),
+    ]
+    sql = f"""head AS ({head}),
+        appended AS (
+            INSERT INTO events
+                (stream_id, stream_position, event_type, schema_version, payload, actor, metadata)
+            SELECT {stream}, head.version - ${n + 1} + x.ord, x.t, x.v, x.b,
+                   ${n + 5}, ${n + 6}::jsonb
+            FROM head, unnest(${n + 2}::text[], ${n + 3}::int2[], ${n + 4}::bytea[])
+                 WITH ORDINALITY AS x(t, v, b, ord)
+            RETURNING global_position)"""
+    return sql, columns

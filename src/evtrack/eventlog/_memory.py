@@ -24,9 +24,10 @@ import msgspec
 from evtrack.eventlog._positions import LOG_START, LogPosition
 from evtrack.eventlog._recorder import (
     KEEP,
+    AppendBuffer,
     Committed,
     IdempotencyKey,
-    KeepState,
+    PendingAppend,
     Recorder,
     StreamHead,
     Work,
@@ -83,14 +84,6 @@ class _StoredKey:
     derived: bool
     created_at: float
     result: bytes
-
-
-@dataclass
-class _Pending:
-    stream_id: str
-    events: list[Event]
-    expected: int | None
-    state: bytes | KeepState | None
 
 
 @dataclass
@@ -246,7 +239,7 @@ class InMemoryRecorder:
         return LogPosition(last.transaction_id, last.global_position)
 
 
-class _MemoryUnitOfWork:
+class _MemoryUnitOfWork(AppendBuffer):
     """A :class:`~evtrack.eventlog.UnitOfWork` of the in-memory recorder."""
 
     def __init__(self, recorder: InMemoryRecorder, tx: _Transaction, metadata: Metadata) -> None:
@@ -254,7 +247,7 @@ class _MemoryUnitOfWork:
         self._tx = tx
         self._metadata = metadata
         self._stored_metadata: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(metadata))
-        self._pending: list[_Pending] = []
+        self._pending: list[PendingAppend] = []
         self.last_position = 0
         self.appended_types: set[str] = set()
 
@@ -277,17 +270,6 @@ class _MemoryUnitOfWork:
                 if stream_id in self._recorder._heads or stream_id in self._tx.heads:
                     await self._recorder._lock(self._tx, "stream", stream_id)
         return {sid: StreamHead(sid, *self._head(sid)) for sid in stream_ids}
-
-    def append(
-        self,
-        stream_id: str,
-        events: Sequence[Event],
-        *,
-        expected_version: int | None,
-        state: bytes | KeepState | None = KEEP,
-    ) -> None:
-        if events:
-            self._pending.append(_Pending(stream_id, list(events), expected_version, state))
 
     async def reserve_name(self, scope: str, name: str, owner: str) -> bool:
         await self._recorder._lock(self._tx, "name", scope, name)

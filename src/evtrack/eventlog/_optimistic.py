@@ -23,18 +23,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-import msgspec
 
-from evtrack.eventlog._append_sql import PendingAppend, event_columns, move_head_sql
+from evtrack.eventlog._append_sql import one_stream_append
 from evtrack.eventlog._db import Conn
 from evtrack.eventlog._recorder import (
-    KEEP,
+    AppendBuffer,
     IdempotencyKey,
-    KeepState,
+    PendingAppend,
     StreamHead,
     WrongExpectedVersion,
+    heads_from_rows,
 )
-from evtrack.events import Event, Metadata
+from evtrack.events import Metadata
 
 CONFLICT_SQLSTATE = "EV409"
 """Raised by ``evtrack_stream_conflict()`` (migration 0004): the key was claimed but the head
@@ -54,16 +54,14 @@ class Replayed(Exception):
 
 
 @dataclass
-class OptimisticUnitOfWork:
+class OptimisticUnitOfWork(AppendBuffer):
     """A unit of work whose reads are plain statements and whose one append is atomic."""
 
     conn: Conn
     _metadata: Metadata
     key: IdempotencyKey | None
     key_ttl_s: float
-    _pending: list[tuple[str, list[Event], int | None, bytes | KeepState | None]] = field(
-        default_factory=list
-    )
+    _pending: list[PendingAppend] = field(default_factory=list)
     _key_checked: bool = False
     _held: set[str] = field(default_factory=set)  # read with lock=True
 
@@ -101,23 +99,7 @@ class OptimisticUnitOfWork:
                 "SELECT stream_id, version, state FROM streams WHERE stream_id = ANY($1::text[])",
                 list(stream_ids),
             )
-        found = {
-            r["stream_id"]: StreamHead(r["stream_id"], r["version"], r["state"])
-            for r in rows
-            if r["stream_id"] is not None
-        }
-        return {sid: found.get(sid, StreamHead(sid, 0, None)) for sid in stream_ids}
-
-    def append(
-        self,
-        stream_id: str,
-        events: Sequence[Event],
-        *,
-        expected_version: int | None,
-        state: bytes | KeepState | None = KEEP,
-    ) -> None:
-        if events:
-            self._pending.append((stream_id, list(events), expected_version, state))
+        return heads_from_rows(rows, stream_ids)
 
     async def name_owner(self, scope: str, name: str) -> str | None:
         owner: str | None = await self.conn.fetchval(
@@ -141,7 +123,7 @@ class OptimisticUnitOfWork:
         """Write the unit: claim the key with ``answer``, move the head, insert the events."""
         if len(self._pending) > 1:
             raise NeedsTransaction
-        if any(expected is not None and sid in self._held for sid, _, expected, _ in self._pending):
+        if any(p.expected is not None and p.stream_id in self._held for p in self._pending):
             raise NeedsTransaction
         args: list[Any] = []
         ctes: list[str] = []
@@ -160,41 +142,19 @@ class OptimisticUnitOfWork:
         return await self._append(args, ctes, gate)
 
     async def _append(self, args: list[Any], ctes: list[str], gate: str) -> Appended:
-        stream_id, events, expected, state = self._pending[0]
-        pending = PendingAppend(stream_id, events, expected, state)
-        head_sql, head_args = move_head_sql(pending, first_arg=len(args) + 1, gate=gate)
-        sid = f"${len(args) + 1}"
-        args += head_args
-        columns = event_columns([pending])
+        pending = self._pending[0]
+        stream_id, expected = pending.stream_id, pending.expected
+        append, columns = one_stream_append(pending, self._metadata, args, gate=gate)
+        ctes.append(append)
+        args.append(stream_id)
         n = len(args)
-        args += [
-            len(events),
-            columns.types,
-            columns.versions,
-            columns.payloads,
-            self._metadata.actor,
-            msgspec.json.encode(self._metadata).decode(),
-            stream_id,
-        ]
-        ctes += [
-            f"head AS ({head_sql})",
-            f"""appended AS (
-                INSERT INTO events
-                    (stream_id, stream_position, event_type, schema_version, payload,
-                     actor, metadata)
-                SELECT {sid}, head.version - ${n + 1} + x.ord, x.t, x.v, x.b,
-                       ${n + 5}, ${n + 6}::jsonb
-                FROM head, unnest(${n + 2}::text[], ${n + 3}::int2[], ${n + 4}::bytea[])
-                     WITH ORDINALITY AS x(t, v, b, ord)
-                RETURNING global_position)""",
-        ]
         claimed = "EXISTS (SELECT 1 FROM claim)" if self.key is not None else "true"
         try:
             row = await self.conn.fetchrow(
                 f"""WITH {", ".join(ctes)}
                     SELECT {claimed} AS claimed,
                            CASE WHEN {claimed} AND NOT EXISTS (SELECT 1 FROM head)
-                                THEN evtrack_stream_conflict(${n + 7})
+                                THEN evtrack_stream_conflict(${n})
                                 ELSE (SELECT version FROM head) END AS version,
                            (SELECT max(global_position) FROM appended) AS last""",
                 *args,

@@ -17,28 +17,34 @@ import asyncpg
 import msgspec
 
 from evtrack.eventlog import _reads
-from evtrack.eventlog._append_sql import PendingAppend, event_columns, move_head_sql
+from evtrack.eventlog._append_sql import (
+    event_columns,
+    move_head_sql,
+    one_stream_append,
+)
 from evtrack.eventlog._db import Conn
 from evtrack.eventlog._optimistic import NeedsTransaction, OptimisticUnitOfWork, Replayed
 from evtrack.eventlog._positions import LogPosition
 from evtrack.eventlog._recorder import (
     KEEP,
+    AppendBuffer,
     Committed,
     IdempotencyKey,
-    KeepState,
+    PendingAppend,
     Recorder,
     StreamHead,
     Work,
     WrongExpectedVersion,
+    heads_from_rows,
 )
 from evtrack.eventlog._records import RecordedEvent
-from evtrack.events import Event, Metadata
+from evtrack.events import Metadata
 
 R = TypeVar("R")
 
 
 @dataclass
-class PostgresUnitOfWork:
+class PostgresUnitOfWork(AppendBuffer):
     """A :class:`~evtrack.eventlog.UnitOfWork` in one PostgreSQL transaction. Reads see
     committed state; appends are buffered and written in as few statements as possible."""
 
@@ -62,20 +68,7 @@ class PostgresUnitOfWork:
             + (" ORDER BY stream_id FOR NO KEY UPDATE" if lock else ""),
             list(stream_ids),
         )
-        found = {r["stream_id"]: StreamHead(r["stream_id"], r["version"], r["state"]) for r in rows}
-        return {sid: found.get(sid, StreamHead(sid, 0, None)) for sid in stream_ids}
-
-    def append(
-        self,
-        stream_id: str,
-        events: Sequence[Event],
-        *,
-        expected_version: int | None,
-        state: bytes | KeepState | None = KEEP,
-    ) -> None:
-        """Buffer events for ``stream_id``; ``state`` is the aggregate snapshot after them."""
-        if events:
-            self._pending.append(PendingAppend(stream_id, list(events), expected_version, state))
+        return heads_from_rows(rows, stream_ids)
 
     async def reserve_name(self, scope: str, name: str, owner: str) -> bool:
         """Claim a unique name; False if someone else holds it."""
@@ -123,30 +116,11 @@ class PostgresUnitOfWork:
         self._pending.clear()
 
     async def _append_one(self, pending: PendingAppend, result: tuple[str, bytes] | None) -> None:
-        head_sql, head_args = move_head_sql(pending)
-        n = len(head_args)
-        columns = event_columns([pending])
-        args: list[Any] = [
-            *head_args,
-            len(pending.events),
-            columns.types,
-            columns.versions,
-            columns.payloads,
-            self.metadata.actor,
-            msgspec.json.encode(self.metadata).decode(),
-        ]
+        args: list[Any] = []
+        ctes, columns = one_stream_append(pending, self.metadata, args)
         stored = _stored_answer(args, result)
         row = await self.conn.fetchrow(
-            f"""WITH head AS ({head_sql}),
-               appended AS (
-                   INSERT INTO events
-                       (stream_id, stream_position, event_type, schema_version, payload,
-                        actor, metadata)
-                   SELECT ${1}, head.version - ${n + 1} + x.ord, x.t, x.v, x.b,
-                          ${n + 5}, ${n + 6}::jsonb
-                   FROM head, unnest(${n + 2}::text[], ${n + 3}::int2[], ${n + 4}::bytea[])
-                        WITH ORDINALITY AS x(t, v, b, ord)
-                   RETURNING global_position){stored}
+            f"""WITH {ctes}{stored}
                SELECT (SELECT version FROM head) AS version,
                       (SELECT max(global_position) FROM appended) AS last""",
             *args,

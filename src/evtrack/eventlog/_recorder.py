@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final, Generic, Literal, Protocol, TypeVar
+from typing import Any, Final, Generic, Literal, Protocol, TypeVar
 
 from evtrack.eventlog._positions import LogPosition
 from evtrack.eventlog._records import RecordedEvent
@@ -50,6 +50,44 @@ class StreamHead:
     stream_id: str
     version: int  # 0 for a stream that does not exist yet
     state: bytes | None
+
+
+@dataclass
+class PendingAppend:
+    stream_id: str
+    events: list[Event]
+    expected: int | None
+    state: bytes | KeepState | None
+    first_position: int = 0  # known once the stream head has moved
+
+
+class AppendBuffer:
+    """The ``append`` every unit of work shares: events wait in the unit until it commits."""
+
+    _pending: list[PendingAppend]
+
+    def append(
+        self,
+        stream_id: str,
+        events: Sequence[Event],
+        *,
+        expected_version: int | None,
+        state: bytes | KeepState | None = KEEP,
+    ) -> None:
+        """Buffer events for ``stream_id``; ``state`` is the aggregate snapshot after them."""
+        if events:
+            self._pending.append(PendingAppend(stream_id, list(events), expected_version, state))
+
+
+def heads_from_rows(rows: Iterable[Any], stream_ids: Sequence[str]) -> dict[str, StreamHead]:
+    """Stream heads from ``streams`` rows (``stream_id``, ``version``, ``state``); version 0
+    for a stream with no row (it does not exist yet). Rows without a stream id are skipped."""
+    found = {
+        r["stream_id"]: StreamHead(r["stream_id"], r["version"], r["state"])
+        for r in rows
+        if r["stream_id"] is not None
+    }
+    return {sid: found.get(sid, StreamHead(sid, 0, None)) for sid in stream_ids}
 
 
 @dataclass(frozen=True)
