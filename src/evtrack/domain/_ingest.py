@@ -15,16 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from evtrack.domain import _aggregates as agg
 from evtrack.domain import tracking
-from evtrack.domain._aggregates import (
-    ExperimentState,
-    RunState,
-    decode_experiment,
-    decode_run,
-    encode_state,
-    experiment_stream,
-    run_stream,
-)
 from evtrack.domain._metric_rules import F64, I64, U32, KeyChecker, check_arrays
 from evtrack.domain._validation import (
     MAX_PARAM_VAL_LENGTH,
@@ -228,12 +220,12 @@ async def apply_ingest(uow: UnitOfWork, plan: IngestPlan, *, artifact_root: str)
     round trips, not a few per run.
     """
     run_ids = sorted(set(plan.starts) | set(plan.data) | set(plan.ends))
-    heads = await uow.heads([run_stream(r) for r in run_ids], lock=True)
-    runs: dict[str, RunState] = {}
+    heads = await uow.heads([agg.run_stream(r) for r in run_ids], lock=True)
+    runs: dict[str, agg.RunState] = {}
     for run_id in run_ids:
-        state = heads[run_stream(run_id)].state
+        state = heads[agg.run_stream(run_id)].state
         if state is not None:
-            runs[run_id] = decode_run(state)
+            runs[run_id] = agg.decode_run(state)
         elif run_id not in plan.starts:
             raise not_found(f"Run with id={run_id} not found")
     by_name: dict[str, int] = {}
@@ -251,15 +243,15 @@ async def apply_ingest(uow: UnitOfWork, plan: IngestPlan, *, artifact_root: str)
             experiment_id = by_name[name]
         wanted[run_id] = experiment_id
     experiment_ids = sorted({*wanted.values(), *(r.experiment_id for r in runs.values())})
-    experiment_heads = await uow.heads([experiment_stream(e) for e in experiment_ids])
-    experiments: dict[int, ExperimentState] = {}
+    experiment_heads = await uow.heads([agg.experiment_stream(e) for e in experiment_ids])
+    experiments: dict[int, agg.ExperimentState] = {}
     for experiment_id in experiment_ids:
-        state = experiment_heads[experiment_stream(experiment_id)].state
+        state = experiment_heads[agg.experiment_stream(experiment_id)].state
         if state is None:
             raise not_found(f"No Experiment with id={experiment_id} exists")
-        experiments[experiment_id] = decode_experiment(state)
+        experiments[experiment_id] = agg.decode_experiment(state)
     for run_id in run_ids:
-        head = heads[run_stream(run_id)]
+        head = heads[agg.run_stream(run_id)]
         events: list[Event] = []
         if run_id in wanted:
             _, start = plan.starts[run_id]
@@ -286,5 +278,8 @@ async def apply_ingest(uow: UnitOfWork, plan: IngestPlan, *, artifact_root: str)
             events.append(updated)
             run.apply(updated)
         uow.append(
-            run_stream(run_id), events, expected_version=head.version, state=encode_state(run)
+            agg.run_stream(run_id),
+            events,
+            expected_version=head.version,
+            state=agg.encode_state(run),
         )

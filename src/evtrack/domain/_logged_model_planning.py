@@ -6,21 +6,13 @@ logged-models module's, checked with the reference's texts as the work decides.
 
 from __future__ import annotations
 
+from evtrack.domain import logged_model_commands as lc
 from evtrack.domain import logged_models
 from evtrack.domain._planning import decided_by, pairs
-from evtrack.domain.logged_model_commands import (
-    CreateLoggedModel,
-    DeleteLoggedModel,
-    DeleteLoggedModelTag,
-    FinalizeLoggedModel,
-    LogLoggedModelParams,
-    LogRunModel,
-    SetLoggedModelTags,
-)
 
 decided_by(
     {
-        CreateLoggedModel: lambda uow, c, _: logged_models.create_logged_model(
+        lc.CreateLoggedModel: lambda uow, c, _: logged_models.create_logged_model(
             uow,
             c.experiment_id,
             name=c.name,
@@ -29,20 +21,20 @@ decided_by(
             params=pairs(c.params),
             tags=pairs(c.tags),
         ),
-        FinalizeLoggedModel: lambda uow, c, _: logged_models.finalize_logged_model(
+        lc.FinalizeLoggedModel: lambda uow, c, _: logged_models.finalize_logged_model(
             uow, c.model_id, c.status
         ),
-        SetLoggedModelTags: lambda uow, c, _: logged_models.set_logged_model_tags(
+        lc.SetLoggedModelTags: lambda uow, c, _: logged_models.set_logged_model_tags(
             uow, c.model_id, pairs(c.tags)
         ),
-        DeleteLoggedModelTag: lambda uow, c, _: logged_models.delete_logged_model_tag(
+        lc.DeleteLoggedModelTag: lambda uow, c, _: logged_models.delete_logged_model_tag(
             uow, c.model_id, c.key
         ),
-        LogLoggedModelParams: lambda uow, c, _: logged_models.log_logged_model_params(
+        lc.LogLoggedModelParams: lambda uow, c, _: logged_models.log_logged_model_params(
             uow, c.model_id, pairs(c.params)
         ),
-        DeleteLoggedModel: lambda uow, c, _: logged_models.delete_logged_model(uow, c.model_id),
-        LogRunModel: lambda uow, c, _: logged_models.record_logged_model(
+        lc.DeleteLoggedModel: lambda uow, c, _: logged_models.delete_logged_model(uow, c.model_id),
+        lc.LogRunModel: lambda uow, c, _: logged_models.record_logged_model(
             uow, c.run_id, c.model_json
         ),
     }

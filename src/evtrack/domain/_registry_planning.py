@@ -8,29 +8,12 @@ events, and on a transition request as its requester, is the unit of work's.
 from __future__ import annotations
 
 from evtrack.domain import registry
+from evtrack.domain import registry_commands as rc
 from evtrack.domain._planning import decided_by, pairs
-from evtrack.domain.registry_commands import (
-    CreateModelVersion,
-    CreateRegisteredModel,
-    DecideTransition,
-    DeleteModelAlias,
-    DeleteModelVersion,
-    DeleteModelVersionTag,
-    DeleteRegisteredModel,
-    DeleteRegisteredModelTag,
-    RenameRegisteredModel,
-    RequestTransition,
-    SetModelAlias,
-    SetModelVersionTag,
-    SetRegisteredModelTag,
-    TransitionModelVersionStage,
-    UpdateModelVersion,
-    UpdateRegisteredModel,
-)
 from evtrack.eventlog import UnitOfWork
 
 
-async def _create_model_version(uow: UnitOfWork, c: CreateModelVersion) -> int:
+async def _create_model_version(uow: UnitOfWork, c: rc.CreateModelVersion) -> int:
     new = registry.NewVersion(
         source=c.source,
         run_id=c.run_id,
@@ -49,45 +32,45 @@ def _actor(uow: UnitOfWork) -> str:
 decided_by(
     {
         # registered models
-        CreateRegisteredModel: lambda uow, c, _: registry.create_registered_model(
+        rc.CreateRegisteredModel: lambda uow, c, _: registry.create_registered_model(
             uow, c.name, pairs(c.tags), c.description
         ),
-        RenameRegisteredModel: lambda uow, c, _: registry.rename_registered_model(
+        rc.RenameRegisteredModel: lambda uow, c, _: registry.rename_registered_model(
             uow, c.name, c.new_name, _actor(uow)
         ),
-        UpdateRegisteredModel: lambda uow, c, _: registry.update_registered_model(
+        rc.UpdateRegisteredModel: lambda uow, c, _: registry.update_registered_model(
             uow, c.name, c.description, _actor(uow)
         ),
-        DeleteRegisteredModel: lambda uow, c, _: registry.delete_registered_model(
+        rc.DeleteRegisteredModel: lambda uow, c, _: registry.delete_registered_model(
             uow, c.name, _actor(uow)
         ),
-        SetRegisteredModelTag: lambda uow, c, _: registry.set_registered_model_tag(
+        rc.SetRegisteredModelTag: lambda uow, c, _: registry.set_registered_model_tag(
             uow, c.name, c.key, c.value, _actor(uow)
         ),
-        DeleteRegisteredModelTag: lambda uow, c, _: registry.delete_registered_model_tag(
+        rc.DeleteRegisteredModelTag: lambda uow, c, _: registry.delete_registered_model_tag(
             uow, c.name, c.key, _actor(uow)
         ),
-        SetModelAlias: lambda uow, c, _: registry.set_alias(
+        rc.SetModelAlias: lambda uow, c, _: registry.set_alias(
             uow, c.name, c.alias, c.version, _actor(uow)
         ),
-        DeleteModelAlias: lambda uow, c, _: registry.delete_alias(
+        rc.DeleteModelAlias: lambda uow, c, _: registry.delete_alias(
             uow, c.name, c.alias, _actor(uow)
         ),
         # model versions
-        CreateModelVersion: lambda uow, c, _: _create_model_version(uow, c),
-        UpdateModelVersion: lambda uow, c, _: registry.update_model_version(
+        rc.CreateModelVersion: lambda uow, c, _: _create_model_version(uow, c),
+        rc.UpdateModelVersion: lambda uow, c, _: registry.update_model_version(
             uow, c.name, c.version, c.description, _actor(uow)
         ),
-        DeleteModelVersion: lambda uow, c, _: registry.delete_model_version(
+        rc.DeleteModelVersion: lambda uow, c, _: registry.delete_model_version(
             uow, c.name, c.version, _actor(uow)
         ),
-        SetModelVersionTag: lambda uow, c, _: registry.set_model_version_tag(
+        rc.SetModelVersionTag: lambda uow, c, _: registry.set_model_version_tag(
             uow, c.name, c.version, c.key, c.value, _actor(uow)
         ),
-        DeleteModelVersionTag: lambda uow, c, _: registry.delete_model_version_tag(
+        rc.DeleteModelVersionTag: lambda uow, c, _: registry.delete_model_version_tag(
             uow, c.name, c.version, c.key, _actor(uow)
         ),
-        TransitionModelVersionStage: lambda uow, c, rules: registry.transition_stage(
+        rc.TransitionModelVersionStage: lambda uow, c, rules: registry.transition_stage(
             uow,
             c.name,
             c.version,
@@ -97,10 +80,10 @@ decided_by(
             rules.promotion,
         ),
         # promotion approval (evtrack)
-        RequestTransition: lambda uow, c, _: registry.request_transition(
+        rc.RequestTransition: lambda uow, c, _: registry.request_transition(
             uow, c.name, c.version, c.stage, c.archive_existing_versions, c.comment, _actor(uow)
         ),
-        DecideTransition: lambda uow, c, rules: registry.decide_transition(
+        rc.DecideTransition: lambda uow, c, rules: registry.decide_transition(
             uow, c.name, c.request_id, c.decision, c.comment, _actor(uow), rules.promotion
         ),
     }
