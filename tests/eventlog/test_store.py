@@ -7,6 +7,7 @@ import asyncio
 import asyncpg
 import msgspec
 import pytest
+from _support.recorder import execute
 
 from evtrack.eventlog import (
     ANY_VERSION,
@@ -45,7 +46,7 @@ async def test_events_cannot_be_updated_deleted_or_truncated(
     async def append(uow: UnitOfWork) -> None:
         uow.append("s-1", [_tag(1)], expected_version=0)
 
-    await store.execute(append, metadata=META, result_type=type(None))
+    await execute(store, append, metadata=META, result_type=type(None))
     for statement in (
         "UPDATE events SET actor = 'mallory'",
         "DELETE FROM events",
@@ -67,7 +68,7 @@ async def test_reads_in_log_order_are_bounded_by_payload_bytes(
             uow.append(f"s-{i}", [big], expected_version=0)
         uow.append("s-small", [_tag(9)], expected_version=0)
 
-    await store.execute(append, metadata=META, result_type=type(None))
+    await execute(store, append, metadata=META, result_type=type(None))
     sizes: list[int] = []
     seen: list[str] = []
     position = LOG_START
@@ -94,7 +95,7 @@ async def test_metadata_records_actor_request_and_client(
     async def append(uow: UnitOfWork) -> None:
         uow.append("s-1", [_tag(1)], expected_version=0)
 
-    await store.execute(append, metadata=META, result_type=type(None))
+    await execute(store, append, metadata=META, result_type=type(None))
     row = await pool.fetchrow("SELECT actor, metadata FROM events")
     assert row["actor"] == "tester"
     assert row["metadata"] == {"actor": "tester", "request_id": "r-1", "client": "pytest"}
@@ -112,8 +113,8 @@ async def test_idempotent_retry_appends_nothing_and_returns_first_answer(
         return f"answer-{calls}"
 
     key = IdempotencyKey.from_parts("tester", "/route", b"body", derived=False)
-    first = await store.execute(command, metadata=META, result_type=str, idempotency_key=key)
-    second = await store.execute(command, metadata=META, result_type=str, idempotency_key=key)
+    first = await execute(store, command, metadata=META, result_type=str, idempotency_key=key)
+    second = await execute(store, command, metadata=META, result_type=str, idempotency_key=key)
     assert first == second == "answer-1"
     assert calls <= 2  # an optimistic unit may decide again; what it decides is dropped
     assert await _count(pool) == 1
@@ -128,7 +129,7 @@ async def test_concurrent_duplicates_append_once(store: EventStore, pool: asyncp
     key = IdempotencyKey.from_parts("tester", "/route", b"same", derived=True)
     answers = await asyncio.gather(
         *(
-            store.execute(command, metadata=META, result_type=int, idempotency_key=key)
+            execute(store, command, metadata=META, result_type=int, idempotency_key=key)
             for _ in range(5)
         )
     )
@@ -143,9 +144,9 @@ async def test_expired_derived_key_lets_an_identical_request_through(pool: async
         uow.append("s-1", [_tag(0)], expected_version=ANY_VERSION)
 
     key = IdempotencyKey.from_parts("tester", "/route", b"again", derived=True)
-    await store.execute(command, metadata=META, result_type=type(None), idempotency_key=key)
+    await execute(store, command, metadata=META, result_type=type(None), idempotency_key=key)
     await asyncio.sleep(0.01)
-    await store.execute(command, metadata=META, result_type=type(None), idempotency_key=key)
+    await execute(store, command, metadata=META, result_type=type(None), idempotency_key=key)
     assert await _count(pool) == 2
 
 
@@ -157,25 +158,25 @@ async def test_failed_command_writes_nothing(store: EventStore, pool: asyncpg.Po
 
     key = IdempotencyKey.from_parts("k", derived=False)
     with pytest.raises(RuntimeError):
-        await store.execute(command, metadata=META, result_type=type(None), idempotency_key=key)
+        await execute(store, command, metadata=META, result_type=type(None), idempotency_key=key)
     assert await _count(pool) == 0
     assert await pool.fetchval("SELECT count(*) FROM unique_names") == 0
     assert await pool.fetchval("SELECT count(*) FROM idempotency_keys") == 0
 
 
 async def test_stale_expected_version_is_a_conflict(pool: asyncpg.Pool) -> None:
-    store = EventStore(pool, conflict_retries=1)
+    store = EventStore(pool)
 
     async def create(uow: UnitOfWork) -> None:
         uow.append("s-1", [_tag(0)], expected_version=0, state=b"v1")
 
-    await store.execute(create, metadata=META, result_type=type(None))
+    await execute(store, create, metadata=META, result_type=type(None))
 
     async def stale(uow: UnitOfWork) -> None:
         uow.append("s-1", [_tag(1)], expected_version=0, state=b"v2")
 
     with pytest.raises(WrongExpectedVersion):
-        await store.execute(stale, metadata=META, result_type=type(None))
+        await execute(store, stale, metadata=META, result_type=type(None), retries=1)
     assert await pool.fetchval("SELECT state FROM streams WHERE stream_id = 's-1'") == b"v1"
     assert await _count(pool) == 1
 
@@ -188,7 +189,7 @@ async def test_conflicting_commands_are_retried_on_fresh_state(
     async def create(uow: UnitOfWork) -> None:
         uow.append("counter", [_tag(0)], expected_version=0, state=b"0")
 
-    await store.execute(create, metadata=META, result_type=type(None))
+    await execute(store, create, metadata=META, result_type=type(None))
 
     async def increment(uow: UnitOfWork) -> None:
         head = (await uow.heads(["counter"]))["counter"]
@@ -199,9 +200,11 @@ async def test_conflicting_commands_are_retried_on_fresh_state(
             "counter", [_tag(value)], expected_version=head.version, state=str(value).encode()
         )
 
-    store.conflict_retries = 50
     await asyncio.gather(
-        *(store.execute(increment, metadata=META, result_type=type(None)) for _ in range(10))
+        *(
+            execute(store, increment, metadata=META, result_type=type(None), retries=50)
+            for _ in range(10)
+        )
     )
     assert await pool.fetchval("SELECT state FROM streams WHERE stream_id = 'counter'") == b"10"
     positions = [r[0] for r in await pool.fetch("SELECT stream_position FROM events ORDER BY 1")]

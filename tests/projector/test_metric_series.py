@@ -8,6 +8,7 @@ import random
 import asyncpg
 import numpy as np
 import pytest
+from _support.recorder import execute
 
 from evtrack.domain import tracking
 from evtrack.eventlog import EventStore
@@ -88,12 +89,14 @@ async def test_overview_keeps_every_stride_th_point_across_batches(
     a multiple of its stride, the stride is the smallest power of two that fits the cap, and
     the series' first and last points are its extremes by (step, timestamp, value)."""
     root = "mlflow-artifacts:"
-    await store.execute(
+    await execute(
+        store,
         lambda uow: tracking.ensure_default_experiment(uow, artifact_root=root),
         metadata=META,
         result_type=bool,
     )
-    run_id = await store.execute(
+    run_id = await execute(
+        store,
         lambda uow: tracking.create_run(uow, 0, "alice", "overview", 1, []),
         metadata=META,
         result_type=str,
@@ -123,7 +126,8 @@ async def test_overview_keeps_every_stride_th_point_across_batches(
                 )
             else:
                 data = tracking.RunData(columns, [], [])
-            await store.execute(
+            await execute(
+                store,
                 lambda uow, d=data: tracking.log_run_data(uow, run_id, d),
                 metadata=META,
                 result_type=type(None),

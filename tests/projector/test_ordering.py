@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import asyncpg
+from _support.recorder import execute
 
 from evtrack.eventlog import ANY_VERSION, EventStore, RecordedEvent, UnitOfWork
 from evtrack.events import ExperimentTagSet, Metadata
@@ -78,9 +79,9 @@ async def test_a_late_committer_is_seen_exactly_once_in_its_place(
             expected_version=ANY_VERSION,
         )
 
-    slow_task = asyncio.create_task(store.execute(slow, metadata=META, result_type=type(None)))
+    slow_task = asyncio.create_task(execute(store, slow, metadata=META, result_type=type(None)))
     await slow_inserted.wait()
-    await store.execute(fast, metadata=META, result_type=type(None))
+    await execute(store, fast, metadata=META, result_type=type(None))
 
     async with pool.acquire() as conn:
         # The fast event committed, but it sits behind a transaction still running: nothing
@@ -110,7 +111,7 @@ async def test_many_concurrent_writers_are_all_projected_once(
                     expected_version=ANY_VERSION,
                 )
 
-            await store.execute(command, metadata=META, result_type=type(None))
+            await execute(store, command, metadata=META, result_type=type(None))
 
     async def projector(stop: asyncio.Event) -> None:
         async with pool.acquire() as conn:
@@ -147,7 +148,7 @@ async def test_two_projector_owners_cannot_apply_a_batch_twice(
                 expected_version=ANY_VERSION,
             )
 
-        await store.execute(command, metadata=META, result_type=type(None))
+        await execute(store, command, metadata=META, result_type=type(None))
 
     async def owner() -> int:
         async with pool.acquire() as conn:
@@ -191,7 +192,7 @@ async def _tag_seen_within(
             expected_version=ANY_VERSION,
         )
 
-    await store.execute(append, metadata=META, result_type=type(None))
+    await execute(store, append, metadata=META, result_type=type(None))
     deadline = asyncio.get_running_loop().time() + seconds
     async with pool.acquire() as conn:
         while asyncio.get_running_loop().time() < deadline:

@@ -13,6 +13,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 import structlog
+from _support.recorder import execute
 
 from evtrack.eventlog import ANY_VERSION, EventStore, RecordedEvent, UnitOfWork
 from evtrack.events import ExperimentTagSet, Metadata
@@ -66,7 +67,7 @@ async def _tag(store: EventStore, *keys: str) -> None:
             expected_version=ANY_VERSION,
         )
 
-    await store.execute(command, metadata=META, result_type=type(None))
+    await execute(store, command, metadata=META, result_type=type(None))
 
 
 async def _inject_undecodable(pool: asyncpg.Pool, stream_id: str) -> int:

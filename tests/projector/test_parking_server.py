@@ -72,9 +72,7 @@ async def test_an_unappliable_event_is_parked_reads_stay_fresh_and_retry_applies
     dsn = evtrack_server.dsn
     exp = _post(base, "experiments/create", {"name": f"parking-{uuid.uuid4().hex}"})
     poisoned, healthy = (
-        _post(base, "runs/create", {"experiment_id": exp["experiment_id"]})["run"]["info"][
-            "run_id"
-        ]
+        _post(base, "runs/create", {"experiment_id": exp["experiment_id"]})["run"]["info"]["run_id"]
         for _ in range(2)
     )
     _timed_get(base, "runs/get", run_id=poisoned)  # the read models are installed

@@ -7,6 +7,7 @@ import random
 from typing import Any
 
 import asyncpg
+from _support.recorder import execute
 
 from evtrack.domain import decode_run, fold_run, run_stream, tracking
 from evtrack.eventlog import LOG_START, EventStore, read_after
@@ -41,12 +42,14 @@ async def _workload(store: EventStore) -> list[str]:
     """Several writers log to shared runs at once, with deletes and restores in between."""
     rng = random.Random(7)
     root = "mlflow-artifacts:"
-    await store.execute(
+    await execute(
+        store,
         lambda uow: tracking.ensure_default_experiment(uow, artifact_root=root),
         metadata=META,
         result_type=bool,
     )
-    exp = await store.execute(
+    exp = await execute(
+        store,
         lambda uow: tracking.create_experiment(
             uow, "fold", None, [("team", "ml")], artifact_root=root
         ),
@@ -54,7 +57,8 @@ async def _workload(store: EventStore) -> list[str]:
         result_type=int,
     )
     run_ids = [
-        await store.execute(
+        await execute(
+            store,
             lambda uow, i=i: tracking.create_run(uow, exp, "alice", f"run-{i}", 1000 + i, []),
             metadata=META,
             result_type=str,
@@ -80,34 +84,40 @@ async def _workload(store: EventStore) -> list[str]:
                 data = tracking.RunData(None, params, tags, packed_metrics=packed)
             else:
                 data = tracking.RunData(metrics, params, tags)
-            await store.execute(
+            await execute(
+                store,
                 lambda uow, r=run_id, d=data: tracking.log_run_data(uow, r, d),
                 metadata=META,
                 result_type=type(None),
             )
 
     await asyncio.gather(*(writer(w) for w in range(6)))
-    await store.execute(
+    await execute(
+        store,
         lambda uow: tracking.delete_run_tag(uow, run_ids[0], "stage"),
         metadata=META,
         result_type=type(None),
     )
-    await store.execute(
+    await execute(
+        store,
         lambda uow: tracking.set_run_lifecycle(uow, run_ids[1], delete=True),
         metadata=META,
         result_type=type(None),
     )
-    await store.execute(
+    await execute(
+        store,
         lambda uow: tracking.set_experiment_lifecycle(uow, exp, delete=True),
         metadata=META,
         result_type=type(None),
     )
-    await store.execute(
+    await execute(
+        store,
         lambda uow: tracking.set_experiment_lifecycle(uow, exp, delete=False),
         metadata=META,
         result_type=type(None),
     )
-    await store.execute(
+    await execute(
+        store,
         lambda uow: tracking.set_run_lifecycle(uow, run_ids[2], delete=True),
         metadata=META,
         result_type=type(None),
@@ -273,7 +283,8 @@ async def test_rebuild_swaps_atomically_and_the_live_projector_continues(
     assert await _answers(pool) == before
     # New events after the swap are applied on top of the rebuilt model.
     run_id = (await _rows(pool))["runs"][0][0]
-    await store.execute(
+    await execute(
+        store,
         lambda uow: tracking.set_run_lifecycle(uow, run_id, delete=True),
         metadata=META,
         result_type=type(None),

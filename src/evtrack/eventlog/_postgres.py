@@ -9,7 +9,7 @@ answer and appends nothing (invariant 5). A stale expected version is a conflict
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -240,49 +240,12 @@ class PostgresRecorder:
         pool: asyncpg.Pool,
         *,
         derived_key_ttl_s: float = 600.0,
-        conflict_retries: int = 8,
-        on_commit: Callable[[frozenset[str]], None] | None = None,
     ) -> None:
         self.pool = pool
         self.derived_key_ttl_s = derived_key_ttl_s
-        self.conflict_retries = conflict_retries
-        self.on_commit = on_commit
         # The newest global position this process appended: a cheap local view of the head
         # of the log, for back-pressure decisions.
         self.last_appended_position = 0
-
-    async def execute(
-        self,
-        command: Work[R],
-        *,
-        metadata: Metadata,
-        result_type: type[R],
-        idempotency_key: IdempotencyKey | None = None,
-    ) -> R:
-        """Run ``command`` in a transaction and commit what it appended, retrying conflicts.
-
-        The command may run more than once (on a version conflict), so it must not have side
-        effects outside the unit of work. With an idempotency key already used, the stored
-        result is decoded and returned and nothing is appended.
-        """
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                committed = await self.transact(
-                    command,
-                    metadata=metadata,
-                    result_type=result_type,
-                    idempotency_key=idempotency_key,
-                    contended=attempt > 1,
-                )
-            except WrongExpectedVersion:
-                if attempt >= self.conflict_retries:
-                    raise
-                continue
-            if self.on_commit is not None and committed.appended_types:
-                self.on_commit(committed.appended_types)
-            return committed.result
 
     async def transact(
         self,
