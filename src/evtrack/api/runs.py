@@ -110,7 +110,7 @@ def _pairs(items: list[Any], name: str) -> list[KeyValue]:
         value = "" if value is None else value
         if not isinstance(value, str):
             value = str(value)
-        out.append(KeyValue(str(item["key"]), value))
+        out.append(KeyValue(item["key"], value))  # a key that is no string is the domain's 400
     return out
 
 
