@@ -7,11 +7,13 @@ restores cascade to the experiment's runs here, as MLflow marks every run of the
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeVar
 
 import msgspec
 import numpy as np
 
 from evtrack.events import (
+    Event,
     ExperimentDeleted,
     ExperimentRestored,
     RunCreated,
@@ -32,35 +34,49 @@ DATASET_CONTEXT_TAG = "mlflow.data.context"
 projection = Projection("runs", load_schema("evtrack.projections.runs"))
 
 
-@projection.on(RunCreated)
-async def _created(conn: Conn, e: RunCreated, rec: RecordedEvent) -> None:
+@projection.on_batch(RunCreated)
+async def _created(conn: Conn, records: Sequence[RecordedEvent]) -> None:
+    """Runs created by one ingest request arrive together: one statement for all of them."""
+    runs = [_event(rec, RunCreated) for rec in records]
     await conn.execute(
         """INSERT INTO runs (run_id, experiment_id, run_name, user_id, status, start_time,
                              artifact_uri, lifecycle_stage)
-           VALUES ($1, $2, $3, $4, 'RUNNING', $5, $6, 'active')""",
-        e.run_id,
-        e.experiment_id,
-        e.run_name,
-        e.user_id,
-        e.start_time,
-        e.artifact_uri,
+           SELECT r, x, n, u, 'RUNNING', s, a, 'active'
+           FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[],
+                       $6::text[]) AS t(r, x, n, u, s, a)""",
+        *_columns(
+            [
+                (e.run_id, e.experiment_id, e.run_name, e.user_id, e.start_time, e.artifact_uri)
+                for e in runs
+            ],
+            6,
+        ),
     )
-    await _upsert_tags(conn, [(e.run_id, t.key, t.value) for t in e.tags])
+    tags = {(e.run_id, t.key): t.value for e in runs for t in e.tags}
+    # The names were just inserted with the runs: no rename pass (see _upsert_tags).
+    await _insert_tags(conn, [(run, key, value) for (run, key), value in tags.items()])
 
 
-@projection.on(RunUpdated)
-async def _updated(conn: Conn, e: RunUpdated, rec: RecordedEvent) -> None:
+@projection.on_batch(RunUpdated)
+async def _updated(conn: Conn, records: Sequence[RecordedEvent]) -> None:
+    """Consecutive updates folded per run (a later field wins), then one statement."""
+    folded: dict[str, list[object]] = {}
+    for rec in records:
+        e = _event(rec, RunUpdated)
+        fields = folded.setdefault(e.run_id, [None, None, None])
+        for i, value in enumerate((e.status, e.end_time, e.run_name or None)):
+            if value is not None:
+                fields[i] = value
     await conn.execute(
-        """UPDATE runs SET status = COALESCE($2, status), end_time = COALESCE($3, end_time),
-                           run_name = COALESCE($4, run_name)
-           WHERE run_id = $1""",
-        e.run_id,
-        e.status,
-        e.end_time,
-        e.run_name,
+        """UPDATE runs AS r
+           SET status = COALESCE(t.s, r.status), end_time = COALESCE(t.e, r.end_time),
+               run_name = COALESCE(t.n, r.run_name)
+           FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS t(id, s, e, n)
+           WHERE r.run_id = t.id""",
+        *_columns([(run, *fields) for run, fields in folded.items()], 4),
     )
-    if e.run_name:
-        await _upsert_tags(conn, [(e.run_id, RUN_NAME_TAG, e.run_name)])
+    renamed = [(run, RUN_NAME_TAG, str(f[2])) for run, f in folded.items() if f[2] is not None]
+    await _upsert_tags(conn, renamed)
 
 
 @projection.on(RunDeleted)
@@ -162,14 +178,10 @@ def _latest_per_key(arrays: MetricArrays) -> dict[str, tuple[int, int, float, bo
 
 
 async def _upsert_tags(conn: Conn, rows: list[tuple[str, str, str]]) -> None:
+    """Set tags; a ``mlflow.runName`` tag renames its run, as in MLflow."""
     if not rows:
         return
-    await conn.execute(
-        """INSERT INTO tags (run_id, key, value)
-           SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
-           ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value""",
-        *_columns(rows, 3),
-    )
+    await _insert_tags(conn, rows)
     renames = [(run, value) for run, key, value in rows if key == RUN_NAME_TAG]
     if renames:
         await conn.executemany("UPDATE runs SET run_name = $2 WHERE run_id = $1", renames)
@@ -214,6 +226,25 @@ async def _outputs(conn: Conn, e: RunOutputsLogged, rec: RecordedEvent) -> None:
            ON CONFLICT (run_id, model_id) DO UPDATE SET step = excluded.step""",
         [(e.run_id, m.model_id, m.step) for m in e.models],
     )
+
+
+async def _insert_tags(conn: Conn, rows: list[tuple[str, str, str]]) -> None:
+    if rows:
+        await conn.execute(
+            """INSERT INTO tags (run_id, key, value)
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+               ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value""",
+            *_columns(rows, 3),
+        )
+
+
+E = TypeVar("E", bound=Event)
+
+
+def _event(rec: RecordedEvent, kind: type[E]) -> E:
+    event = rec.event
+    assert isinstance(event, kind)
+    return event
 
 
 def _columns(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object]]:

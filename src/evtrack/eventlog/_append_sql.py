@@ -61,14 +61,27 @@ class EventColumns:
 
 
 def event_columns(pending_appends: Sequence[PendingAppend]) -> EventColumns:
+    """The events of ``pending_appends`` as columns, in the order they are inserted (and so
+    read): each stream's first event, then each stream's second, and so on.
+
+    Within a stream, events keep their order; across streams any order is the log's order,
+    and this one puts events of a kind side by side (a thousand runs' ``RunCreated``, then
+    their data, then their ends), so projectors apply each kind to all runs in one statement.
+    """
     columns = EventColumns()
-    for pending in pending_appends:
-        for offset, event in enumerate(pending.events):
-            columns.streams.append(pending.stream_id)
-            columns.positions.append(pending.first_position + offset)
-            columns.types.append(event.type_name())
-            columns.versions.append(event.schema_version)
-            columns.payloads.append(encode_event(event))
+    if len({p.stream_id for p in pending_appends}) < len(pending_appends):
+        # A stream appended to twice: its appends keep their order, one after the other.
+        order = [(p, i) for p in pending_appends for i in range(len(p.events))]
+    else:
+        rounds = max((len(p.events) for p in pending_appends), default=0)
+        order = [(p, i) for i in range(rounds) for p in pending_appends if i < len(p.events)]
+    for pending, offset in order:
+        event = pending.events[offset]
+        columns.streams.append(pending.stream_id)
+        columns.positions.append(pending.first_position + offset)
+        columns.types.append(event.type_name())
+        columns.versions.append(event.schema_version)
+        columns.payloads.append(encode_event(event))
     return columns
 
 

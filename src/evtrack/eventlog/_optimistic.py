@@ -27,14 +27,16 @@ import asyncpg
 from evtrack.eventlog._append_sql import one_stream_append
 from evtrack.eventlog._db import Conn
 from evtrack.eventlog._recorder import (
+    KEEP,
     AppendBuffer,
     IdempotencyKey,
+    KeepState,
     PendingAppend,
     StreamHead,
     WrongExpectedVersion,
     heads_from_rows,
 )
-from evtrack.events import Metadata
+from evtrack.events import Event, Metadata
 
 CONFLICT_SQLSTATE = "EV409"
 """Raised by ``evtrack_stream_conflict()`` (migration 0004): the key was claimed but the head
@@ -100,6 +102,20 @@ class OptimisticUnitOfWork(AppendBuffer):
                 list(stream_ids),
             )
         return heads_from_rows(rows, stream_ids)
+
+    def append(
+        self,
+        stream_id: str,
+        events: Sequence[Event],
+        *,
+        expected_version: int | None,
+        state: bytes | KeepState | None = KEEP,
+    ) -> None:
+        """Buffer the unit's one append; a second one means a transaction, said at once so
+        that a unit deciding a thousand runs does not decide them all twice."""
+        super().append(stream_id, events, expected_version=expected_version, state=state)
+        if len(self._pending) > 1:
+            raise NeedsTransaction
 
     async def name_owner(self, scope: str, name: str) -> str | None:
         owner: str | None = await self.conn.fetchval(
