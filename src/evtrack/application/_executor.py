@@ -26,6 +26,8 @@ _encoder = msgspec.msgpack.Encoder()
 
 
 class CommandExecutor:
+    """Runs domain commands against a recorder; one per server, built by the composition root."""
+
     def __init__(
         self,
         recorder: Recorder,
@@ -41,7 +43,10 @@ class CommandExecutor:
 
     async def execute(self, command: Command, context: Context) -> Any:
         """Carry out ``command`` for ``context``'s caller; answer its ``result_type``."""
-        work = plan(command, self.rules)
+        try:
+            work = plan(command, self.rules)
+        except ConstraintViolation as exc:  # a value built while checking, e.g. points
+            raise invalid(f"Invalid value: {exc}") from None
         metadata = Metadata(
             actor=context.principal, request_id=context.request_id, client=context.client
         )

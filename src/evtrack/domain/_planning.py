@@ -2,7 +2,7 @@
 
 :func:`plan` checks everything a command can be judged on by itself (names, lengths, ranges,
 limits: the rules that need no state) and returns the unit of work that decides against the
-current state of the streams it touches. The application runs that work in a transaction,
+current state of the streams it touches. The application runs that work atomically,
 perhaps more than once on a version conflict; the checks before it run once.
 """
 
