@@ -25,9 +25,13 @@ from evtrack.api.registry import registry_routes
 from evtrack.api.run_artifacts import run_artifact_routes
 from evtrack.api.runs import run_routes
 from evtrack.api.service import service_routes
+from evtrack.application import RETRY_AFTER_S, OutageLog
 from evtrack.errors import ErrorCode, EvtrackError
 
 log = structlog.get_logger("evtrack.api")
+
+OUTAGES = OutageLog()
+"""This process's view of database outages (each is logged once)."""
 
 DEFAULT_PREFIXES = ("/api/2.0", "/ajax-api/2.0")
 API_PREFIXES = ("/api/", "/ajax-api/")
@@ -103,12 +107,26 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         )
     except web.HTTPException as exc:
         raise exc
-    except Exception:
-        log.exception("request.failed", request_id=request_id, path=request.path)
-        response = json_response(
-            _error_body(ErrorCode.INTERNAL_ERROR, f"Internal error (request id {request_id})"),
-            status=500,
-        )
+    except Exception as exc:
+        if not OUTAGES.is_outage(exc):
+            log.exception("request.failed", request_id=request_id, path=request.path)
+            response = json_response(
+                _error_body(ErrorCode.INTERNAL_ERROR, f"Internal error (request id {request_id})"),
+                status=500,
+            )
+        else:
+            OUTAGES.failed(exc)  # one line per outage, not a traceback per request
+            status = 503
+            response = json_response(
+                _error_body(
+                    ErrorCode.TEMPORARILY_UNAVAILABLE,
+                    "The database is unavailable; retry shortly.",
+                ),
+                status=503,
+            )
+            response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    else:
+        OUTAGES.succeeded()
     response.headers["X-Request-Id"] = request_id
     log.info(
         "request",

@@ -9,14 +9,17 @@ from evtrack.application._context import Context
 from evtrack.application._executor import CommandExecutor
 from evtrack.application._feed import EventFeed
 from evtrack.application._freshness import Freshness
+from evtrack.application._outage import RETRY_AFTER_S, OutageLog
 from evtrack.eventlog import LOG_START, LogPosition, RecordedEvent
 
 __all__ = [
     "LOG_START",
+    "RETRY_AFTER_S",
     "CommandExecutor",
     "Context",
     "EventFeed",
     "Freshness",
     "LogPosition",
+    "OutageLog",
     "RecordedEvent",
 ]

@@ -7,6 +7,7 @@ keeps the same contract for tests without a database. Every read of the ``events
 through the functions here.
 """
 
+from evtrack.eventlog._availability import database_unavailable
 from evtrack.eventlog._db import Conn
 from evtrack.eventlog._memory import DeadlockDetected, InMemoryRecorder
 from evtrack.eventlog._migrations import available_migrations, upgrade
@@ -58,6 +59,7 @@ __all__ = [
     "WrongExpectedVersion",
     "available_migrations",
     "count_events_after",
+    "database_unavailable",
     "last_global_position",
     "read_after",
     "read_after_cursor",

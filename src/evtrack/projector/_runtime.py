@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from evtrack.eventlog import LOG_START, Conn, LogPosition, read_after_cursor
+from evtrack.eventlog import LOG_START, Conn, LogPosition, database_unavailable, read_after_cursor
 from evtrack.projector._parking import Parked, apply_isolating, is_parkable, log_parked, park
 from evtrack.projector._projection import Projection
 from evtrack.projector._tables import (
@@ -305,6 +305,7 @@ class ProjectorRuntime:
         self._progress = asyncio.Condition()
         self._positions: dict[str, LogPosition] = {}
         self._owned: set[str] = set()
+        self._database_away: set[str] = set()  # projections that logged an outage
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self.token = uuid.uuid4().hex  # tells this process's own NOTIFYs from others'
@@ -404,8 +405,16 @@ class ProjectorRuntime:
                 await self._own_and_follow(projection)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("projector.failed", projection=projection.name)
+            except Exception as exc:
+                if not database_unavailable(exc):
+                    log.exception("projector.failed", projection=projection.name)
+                elif projection.name not in self._database_away:  # once per outage
+                    self._database_away.add(projection.name)
+                    log.warning(
+                        "projector.database_unavailable",
+                        projection=projection.name,
+                        error=f"{type(exc).__name__}: {exc}",
+                    )
                 self._owned.discard(projection.name)
                 await asyncio.sleep(1.0)
 
@@ -420,6 +429,7 @@ class ProjectorRuntime:
                 await asyncio.sleep(self._lease_retry_s)
             await ensure_current(conn, projection)
             self._owned.add(projection.name)
+            self._database_away.discard(projection.name)
             log.info("projector.lease_acquired", projection=projection.name)
             bell = self._bells[projection.name]
 

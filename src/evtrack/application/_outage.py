@@ -1,0 +1,44 @@
+"""One log line when the database goes away, one when it is back: never one per request."""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+
+from evtrack.eventlog import database_unavailable
+
+log = structlog.get_logger("evtrack.database")
+
+RETRY_AFTER_S = 1
+"""What a 503 during an outage tells clients to wait: a restart takes seconds, and MLflow's
+client backs off on its own between retries."""
+
+
+class OutageLog:
+    """Tells database outages from other failures and logs each outage once."""
+
+    def __init__(self) -> None:
+        self._down_since: float | None = None
+        self._refused = 0
+
+    @staticmethod
+    def is_outage(exc: BaseException) -> bool:
+        return database_unavailable(exc)
+
+    def failed(self, exc: BaseException) -> None:
+        """A request failed because the database is unavailable."""
+        self._refused += 1
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.warning("database.unavailable", error=f"{type(exc).__name__}: {exc}")
+
+    def succeeded(self) -> None:
+        """A request was served: if the database had been away, it is back."""
+        if self._down_since is not None:
+            log.info(
+                "database.recovered",
+                outage_s=round(time.monotonic() - self._down_since, 2),
+                requests_refused=self._refused,
+            )
+            self._down_since, self._refused = None, 0

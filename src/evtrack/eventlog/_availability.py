@@ -1,0 +1,31 @@
+"""Which failures mean "the database is not there right now", as opposed to a bad request.
+
+During a PostgreSQL restart or failover, every statement fails: connections are refused or cut
+(class 08, ``OSError``), the server says it is shutting down or starting (57P01..57P03), or the
+pool finds its connections closed. These are not the request's fault and not evtrack's bugs:
+the answer is 503 with ``Retry-After`` (MLflow's client retries it), and the log says so once
+per outage rather than once per request.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, socket file gone; TimeoutError connecting
+    asyncpg.PostgresConnectionError,  # 08
+    asyncpg.CannotConnectNowError,  # 57P03: starting up, shutting down, in recovery
+    asyncpg.AdminShutdownError,  # 57P01
+    asyncpg.CrashShutdownError,  # 57P02
+    asyncpg.TooManyConnectionsError,  # 53300
+    asyncpg.ConnectionDoesNotExistError,  # the connection was closed under a statement
+)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot be reached now (retry later), not that the
+    statement or the request was wrong."""
+    if isinstance(exc, _UNAVAILABLE):
+        return True
+    # A pooled connection found closed, or a pool closing during shutdown.
+    return isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc)
