@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import socket
 import time
+import uuid
 from collections.abc import Callable
 
+import msgspec
+import requests
 from _support.server import EvtrackServer
 
 
@@ -44,3 +47,46 @@ def test_a_client_that_disconnects_mid_body_is_no_server_error(
     assert "request.failed" not in text, text
     assert "Traceback" not in text, text
     assert '"status": 500' not in text, text
+
+
+def test_a_slow_ingest_upload_holds_no_slot(
+    evtrack_server_factory: Callable[..., EvtrackServer],
+) -> None:
+    server = evtrack_server_factory(
+        extra_args=["--ingest-max-in-flight", "1", "--ingest-queue-wait", "0.2"]
+    )
+
+    def body(run_id: str) -> bytes:
+        record = {
+            "run_id": run_id,
+            "start": {"experiment_id": "0", "run_name": run_id[:8]},
+            "metrics": {"keys": ["loss"], "values": [0.5], "timestamps": [1], "steps": [0]},
+        }
+        return msgspec.msgpack.encode([record])
+
+    slow_body = body(uuid.uuid4().hex)
+    slow = socket.create_connection((server.host, server.port), timeout=30)
+    slow.sendall(
+        (
+            f"POST /api/2.0/evtrack/ingest HTTP/1.1\r\nHost: {server.host}\r\n"
+            f"Content-Type: application/msgpack\r\nContent-Length: {len(slow_body)}\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode()
+        + slow_body[:10]
+    )
+    time.sleep(0.5)  # the slow request is reading its body now
+    started = time.monotonic()
+    fast = requests.post(
+        server.url + "/api/2.0/evtrack/ingest",
+        data=body(uuid.uuid4().hex),
+        headers={"Content-Type": "application/msgpack"},
+        timeout=30,
+    )
+    assert fast.status_code == 200, fast.text
+    assert time.monotonic() - started < 5
+    slow.sendall(slow_body[10:])
+    answer = b""
+    while chunk := slow.recv(65536):
+        answer += chunk
+    slow.close()
+    assert answer.startswith(b"HTTP/1.1 200"), answer
