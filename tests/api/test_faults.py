@@ -40,7 +40,7 @@ def test_a_client_that_disconnects_mid_body_is_no_server_error(
         sock = _start_upload(server, path, 10_000, b'{"run_id": "')
         time.sleep(0.5)  # the handler is now reading the body
         sock.close()
-    text = _wait_for_log(server, "/api/2.0/evtrack/ingest\", \"status\": 499")
+    text = _wait_for_log(server, '/api/2.0/evtrack/ingest", "status": 499')
     closed = [line for line in text.splitlines() if "request.client_closed" in line]
     assert len(closed) == 2, text
     assert all('"status": 499' in line for line in closed), closed

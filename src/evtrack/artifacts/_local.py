@@ -40,7 +40,6 @@ _T = TypeVar("_T")
 log = structlog.get_logger("evtrack.artifacts")
 
 
-
 class _ThreadFile:
     """A file object used from the thread pool, closed safely even on cancellation.
 
