@@ -12,6 +12,11 @@ from evtrack.eventlog._memory import DeadlockDetected, InMemoryRecorder
 from evtrack.eventlog._migrations import available_migrations, upgrade
 from evtrack.eventlog._positions import LOG_START, LogPosition
 from evtrack.eventlog._postgres import EventStore, PostgresRecorder, PostgresUnitOfWork
+from evtrack.eventlog._pruning import (
+    DEFAULT_EXPLICIT_RETENTION_S,
+    Pruned,
+    prune_idempotency_keys,
+)
 from evtrack.eventlog._reads import (
     Executor,
     LogPage,
@@ -37,6 +42,7 @@ from evtrack.eventlog._records import RecordedEvent
 
 __all__ = [
     "ANY_VERSION",
+    "DEFAULT_EXPLICIT_RETENTION_S",
     "KEEP",
     "LOG_START",
     "Committed",
@@ -50,6 +56,7 @@ __all__ = [
     "LogPosition",
     "PostgresRecorder",
     "PostgresUnitOfWork",
+    "Pruned",
     "RecordedEvent",
     "Recorder",
     "StreamHead",
@@ -59,6 +66,7 @@ __all__ = [
     "available_migrations",
     "count_events_after",
     "last_global_position",
+    "prune_idempotency_keys",
     "read_after",
     "read_after_cursor",
     "read_positions",
