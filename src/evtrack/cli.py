@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from evtrack import __version__
-from evtrack.config import Settings, env
+from evtrack.config import Settings, env, parse_duration
 
 if TYPE_CHECKING:
     from evtrack.projector import Projection
@@ -97,6 +97,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=int(env("INGEST_MAX_LAG_EVENTS", "50000") or 50000),
         help="answer native ingestion with 429 while the read models are more than this many "
         "events behind the log (env EVTRACK_INGEST_MAX_LAG_EVENTS; default 50000)",
+    )
+    server.add_argument(
+        "--idempotency-retention",
+        type=parse_duration,
+        default=parse_duration(env("IDEMPOTENCY_RETENTION", "7d") or "7d"),
+        metavar="DURATION",
+        help="how long an explicit Idempotency-Key keeps its first answer, e.g. 7d, 12h, 3600 "
+        "(env EVTRACK_IDEMPOTENCY_RETENTION; default 7d)",
+    )
+    server.add_argument(
+        "--idempotency-prune-interval",
+        type=parse_duration,
+        default=parse_duration(env("IDEMPOTENCY_PRUNE_INTERVAL", "1h") or "1h"),
+        metavar="DURATION",
+        help="how often expired idempotency keys are pruned; one server at a time does it "
+        "(env EVTRACK_IDEMPOTENCY_PRUNE_INTERVAL; default 1h)",
     )
     server.add_argument(
         "--require-approval",
@@ -306,6 +322,8 @@ def _server(args: argparse.Namespace) -> int:
         ingest_max_in_flight=args.ingest_max_in_flight,
         ingest_queue_wait_s=args.ingest_queue_wait,
         ingest_max_lag_events=args.ingest_max_lag,
+        idempotency_retention_s=args.idempotency_retention,
+        idempotency_prune_interval_s=args.idempotency_prune_interval,
     )
     dsn = resolve_database_url(settings.database_url)
     app = create_app(settings, dsn)

@@ -29,6 +29,11 @@ class Settings:
     read_wait_timeout_s: float = 10.0
     # How long a key derived from a request body protects against a retried request.
     derived_key_ttl_s: float = 600.0
+    # How long a client's explicit Idempotency-Key keeps its first answer. The evtrack client
+    # may resend a spool days after writing it, so this is generous.
+    idempotency_retention_s: float = 7 * 24 * 3600.0
+    # How often a server prunes expired idempotency keys (one server at a time).
+    idempotency_prune_interval_s: float = 3600.0
     # Connection pool size per server process.
     pool_size: int = 20
     # Stages a model version may only enter through an approved transition request.
@@ -47,6 +52,22 @@ class Settings:
     def resolved_artifacts_uri(self) -> str:
         """Where artifacts live: a local directory or ``s3://bucket/prefix``."""
         return self.artifacts_uri or str(default_data_dir() / "artifacts")
+
+
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``"600"``, ``"90s"``, ``"30m"``, ``"12h"`` or ``"7d"``."""
+    text = text.strip().lower()
+    unit = _DURATION_UNITS.get(text[-1:]) if text else None
+    try:
+        value = float(text[:-1] if unit is not None else text) * (unit or 1.0)
+    except ValueError:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 600, 90s, 30m, 12h or 7d)") from None
+    if value < 0:
+        raise ValueError(f"a duration cannot be negative: {text!r}")
+    return value
 
 
 def env(name: str, default: str | None = None) -> str | None:

@@ -9,6 +9,9 @@ against interfaces only.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import random
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -31,7 +34,7 @@ from evtrack.config import Settings
 from evtrack.domain import Rules
 from evtrack.domain.commands import EnsureDefaultExperiment
 from evtrack.domain.registry import PromotionPolicy
-from evtrack.eventlog import EventStore, upgrade
+from evtrack.eventlog import EventStore, prune_idempotency_keys, upgrade
 from evtrack.projections.registry import all_projections
 from evtrack.projector import Doorbell, ProjectorRuntime
 
@@ -64,6 +67,27 @@ async def create_pool(dsn: str, size: int) -> asyncpg.Pool:
         dsn, min_size=2, max_size=size, init=_init_connection, reset=_keep_session
     )
     return pool
+
+
+async def prune_idempotency_keys_periodically(pool: asyncpg.Pool, settings: Settings) -> None:
+    """Prune expired idempotency keys now and then every ``idempotency_prune_interval_s``
+    (with jitter, so API nodes started together do not all try at once; only one prunes at
+    a time anyway). A failure (database restarting) is logged and retried next time."""
+    interval = settings.idempotency_prune_interval_s
+    await asyncio.sleep(random.uniform(0, min(60.0, interval)))
+    while True:
+        try:
+            pruned = await prune_idempotency_keys(
+                pool,
+                derived_ttl_s=settings.derived_key_ttl_s,
+                explicit_retention_s=settings.idempotency_retention_s,
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("idempotency.prune_failed", error=str(exc))
+        else:
+            if pruned.ran:
+                log.info("idempotency.pruned", deleted=pruned.deleted)
+        await asyncio.sleep(interval * random.uniform(0.9, 1.1))
 
 
 def create_app(settings: Settings, dsn: str) -> web.Application:
@@ -108,8 +132,12 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
         artifact_store = artifact_store_for(settings.resolved_artifacts_uri)
         await start_artifact_store(artifact_store)
         app[ARTIFACT_STORE] = artifact_store
+        pruning = asyncio.create_task(prune_idempotency_keys_periodically(pool, settings))
         log.info("server.started", artifacts_uri=settings.resolved_artifacts_uri)
         yield
+        pruning.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pruning
         await close_artifact_store(artifact_store)
         if runtime is not None:
             await runtime.stop()
@@ -119,4 +147,4 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
     return app
 
 
-__all__ = ["create_app", "create_pool"]
+__all__ = ["create_app", "create_pool", "prune_idempotency_keys_periodically"]

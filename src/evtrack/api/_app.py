@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Sequence
@@ -51,6 +52,38 @@ def all_routes() -> list[Route]:
         *artifact_routes(),
         *graphql_routes(),
     ]
+
+
+# nginx's status for "the client closed the connection before the answer": no answer was sent,
+# and it is not a server error.
+CLIENT_CLOSED = 499
+
+
+def _client_gone(request: web.Request) -> bool:
+    """True if the request's connection is closed or closing: the client went away."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _log_client_closed(request: web.Request, request_id: str, started: float, why: str) -> None:
+    log.info(
+        "request.client_closed",
+        request_id=request_id,
+        method=request.method,
+        path=request.path,
+        status=CLIENT_CLOSED,
+        reason=why,
+        latency_ms=round((time.perf_counter() - started) * 1000, 2),
+    )
+
+
+def _internal_error(request: web.Request, request_id: str) -> web.Response:
+    """Log the exception being handled with its traceback; the client gets the request id."""
+    log.exception("request.failed", request_id=request_id, path=request.path)
+    return json_response(
+        _error_body(ErrorCode.INTERNAL_ERROR, f"Internal error (request id {request_id})"),
+        status=500,
+    )
 
 
 def _error_body(code: ErrorCode | str, message: str) -> dict[str, str]:
@@ -107,13 +140,26 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         )
     except web.HTTPException as exc:
         raise exc
+    except asyncio.CancelledError:
+        # aiohttp cancels the handler when the client disconnects (with handler cancellation
+        # on) and at shutdown. Either way it must propagate; it is not a server error.
+        if _client_gone(request):
+            _log_client_closed(request, request_id, started, "cancelled")
+        raise
+    except ConnectionResetError as exc:
+        # aiohttp's payload reader and response writer raise this (or its subclass
+        # ClientConnectionResetError) when the client disconnected mid-request. An outbound
+        # connection reset (e.g. to an object store) while the client is still there stays a
+        # 500 below.
+        if not _client_gone(request):
+            response = _internal_error(request, request_id)
+        else:
+            _log_client_closed(request, request_id, started, str(exc) or type(exc).__name__)
+            # Nobody reads this answer; aiohttp drops it on the closed transport.
+            return web.Response(status=CLIENT_CLOSED)
     except Exception as exc:
         if not OUTAGES.is_outage(exc):
-            log.exception("request.failed", request_id=request_id, path=request.path)
-            response = json_response(
-                _error_body(ErrorCode.INTERNAL_ERROR, f"Internal error (request id {request_id})"),
-                status=500,
-            )
+            response = _internal_error(request, request_id)
         else:
             OUTAGES.failed(exc)  # one line per outage, not a traceback per request
             status = 503

@@ -57,7 +57,8 @@ class IngestLimits:
 
 
 class IngestGate:
-    """Admission control: a bounded number of ingest requests at once, none when lagging."""
+    """Admission control: a bounded number of ingest requests decoded and executed at once,
+    none when lagging. Entered only once a request's body has arrived (see :func:`ingest`)."""
 
     def __init__(self, limits: IngestLimits) -> None:
         self.limits = limits
@@ -213,11 +214,21 @@ def _start(start: IngestRunStart | None) -> StartRun | None:
 
 
 async def ingest(request: web.Request) -> web.Response:
+    """Read the (bounded) body first, then take a slot for decoding and executing it.
+
+    A slot bounds the work the server does at once, not the clients it talks to: a client
+    uploading slowly holds only its own connection and at most ``MAX_BODY_BYTES``, never a
+    slot, so it cannot make fast clients wait or get 429. Lag is checked before the upload
+    (to refuse early) and again once a slot is held (it may have grown meanwhile).
+    """
     gate = request.app[INGEST_GATE]
+    lagging = "read models are catching up with the log"
+    if services(request).ingest_lag() > gate.limits.max_projection_lag_events:
+        raise gate.busy(lagging)
+    body = await _body(request)
     async with gate:
         if services(request).ingest_lag() > gate.limits.max_projection_lag_events:
-            raise gate.busy("read models are catching up with the log")
-        body = await _body(request)
+            raise gate.busy(lagging)
         content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
         summary = await execute(request, _command(_decode(content_type, body)))
         return json_response(summary)

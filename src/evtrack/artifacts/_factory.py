@@ -56,17 +56,17 @@ async def start_artifact_store(store: ArtifactStore) -> None:
     """Make ``store`` ready to serve: create a local root, open and check an S3 client.
 
     Creating the local root up front (as the app did before) makes a read-only or mistyped
-    path fail at start-up; for S3 a missing bucket or bad credentials fail here too.
+    path fail at start-up; for S3 a missing bucket or bad credentials fail here too. A local
+    store also starts removing the temp files of uploads killed with an earlier server
+    (see ``_leftovers``); S3 needs no such sweep, every failed upload aborts its multipart.
     """
-    if isinstance(store, S3ArtifactStore):
+    if isinstance(store, S3ArtifactStore | LocalArtifactStore):
         await store.start()
-    elif isinstance(store, LocalArtifactStore):
-        store.root.mkdir(parents=True, exist_ok=True)
 
 
 async def close_artifact_store(store: ArtifactStore) -> None:
     """Release what ``start_artifact_store`` acquired; safe to call on any store, twice."""
-    if isinstance(store, S3ArtifactStore):
+    if isinstance(store, S3ArtifactStore | LocalArtifactStore):
         await store.close()
 
 

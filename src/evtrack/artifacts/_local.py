@@ -13,20 +13,31 @@ import os
 import secrets
 import shutil
 import stat
+import sys
+import threading
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+import structlog
+
+from evtrack.artifacts._leftovers import (
+    STALE_UPLOAD_AGE_S,
+    TEMP_PREFIX,
+    TEMP_SUFFIX,
+    remove_stale_uploads,
+)
 from evtrack.artifacts._paths import contained, invalid_path
 from evtrack.artifacts._store import CHUNK_SIZE, FileInfo
 from evtrack.errors import invalid, not_found
 
+if sys.platform != "win32":
+    import fcntl
+
 _T = TypeVar("_T")
 
-# Uploads in flight live next to their destination under this prefix (same filesystem, so
-# the final rename is atomic); listings hide them.
-TEMP_PREFIX = ".evtrack-upload-"
+log = structlog.get_logger("evtrack.artifacts")
 
 
 class _ThreadFile:
@@ -78,11 +89,14 @@ def _create_temp(parent: Path) -> tuple[int, str]:
     the rename; 0666 filtered by the umask gives the permissions a plain write would.
     """
     while True:
-        path = str(parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}.part")
+        path = str(parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}")
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         except FileExistsError:
             continue
+        if sys.platform != "win32":
+            # Held until the file is closed (or the process dies): "a live upload owns this".
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return fd, path
 
 
@@ -108,12 +122,50 @@ class LocalArtifactStore:
     has validated it already: a symlink inside the root is invisible to string checks.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, stale_upload_age_s: float = STALE_UPLOAD_AGE_S) -> None:
         self._root = Path(root)
+        self._stale_upload_age_s = stale_upload_age_s
+        self._sweep: asyncio.Task[None] | None = None
+        self._stop_sweep = threading.Event()
 
     @property
     def root(self) -> Path:
         return self._root
+
+    async def start(self) -> None:
+        """Create the root (a read-only or mistyped path fails at start-up), then remove
+        killed uploads' leftovers in the background: walking a large tree must not delay
+        start-up."""
+        await asyncio.to_thread(self._root.mkdir, parents=True, exist_ok=True)
+        if self._sweep is None:
+            self._stop_sweep.clear()
+            self._sweep = asyncio.create_task(self._remove_leftovers())
+
+    async def close(self) -> None:
+        """Stop the leftover sweep (it ends at its next directory) and wait for it."""
+        sweep, self._sweep = self._sweep, None
+        if sweep is not None:
+            self._stop_sweep.set()
+            with contextlib.suppress(Exception):
+                await sweep
+
+    async def _remove_leftovers(self) -> None:
+        try:
+            removed = await asyncio.to_thread(
+                remove_stale_uploads,
+                self._root,
+                older_than_s=self._stale_upload_age_s,
+                stop=self._stop_sweep,
+            )
+        except OSError as exc:
+            log.warning("artifacts.leftovers.failed", root=str(self._root), error=str(exc))
+            return
+        log.info(
+            "artifacts.leftovers.removed",
+            root=str(self._root),
+            removed=removed,
+            older_than_s=self._stale_upload_age_s,
+        )
 
     def _leaf(self, rel_path: str) -> Path:
         """The path of ``rel_path`` with its parent resolved but its last component not.

@@ -13,6 +13,11 @@ from evtrack.eventlog._memory import DeadlockDetected, InMemoryRecorder
 from evtrack.eventlog._migrations import available_migrations, upgrade
 from evtrack.eventlog._positions import LOG_START, LogPosition
 from evtrack.eventlog._postgres import EventStore, PostgresRecorder, PostgresUnitOfWork
+from evtrack.eventlog._pruning import (
+    DEFAULT_EXPLICIT_RETENTION_S,
+    Pruned,
+    prune_idempotency_keys,
+)
 from evtrack.eventlog._reads import (
     Executor,
     LogPage,
@@ -38,6 +43,7 @@ from evtrack.eventlog._records import RecordedEvent
 
 __all__ = [
     "ANY_VERSION",
+    "DEFAULT_EXPLICIT_RETENTION_S",
     "KEEP",
     "LOG_START",
     "Committed",
@@ -51,6 +57,7 @@ __all__ = [
     "LogPosition",
     "PostgresRecorder",
     "PostgresUnitOfWork",
+    "Pruned",
     "RecordedEvent",
     "Recorder",
     "StreamHead",
@@ -61,6 +68,7 @@ __all__ = [
     "count_events_after",
     "database_unavailable",
     "last_global_position",
+    "prune_idempotency_keys",
     "read_after",
     "read_after_cursor",
     "read_positions",

@@ -9,10 +9,14 @@ per outage rather than once per request.
 
 from __future__ import annotations
 
+import os
+
 import asyncpg
 
+_ASYNCPG_DIR = os.path.dirname(asyncpg.__file__) + os.sep
+
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
-    OSError,  # refused, reset, socket file gone; TimeoutError connecting
+    ConnectionRefusedError,  # nothing listens on the database's port or socket
     asyncpg.PostgresConnectionError,  # 08
     asyncpg.CannotConnectNowError,  # 57P03: starting up, shutting down, in recovery
     asyncpg.AdminShutdownError,  # 57P01
@@ -22,10 +26,24 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 
+def _raised_in_asyncpg(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None:
+        if _ASYNCPG_DIR in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def database_unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` says the database cannot be reached now (retry later), not that the
     statement or the request was wrong."""
     if isinstance(exc, _UNAVAILABLE):
+        return True
+    # An OSError from inside asyncpg is its connection to the database (a socket file gone, a
+    # reset, a timeout connecting). Other OSErrors (a full disk, a reset from an object store)
+    # are not the database's absence and stay what they are.
+    if isinstance(exc, OSError) and _raised_in_asyncpg(exc):
         return True
     # A pooled connection found closed, or a pool closing during shutdown.
     return isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc)
