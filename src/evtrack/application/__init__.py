@@ -2,13 +2,15 @@
 
 The HTTP layer talks to evtrack through this package only: :class:`CommandExecutor` runs a
 domain command for a :class:`Context`, :class:`Freshness` holds a read back until the read
-models it needs have caught up with the log.
+models it needs have caught up with the log (or refuses it), :class:`Readiness` says whether
+the node is fit to serve.
 """
 
 from evtrack.application._context import Context
 from evtrack.application._executor import CommandExecutor
 from evtrack.application._feed import EventFeed
 from evtrack.application._freshness import Freshness
+from evtrack.application._readiness import Readiness, ReadinessReport, ReadModelLag
 from evtrack.eventlog import LOG_START, LogPosition, RecordedEvent
 
 __all__ = [
@@ -18,5 +20,8 @@ __all__ = [
     "EventFeed",
     "Freshness",
     "LogPosition",
+    "ReadModelLag",
+    "Readiness",
+    "ReadinessReport",
     "RecordedEvent",
 ]
