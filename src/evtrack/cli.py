@@ -115,6 +115,27 @@ def build_parser() -> argparse.ArgumentParser:
         "(env EVTRACK_IDEMPOTENCY_PRUNE_INTERVAL; default 1h)",
     )
     server.add_argument(
+        "--read-wait-timeout",
+        type=float,
+        default=float(env("READ_WAIT_TIMEOUT", "10") or 10),
+        help="seconds a read waits for the read models to include the writes before it; past "
+        "that it is refused with 503 and Retry-After (env EVTRACK_READ_WAIT_TIMEOUT; default 10)",
+    )
+    server.add_argument(
+        "--ready-max-lag",
+        type=int,
+        default=int(env("READY_MAX_LAG", "10000") or 10000),
+        help="GET /ready answers 503 while a read model is more than this many events behind "
+        "the log (env EVTRACK_READY_MAX_LAG; default 10000)",
+    )
+    server.add_argument(
+        "--ready-stall-after",
+        type=float,
+        default=float(env("READY_STALL_AFTER", "30") or 30),
+        help="GET /ready answers 503 while a read model has been behind without progress for "
+        "this many seconds (env EVTRACK_READY_STALL_AFTER; default 30)",
+    )
+    server.add_argument(
         "--require-approval",
         action="append",
         metavar="STAGE",
@@ -324,6 +345,9 @@ def _server(args: argparse.Namespace) -> int:
         ingest_max_lag_events=args.ingest_max_lag,
         idempotency_retention_s=args.idempotency_retention,
         idempotency_prune_interval_s=args.idempotency_prune_interval,
+        read_wait_timeout_s=args.read_wait_timeout,
+        ready_max_lag_events=args.ready_max_lag,
+        ready_stall_after_s=args.ready_stall_after,
     )
     dsn = resolve_database_url(settings.database_url)
     app = create_app(settings, dsn)

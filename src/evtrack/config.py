@@ -26,7 +26,12 @@ class Settings:
     # `evtrack projections run` workers own the read models.
     run_projectors: bool = True
     # How long a read waits for the read models to catch up with the caller's writes.
+    # Past it the read is refused with 503 and Retry-After rather than answered stale.
     read_wait_timeout_s: float = 10.0
+    # Readiness (/ready): red when a read model is more than this many events behind the log,
+    # or behind without progress for this many seconds.
+    ready_max_lag_events: int = 10_000
+    ready_stall_after_s: float = 30.0
     # How long a key derived from a request body protects against a retried request.
     derived_key_ttl_s: float = 600.0
     # How long a client's explicit Idempotency-Key keeps its first answer. The evtrack client

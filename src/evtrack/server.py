@@ -28,7 +28,7 @@ from evtrack.api import (
     Services,
     build_app,
 )
-from evtrack.application import CommandExecutor, Context, EventFeed, Freshness
+from evtrack.application import CommandExecutor, Context, EventFeed, Freshness, Readiness
 from evtrack.artifacts import artifact_store_for, close_artifact_store, start_artifact_store
 from evtrack.config import Settings
 from evtrack.domain import Rules
@@ -105,7 +105,8 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
         pool = await create_pool(dsn, settings.pool_size)
         async with pool.acquire() as conn:
             await upgrade(conn)
-        runtime = ProjectorRuntime(dsn, all_projections()) if settings.run_projectors else None
+        projections = all_projections()
+        runtime = ProjectorRuntime(dsn, projections) if settings.run_projectors else None
         store = EventStore(pool, derived_key_ttl_s=settings.derived_key_ttl_s)
         doorbell = Doorbell(pool, runtime)
         policy = PromotionPolicy(
@@ -125,6 +126,12 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
             pool=pool,
             commands=commands,
             freshness=Freshness(store, runtime, settings.read_wait_timeout_s),
+            readiness=Readiness(
+                store,
+                [p.name for p in projections],
+                max_lag=settings.ready_max_lag_events,
+                stall_after_s=settings.ready_stall_after_s,
+            ),
             feed=EventFeed(store, runtime),
             policy=policy,
             ingest_lag=ingest_lag,

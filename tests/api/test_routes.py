@@ -9,6 +9,7 @@ from evtrack.permissions import Permission
 
 RESOURCE_FREE = {
     "/health",
+    "/ready",
     "/version",
     "/mlflow/server-info",
     "/mlflow/experiments/create",

@@ -11,10 +11,9 @@ import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
-from evtrack.api._common import json_response
+from evtrack.api._common import json_response, wait_fresh
 from evtrack.api._http_server import HANDLER_ARGS
 from evtrack.api._routing import Handler, Route
-from evtrack.api._state import SERVICES
 from evtrack.api.artifacts import artifact_routes
 from evtrack.api.audit import audit_routes
 from evtrack.api.experiments import experiment_routes
@@ -191,8 +190,7 @@ def _with_freshness(route: Route) -> Handler:
     names = route.reads
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        if request.headers.get("X-Evtrack-Consistency", "").lower() != "eventual":
-            await request.app[SERVICES].freshness.wait(names)
+        await wait_fresh(request, *names)
         return await route.handler(request)
 
     return handler

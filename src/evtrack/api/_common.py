@@ -13,6 +13,7 @@ from aiohttp import web
 from evtrack.api._state import SERVICES, Services
 from evtrack.application import Context
 from evtrack.domain import Command
+from evtrack.errors import ErrorCode, EvtrackError
 from evtrack.search import SqlQuery, next_page_token
 
 R = TypeVar("R")
@@ -74,10 +75,30 @@ async def execute(
     return await services(request).commands.execute(command, context(request, declared_user))
 
 
+# Seconds a client is asked to wait before retrying a read refused as stale: short, because
+# the usual cause (a projector busy with a burst) clears in moments.
+STALE_RETRY_AFTER_S = 1
+
+
 async def wait_fresh(request: web.Request, *names: str) -> None:
+    """Hold the read until ``names`` include what was committed before it (invariant 7).
+
+    When they cannot catch up within the bound, refuse with 503 and ``Retry-After`` rather
+    than answer from stale read models (invariant 12); MLflow's client retries a 503. A caller
+    that accepts stale data says ``X-Evtrack-Consistency: eventual`` and is answered at once.
+    """
     if request.headers.get("X-Evtrack-Consistency", "").lower() == "eventual":
         return
-    await services(request).freshness.wait(names)
+    freshness = services(request).freshness
+    behind = await freshness.wait(names)
+    if behind:
+        raise EvtrackError(
+            ErrorCode.TEMPORARILY_UNAVAILABLE,
+            f"Read models {', '.join(behind)} did not catch up with the event log within "
+            f"{freshness.timeout_s:g} s; retry later, or send 'X-Evtrack-Consistency: eventual' "
+            "to read possibly stale data",
+            headers={"Retry-After": str(STALE_RETRY_AFTER_S)},
+        )
 
 
 async def search_response(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import asyncpg
 from aiohttp import web
 
-from evtrack.application import CommandExecutor, EventFeed, Freshness
+from evtrack.application import CommandExecutor, EventFeed, Freshness, Readiness
 from evtrack.config import Settings
 from evtrack.domain.registry import PromotionPolicy
 
@@ -19,6 +19,7 @@ class Services:
     pool: asyncpg.Pool  # read models, for queries
     commands: CommandExecutor
     freshness: Freshness
+    readiness: Readiness
     feed: EventFeed
     policy: PromotionPolicy
     ingest_lag: Callable[[], int]  # events the slowest local read model is behind; 0 if none

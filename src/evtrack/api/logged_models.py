@@ -122,6 +122,10 @@ async def create(request: web.Request) -> web.Response:
         params=_pairs(args.array("params"), "params"),
         tags=_pairs(args.array("tags"), "tags"),
     )
+    # Refuse before writing while the read models cannot catch up (invariant 12): a 503
+    # after the write could not show what was written, and the client's retry would
+    # create a second one.
+    await wait_fresh(request, *LOGGED_MODELS)
     model_id: str = await execute(request, command)
     return json_response({"model": await _render(request, model_id)})
 

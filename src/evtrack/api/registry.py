@@ -83,6 +83,10 @@ async def create_registered_model(request: web.Request) -> web.Response:
     name = args.required_string("name")
     tags = _tags(args)
     description = args.string("description")
+    # Refuse before writing while the read models cannot catch up (invariant 12): a 503
+    # after the write could not show what was written, and the client's retry would
+    # find the name taken.
+    await wait_fresh(request, *REGISTRY)
     await execute(request, CreateRegisteredModel(name=name, tags=tags, description=description))
     return json_response(
         {"registered_model": await queries.registered_model(await _fresh(request), name)}
@@ -205,6 +209,10 @@ async def create_model_version(request: web.Request) -> web.Response:
         run_link=args.string("run_link"),
         description=args.string("description"),
     )
+    # Refuse before writing while the read models cannot catch up (invariant 12): a 503
+    # after the write could not show what was written, and the client's retry would
+    # create a second one.
+    await wait_fresh(request, *REGISTRY)
     version: int = await execute(request, command)
     found = await queries.model_version(await _fresh(request), name, version)
     return json_response({"model_version": found})
@@ -329,6 +337,10 @@ async def request_transition(request: web.Request) -> web.Response:
         archive_existing_versions=args.boolean("archive_existing_versions"),
         comment=args.string("comment"),
     )
+    # Refuse before writing while the read models cannot catch up (invariant 12): a 503
+    # after the write could not show what was written, and the client's retry would
+    # create a second one.
+    await wait_fresh(request, *REGISTRY)
     request_id: str = await execute(request, command)
     found = await queries.transition_requests(await _fresh(request), name, version, None)
     return json_response(

@@ -143,6 +143,10 @@ async def create(request: web.Request) -> web.Response:
     # Not replay-safe: two identical create requests (same start time in milliseconds, no
     # name) are two runs in MLflow, and a client retry cannot be told apart from them.
     # Clients that want retry-safe creation send an Idempotency-Key.
+    # Refuse before writing while the read models cannot catch up (invariant 12): a 503
+    # after the write could not show what was written, and the client's retry would
+    # create a second one.
+    await wait_fresh(request, *RUNS)
     run_id = await execute(request, command, declared_user=user_id or None)
     return json_response({"run": await _render_run(request, run_id)})
 

@@ -2,7 +2,8 @@
 
 The HTTP layer talks to evtrack through this package only: :class:`CommandExecutor` runs a
 domain command for a :class:`Context`, :class:`Freshness` holds a read back until the read
-models it needs have caught up with the log.
+models it needs have caught up with the log (or refuses it), :class:`Readiness` says whether
+the node is fit to serve.
 """
 
 from evtrack.application._context import Context
@@ -10,6 +11,7 @@ from evtrack.application._executor import CommandExecutor
 from evtrack.application._feed import EventFeed
 from evtrack.application._freshness import Freshness
 from evtrack.application._outage import RETRY_AFTER_S, OutageLog
+from evtrack.application._readiness import Readiness, ReadinessReport, ReadModelLag
 from evtrack.eventlog import LOG_START, LogPosition, RecordedEvent
 
 __all__ = [
@@ -21,5 +23,8 @@ __all__ = [
     "Freshness",
     "LogPosition",
     "OutageLog",
+    "ReadModelLag",
+    "Readiness",
+    "ReadinessReport",
     "RecordedEvent",
 ]

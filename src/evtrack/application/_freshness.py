@@ -22,20 +22,29 @@ class Freshness:
         self._runtime = runtime
         self._timeout_s = timeout_s
 
-    async def wait(self, names: Sequence[str]) -> bool:
-        """Return True when ``names`` have caught up, False if the bounded wait ran out."""
+    @property
+    def timeout_s(self) -> float:
+        return self._timeout_s
+
+    async def wait(self, names: Sequence[str]) -> tuple[str, ...]:
+        """Wait until ``names`` include every event committed before the call.
+
+        Returns the names still behind when the bounded wait ran out (empty: all caught up),
+        so the caller can refuse the read (invariant 12) instead of serving stale data.
+        """
         target = await self._store.last_visible_position()
         if target == LogPosition(0, 0):
-            return True
+            return ()
         deadline = time.monotonic() + self._timeout_s
         asked_remote = False
         while True:
             positions = await self._positions(names)
-            if all(positions.get(n, LogPosition(0, 0)) >= target for n in names):
-                return True
+            behind = tuple(n for n in names if positions.get(n, LogPosition(0, 0)) < target)
+            if not behind:
+                return ()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return False
+                return behind
             if not asked_remote and not self._all_local(names):
                 # Projectors in other processes wake for the event types they handle; ask
                 # the ones this read needs to catch up now rather than at their next poll.
