@@ -14,6 +14,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from evtrack.api._common import json_response, wait_fresh
 from evtrack.api._http_server import HANDLER_ARGS
 from evtrack.api._routing import Handler, Route
+from evtrack.api._security_headers import add_security_headers
 from evtrack.api.artifacts import artifact_routes
 from evtrack.api.audit import audit_routes
 from evtrack.api.experiments import experiment_routes
@@ -212,6 +213,7 @@ def build_app() -> web.Application:
         handler_args=HANDLER_ARGS,  # long query lines (run ids) as MLflow's UI sends them
     )
     mount(app, all_routes())
+    app.on_response_prepare.append(add_security_headers)
     return app
 
 
