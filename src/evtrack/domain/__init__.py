@@ -27,7 +27,6 @@ from evtrack.domain._registry_state import (
     registered_model_stream,
 )
 from evtrack.domain._validation import (
-    DOUBLE_MAX,
     MAX_BATCH_LOG_REQUEST_SIZE,
     invalid_value,
     missing_value,
@@ -35,6 +34,7 @@ from evtrack.domain._validation import (
     validate_run_id,
 )
 from evtrack.domain.commands import Command
+from evtrack.events import DOUBLE_MAX
 
 __all__ = [
     "ARTIFACT_ROOT",

@@ -17,7 +17,7 @@ import numpy as np
 
 from evtrack.domain import _aggregates as agg
 from evtrack.domain import tracking
-from evtrack.domain._metric_rules import F64, I64, U32, KeyChecker, check_arrays
+from evtrack.domain._metric_rules import KeyChecker, check_arrays
 from evtrack.domain._validation import (
     MAX_PARAM_VAL_LENGTH,
     MAX_TAG_VAL_LENGTH,
@@ -30,11 +30,10 @@ from evtrack.domain.commands import EndRun, IngestRecord, IngestSummary, PackedP
 from evtrack.errors import invalid, not_found
 from evtrack.eventlog import UnitOfWork
 from evtrack.events import Event, KeyValue, PackedMetrics
-from evtrack.events.arrays import pack
+from evtrack.events.arrays import F64, I64, U32, pack
 
 MAX_POINTS_PER_REQUEST = 1_000_000
 MAX_RUNS_PER_REQUEST = 1000
-RUN_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +150,10 @@ def plan_ingest(records: Sequence[IngestRecord]) -> IngestPlan:
             )
             starts.setdefault(record.run_id, (experiment_id, start))
         if record.end is not None:
-            if record.end.status not in RUN_STATUSES:
-                raise invalid(f"records[{index}].end.status must be one of {list(RUN_STATUSES)}.")
+            if record.end.status not in tracking.RUN_STATUSES:
+                raise invalid(
+                    f"records[{index}].end.status must be one of {list(tracking.RUN_STATUSES)}."
+                )
             ends[record.run_id] = record.end
     runs = len(set(data) | set(starts) | set(ends))
     summary = IngestSummary(runs, summary.points, summary.params, summary.tags)

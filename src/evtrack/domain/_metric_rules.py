@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from evtrack.domain._validation import (
     MAX_DATASET_DIGEST_SIZE,
@@ -29,10 +28,7 @@ from evtrack.domain._validation import (
 )
 from evtrack.errors import EvtrackError, invalid
 from evtrack.events import DOUBLE_MAX, INT64_MAX, INT64_MIN, MetricColumns
-
-F64 = npt.NDArray[np.float64]
-I64 = npt.NDArray[np.int64]
-U32 = npt.NDArray[np.uint32]
+from evtrack.events.arrays import F64, I64
 
 _TIMESTAMP_RULE = "Timestamp must be a nonnegative long (64-bit integer) "
 _STEP_RULE = "Step must be a valid long (64-bit integer)."

@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from evtrack.errors import EvtrackError, invalid, not_found
+from evtrack.events import INT64_MAX, MAX_KEY_LENGTH
 
 MAX_PARAMS_TAGS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
@@ -25,7 +26,7 @@ MAX_TAG_VAL_LENGTH = 8000
 MAX_EXPERIMENT_NAME_LENGTH = 500
 MAX_EXPERIMENT_TAG_KEY_LENGTH = 250
 MAX_EXPERIMENT_TAG_VAL_LENGTH = 20000
-MAX_ENTITY_KEY_LENGTH = 250
+MAX_ENTITY_KEY_LENGTH = MAX_KEY_LENGTH
 MAX_DATASET_NAME_SIZE = 500
 MAX_DATASET_DIGEST_SIZE = 36
 MAX_DATASET_SCHEMA_SIZE = 1048575
@@ -33,7 +34,6 @@ MAX_DATASET_SOURCE_SIZE = 65535
 MAX_DATASET_PROFILE_SIZE = 16777215
 MAX_INPUT_TAG_KEY_SIZE = 255
 MAX_INPUT_TAG_VALUE_SIZE = 500
-DOUBLE_MAX = 1.7976931348623157e308
 
 _MISSING_KEY_NAME = "A key name must be provided."
 _NAME_PATTERN = re.compile(r"^[/\w.\- :]*$")
@@ -169,9 +169,6 @@ def validate_run_id(run_id: str, path: str = "run_id") -> str:
     if not _RUN_ID_PATTERN.match(run_id):
         raise invalid(invalid_value(path, run_id))
     return run_id
-
-
-INT64_MAX = 2**63 - 1
 
 
 def parse_experiment_id(experiment_id: Any) -> int:

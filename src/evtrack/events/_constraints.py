@@ -35,9 +35,6 @@ Millis = Annotated[int, Meta(ge=0, le=INT64_MAX)]
 Text = Annotated[str, Meta(pattern=_NO_NUL)]
 """Text PostgreSQL can store: anything but NUL."""
 
-Key = Annotated[str, Meta(min_length=1, max_length=MAX_KEY_LENGTH, pattern=_NO_NUL)]
-"""A metric, param or tag key."""
-
 ColumnKey = Annotated[str, Meta(min_length=1, max_length=MAX_KEY_LENGTH)]
 """A key in a column of a thousand: checked for NUL by :func:`check_text_column` instead of a
 regex per item, which would cost a sixth of a millisecond per thousand points."""
