@@ -35,16 +35,27 @@ class ApiClient:
         headers = {"Content-Type": "application/json", "User-Agent": "evtrack-cli"}
         username = os.environ.get("MLFLOW_TRACKING_USERNAME")
         password = os.environ.get("MLFLOW_TRACKING_PASSWORD", "")
-        if username:
+        token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        elif username:
             token = base64.b64encode(f"{username}:{password}".encode()).decode()
             headers["Authorization"] = f"Basic {token}"
         if self.user:
             headers["X-Evtrack-User"] = self.user
         return headers
 
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None, **query: Any) -> Any:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        api: str = "2.0",
+        **query: Any,
+    ) -> Any:
         params = {k: v for k, v in query.items() if v is not None}
-        url = f"{self.server}/api/2.0/{path}"
+        url = f"{self.server}/api/{api}/{path}"
         if params:
             url += "?" + urllib.parse.urlencode(params)
         data = json.dumps(body).encode() if body is not None else None

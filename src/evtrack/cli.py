@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from evtrack import __version__
-from evtrack.config import Settings, env, parse_duration
+from evtrack._cli_accounts import add_account_commands, run_account_command
+from evtrack.config import Settings, StartupRefused, check_auth_settings, env, parse_duration
 
 if TYPE_CHECKING:
     from evtrack.projector import Projection
@@ -149,6 +150,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="let the requester of a transition approve it (default: someone else must)",
     )
     server.add_argument(
+        "--auth",
+        action="store_true",
+        default=(env("AUTH") or "").lower() in ("1", "true", "yes", "on"),
+        help="require authentication: Basic credentials (MLFLOW_TRACKING_USERNAME/PASSWORD) or "
+        "a token (MLFLOW_TRACKING_TOKEN) on every route but /health, /ready, /version and "
+        "server-info; the first start creates the admin from EVTRACK_ADMIN_USERNAME (default "
+        "admin) and EVTRACK_ADMIN_PASSWORD, and refuses to start without one (env EVTRACK_AUTH)",
+    )
+    server.add_argument(
+        "--default-permission",
+        default=(env("DEFAULT_PERMISSION") or "READ").upper(),
+        choices=["READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS"],
+        help="what a user may do on an experiment or model nobody granted them anything on; "
+        "creators get MANAGE (env EVTRACK_DEFAULT_PERMISSION; default READ)",
+    )
+    server.add_argument(
+        "--auth-proxy-header",
+        default=env("AUTH_PROXY_HEADER"),
+        metavar="HEADER",
+        help="behind an authenticating proxy (oauth2-proxy, ...): take the user name from this "
+        "header, e.g. X-Forwarded-User, but only from --auth-trusted-proxies "
+        "(env EVTRACK_AUTH_PROXY_HEADER)",
+    )
+    server.add_argument(
+        "--auth-trusted-proxies",
+        default=env("AUTH_TRUSTED_PROXIES", "") or "",
+        metavar="CIDRS",
+        help="comma-separated addresses or networks of the proxies whose user header is "
+        "trusted, e.g. 10.0.0.5,10.1.0.0/16 (env EVTRACK_AUTH_TRUSTED_PROXIES)",
+    )
+    server.add_argument(
         "--log-level", default=env("LOG_LEVEL", "info"), help="debug, info, warning or error"
     )
 
@@ -226,6 +258,8 @@ Exits with status 1 when some events are still parked.""",
     a_exp.add_argument("experiment_id")
     for p in (a_model, a_run, a_exp):
         _add_server_flags(p)
+
+    add_account_commands(commands, _add_server_flags)
 
     reg = commands.add_parser(
         "registry", help="promotion approval: request, approve, reject, cancel, list transitions"
@@ -306,6 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _server(args)
     if args.command in ("audit", "registry"):
         return _remote(args)
+    if args.command in ("users", "tokens"):
+        return run_account_command(args)
     if args.command == "sync":
         return _sync(args)
     dsn = resolve_database_url(args.database_url)
@@ -348,10 +384,32 @@ def _server(args: argparse.Namespace) -> int:
         read_wait_timeout_s=args.read_wait_timeout,
         ready_max_lag_events=args.ready_max_lag,
         ready_stall_after_s=args.ready_stall_after,
+        auth=args.auth,
+        default_permission=args.default_permission,
+        admin_username=env("ADMIN_USERNAME", "admin") or "admin",
+        admin_password=env("ADMIN_PASSWORD") or None,
+        auth_proxy_header=args.auth_proxy_header or None,
+        auth_trusted_proxies=tuple(
+            p.strip() for p in args.auth_trusted_proxies.split(",") if p.strip()
+        ),
     )
+    try:
+        check_auth_settings(settings)
+    except ValueError as exc:
+        print(f"evtrack: {exc}", file=sys.stderr)
+        return 2
     dsn = resolve_database_url(settings.database_url)
     app = create_app(settings, dsn)
-    serve(app, host=settings.host, port=settings.port, shutdown_timeout=settings.shutdown_timeout_s)
+    try:
+        serve(
+            app,
+            host=settings.host,
+            port=settings.port,
+            shutdown_timeout=settings.shutdown_timeout_s,
+        )
+    except StartupRefused as exc:
+        print(f"evtrack: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

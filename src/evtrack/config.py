@@ -52,6 +52,17 @@ class Settings:
     ingest_max_lag_events: int = 50_000
     # Grace period for in-flight requests on shutdown.
     shutdown_timeout_s: float = 30.0
+    # Authentication: off by default (one fixed local user). With it on, every route but
+    # health, readiness, version and server-info needs Basic credentials or a token.
+    auth: bool = False
+    # What a user may do on a resource nobody granted them anything on (MLflow's names).
+    default_permission: str = "READ"
+    # The first admin, created on the first start with auth on and no admin yet.
+    admin_username: str = "admin"
+    admin_password: str | None = None
+    # Behind an authenticating proxy: trust this header's user name, only from these peers.
+    auth_proxy_header: str | None = None
+    auth_trusted_proxies: tuple[str, ...] = ()
 
     @property
     def resolved_artifacts_uri(self) -> str:
@@ -77,3 +88,29 @@ def parse_duration(text: str) -> float:
 
 def env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(f"EVTRACK_{name}", default)
+
+
+class StartupRefused(Exception):
+    """The server will not start as configured; the message says what to set."""
+
+
+def check_auth_settings(settings: Settings) -> None:
+    """Refuse settings that cannot work, before anything starts (ValueError says why)."""
+    import ipaddress
+
+    from evtrack.permissions import ACCESS_LEVELS
+
+    if settings.default_permission not in ACCESS_LEVELS:
+        raise ValueError(f"unknown default permission {settings.default_permission!r}")
+    for entry in settings.auth_trusted_proxies:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(f"not an address or network: {entry!r}") from None
+    if settings.auth_proxy_header and not settings.auth_trusted_proxies:
+        raise ValueError(
+            "--auth-proxy-header needs --auth-trusted-proxies: a user header is only trusted "
+            "from the proxy that sets it"
+        )
+    if settings.auth_proxy_header and not settings.auth:
+        raise ValueError("--auth-proxy-header needs --auth")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import random
 from collections.abc import AsyncIterator
 
@@ -19,10 +20,14 @@ import msgspec
 import structlog
 from aiohttp import web
 
+from evtrack.access import AccessControl, hash_password
 from evtrack.api import (
+    ACCESS,
     ARTIFACT_STORE,
+    AUTH_CONFIG,
     INGEST_GATE,
     SERVICES,
+    AuthConfig,
     IngestGate,
     IngestLimits,
     Services,
@@ -30,12 +35,15 @@ from evtrack.api import (
 )
 from evtrack.application import CommandExecutor, Context, EventFeed, Freshness, Readiness
 from evtrack.artifacts import artifact_store_for, close_artifact_store, start_artifact_store
-from evtrack.config import Settings
+from evtrack.config import Settings, StartupRefused
 from evtrack.domain import Rules
+from evtrack.domain.auth_commands import EnsureFirstAdmin
 from evtrack.domain.commands import EnsureDefaultExperiment
 from evtrack.domain.registry import PromotionPolicy
+from evtrack.errors import EvtrackError
 from evtrack.eventlog import EventStore, prune_idempotency_keys, upgrade
-from evtrack.projections.registry import all_projections
+from evtrack.permissions import access_level
+from evtrack.projections.registry import all_projections, projection_named
 from evtrack.projector import Doorbell, ProjectorRuntime
 
 log = structlog.get_logger("evtrack.server")
@@ -90,9 +98,38 @@ async def prune_idempotency_keys_periodically(pool: asyncpg.Pool, settings: Sett
         await asyncio.sleep(interval * random.uniform(0.9, 1.1))
 
 
+def auth_config(settings: Settings) -> AuthConfig:
+    return AuthConfig(
+        enabled=settings.auth,
+        proxy_header=settings.auth_proxy_header,
+        trusted_proxies=tuple(
+            ipaddress.ip_network(p, strict=False) for p in settings.auth_trusted_proxies
+        ),
+    )
+
+
+async def bootstrap_first_admin(commands: CommandExecutor, settings: Settings) -> None:
+    """With auth on, make sure an admin exists: the first start creates it from the
+    operator's settings; without a password there, the server refuses to start."""
+    password = settings.admin_password
+    try:
+        created = await commands.execute(
+            EnsureFirstAdmin(
+                username=settings.admin_username,
+                password_hash=await hash_password(password) if password else None,
+            ),
+            SERVER_CONTEXT,
+        )
+    except EvtrackError as exc:
+        raise StartupRefused(exc.message) from None
+    if created:
+        log.info("auth.first_admin_created", username=settings.admin_username)
+
+
 def create_app(settings: Settings, dsn: str) -> web.Application:
     """The whole server; the database must be reachable at ``dsn`` when it starts."""
     app = build_app()
+    app[AUTH_CONFIG] = auth_config(settings)
     app[INGEST_GATE] = IngestGate(
         IngestLimits(
             max_in_flight=settings.ingest_max_in_flight,
@@ -113,10 +150,28 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
             approval_required=frozenset(settings.approval_required_stages),
             distinct_approver=settings.distinct_approver,
         )
-        commands = CommandExecutor(store, rules=Rules(promotion=policy), on_commit=doorbell.ring)
+        freshness = Freshness(store, runtime, settings.read_wait_timeout_s)
+        access = AccessControl(
+            pool,
+            freshness,
+            default_permission=access_level(settings.default_permission),
+            connect=(lambda: asyncpg.connect(dsn)) if settings.auth else None,
+        )
+        access_types = projection_named("auth").event_types
+
+        def on_commit(types: frozenset[str]) -> None:
+            doorbell.ring(types)
+            if types & access_types:
+                access.invalidate()  # this process's own change: no waiting for a NOTIFY
+
+        commands = CommandExecutor(store, rules=Rules(promotion=policy), on_commit=on_commit)
         await commands.execute(EnsureDefaultExperiment(), SERVER_CONTEXT)
+        if settings.auth:
+            await bootstrap_first_admin(commands, settings)
         if runtime is not None:
             await runtime.start()
+        await access.start()
+        app[ACCESS] = access
 
         def ingest_lag() -> int:
             return 0 if runtime is None else runtime.lag_behind(store.last_appended_position)
@@ -125,7 +180,7 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
             settings=settings,
             pool=pool,
             commands=commands,
-            freshness=Freshness(store, runtime, settings.read_wait_timeout_s),
+            freshness=freshness,
             readiness=Readiness(
                 store,
                 [p.name for p in projections],
@@ -146,6 +201,7 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
         with contextlib.suppress(asyncio.CancelledError):
             await pruning
         await close_artifact_store(artifact_store)
+        await access.stop()
         if runtime is not None:
             await runtime.stop()
         await pool.close()

@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import requests
 from _support.server import EvtrackServer
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 
 from evtrack.api.graphql import SCHEMA, _Batcher
 
@@ -708,7 +710,11 @@ async def test_a_search_loads_experiments_and_model_versions_once(
     result = execute(
         module.SCHEMA,
         document,
-        context_value=module._Context(request=None, pool=Pool()),  # type: ignore[arg-type]
+        # A request of an app without authentication: every caller reads everything.
+        context_value=module._Context(
+            request=make_mocked_request("POST", "/graphql", app=web.Application()),
+            pool=Pool(),  # type: ignore[arg-type]
+        ),
         field_resolver=module._resolve_field,
     )
     if not isinstance(result, ExecutionResult):

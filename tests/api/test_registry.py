@@ -50,9 +50,19 @@ def _api(
     user: str | None = None,
     **params: Any,
 ) -> requests.Response:
+    """Sends ``user`` as a claimed name (with authentication off it is an unverified note) and,
+    on a server with authentication on, as Basic credentials (password ``<user>-pw``)."""
     headers = {"X-Evtrack-User": user} if user else {}
+    auth = (user, f"{user}-pw") if user else None
+    if auth is None and os.environ.get("MLFLOW_TRACKING_USERNAME"):
+        auth = (os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"])
     return requests.request(
-        method, f"{server.url}/api/2.0/{path}", json=body, params=params or None, headers=headers
+        method,
+        f"{server.url}/api/2.0/{path}",
+        json=body,
+        params=params or None,
+        headers=headers,
+        auth=auth,
     )
 
 
@@ -222,17 +232,25 @@ def test_audit_history_and_as_of(server: EvtrackServer, client: MlflowClient) ->
     promote("2", "carol")
     promote("3", "dave")
     history = _history(server, name)
+    # Authentication is off: every write is the local user's, and the name each request
+    # claimed is kept as an unverified note.
     stage_changes = [
-        (e["actor"], e["change"]["version"], e["change"]["to_stage"], e["change"]["reason"])
+        (
+            e["actor"],
+            e.get("claimed_actor"),
+            e["change"]["version"],
+            e["change"]["to_stage"],
+            e["change"]["reason"],
+        )
         for e in history
         if e["type"] == "ModelVersionStageChanged"
     ]
     assert stage_changes == [
-        ("bob", 1, "Production", "transition"),
-        ("carol", 1, "Archived", "archived"),
-        ("carol", 2, "Production", "transition"),
-        ("dave", 2, "Archived", "archived"),
-        ("dave", 3, "Production", "transition"),
+        ("local", "bob", 1, "Production", "transition"),
+        ("local", "carol", 1, "Archived", "archived"),
+        ("local", "carol", 2, "Production", "transition"),
+        ("local", "dave", 2, "Archived", "archived"),
+        ("local", "dave", 3, "Production", "transition"),
     ]
     assert [e["type"] for e in history[:4]] == [
         "RegisteredModelCreated",
@@ -251,14 +269,34 @@ def test_audit_history_and_as_of(server: EvtrackServer, client: MlflowClient) ->
     assert "Production" not in before.json()["stages"]
 
 
+ADMIN_PASSWORD = "approval-admin-pw"
+
+
 @pytest.fixture
 def approval_server(evtrack_server_factory: Any) -> EvtrackServer:
-    server: EvtrackServer = evtrack_server_factory(extra_args=["--require-approval", "Production"])
+    """Four-eyes approval needs identities: authentication on, with users alice and bob who
+    may manage every registered model."""
+    server: EvtrackServer = evtrack_server_factory(
+        extra_args=["--require-approval", "Production", "--auth", "--default-permission", "MANAGE"],
+        env={"EVTRACK_ADMIN_PASSWORD": ADMIN_PASSWORD},
+    )
+    for user in ("alice", "bob"):
+        resp = requests.post(
+            f"{server.url}/api/2.0/mlflow/users/create",
+            json={"username": user, "password": f"{user}-pw"},
+            auth=("admin", ADMIN_PASSWORD),
+            timeout=10,
+        )
+        assert resp.status_code == 200, resp.text
     return server
 
 
-def test_promotion_to_production_needs_an_approved_request(approval_server: EvtrackServer) -> None:
+def test_promotion_to_production_needs_an_approved_request(
+    approval_server: EvtrackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     server = approval_server
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)
     client = MlflowClient(tracking_uri=server.url, registry_uri=server.url)
     name = _name()
     client.create_registered_model(name)

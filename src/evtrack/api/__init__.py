@@ -1,6 +1,7 @@
 """The HTTP layer: requests decoded into domain commands and read-model queries, answered as
 MLflow does. The composition root (:mod:`evtrack.server`) attaches the services."""
 
+from evtrack.api._access import ACCESS, AUTH_CONFIG, LOCAL_USER, AuthConfig
 from evtrack.api._app import all_routes, build_app, mount
 from evtrack.api._http_server import serve
 from evtrack.api._state import SERVICES, Services
@@ -8,9 +9,13 @@ from evtrack.api.artifacts import ARTIFACT_STORE
 from evtrack.api.ingest import INGEST_GATE, IngestGate, IngestLimits
 
 __all__ = [
+    "ACCESS",
     "ARTIFACT_STORE",
+    "AUTH_CONFIG",
     "INGEST_GATE",
+    "LOCAL_USER",
     "SERVICES",
+    "AuthConfig",
     "IngestGate",
     "IngestLimits",
     "Services",

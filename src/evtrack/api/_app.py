@@ -11,6 +11,7 @@ import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
+from evtrack.api._access import guard
 from evtrack.api._common import json_response, wait_fresh
 from evtrack.api._http_server import HANDLER_ARGS
 from evtrack.api._routing import Handler, Route
@@ -26,6 +27,7 @@ from evtrack.api.registry import registry_routes
 from evtrack.api.run_artifacts import run_artifact_routes
 from evtrack.api.runs import run_routes
 from evtrack.api.service import service_routes
+from evtrack.api.users import user_routes
 from evtrack.application import RETRY_AFTER_S, OutageLog
 from evtrack.errors import ErrorCode, EvtrackError
 
@@ -51,6 +53,7 @@ def all_routes() -> list[Route]:
         *ingest_routes(),
         *artifact_routes(),
         *graphql_routes(),
+        *user_routes(),
     ]
 
 
@@ -185,21 +188,22 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     return response
 
 
-def _with_freshness(route: Route) -> Handler:
-    if not route.reads:
-        return route.handler
-    names = route.reads
+def _guarded(route: Route) -> Handler:
+    """The route's handler behind its access guard and, for reads, its freshness wait."""
+    names, inner, permission, locator = route.reads, route.handler, route.permission, route.resource
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        await wait_fresh(request, *names)
-        return await route.handler(request)
+        await guard(request, permission, locator)
+        if names:
+            await wait_fresh(request, *names)
+        return await inner(request)
 
     return handler
 
 
 def mount(app: web.Application, routes: Sequence[Route]) -> None:
     for route in routes:
-        handler = _with_freshness(route)
+        handler = _guarded(route)
         for prefix in route.prefixes or DEFAULT_PREFIXES:
             app.router.add_route(route.method, prefix + route.path, handler)
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
 
+from evtrack.api._access import auth_enabled, claimed_name, principal
 from evtrack.api._state import SERVICES, Services
 from evtrack.application import Context
 from evtrack.domain import Command
@@ -44,23 +43,14 @@ def services(request: web.Request) -> Services:
     return request.app[SERVICES]
 
 
-def actor(request: web.Request, declared: str | None = None) -> str:
-    """Who is acting: the authenticated user, else who the client says it is (invariant 11)."""
-    auth = request.headers.get("Authorization", "")
-    if auth.lower().startswith("basic "):
-        try:
-            user = base64.b64decode(auth[6:]).decode().split(":", 1)[0]
-        except (binascii.Error, UnicodeDecodeError):
-            user = ""
-        if user:
-            return user
-    return request.headers.get("X-Evtrack-User") or declared or "anonymous"
-
-
-def context(request: web.Request, declared_user: str | None = None) -> Context:
-    """The caller of a command, as this request presents it."""
+async def context(request: web.Request) -> Context:
+    """The caller of a command: the authenticated principal (the fixed local user when
+    authentication is off, with the name the request claims kept as an unverified note)."""
+    caller = await principal(request)
+    claimed = None if auth_enabled(request) else claimed_name(request)
     return Context(
-        principal=actor(request, declared_user),
+        principal=caller.name,
+        claimed_principal=claimed if claimed != caller.name else None,
         request_id=request.get("request_id"),
         client=request.headers.get("User-Agent"),
         idempotency_key=request.headers.get("Idempotency-Key") or None,
@@ -68,11 +58,9 @@ def context(request: web.Request, declared_user: str | None = None) -> Context:
     )
 
 
-async def execute(
-    request: web.Request, command: Command, *, declared_user: str | None = None
-) -> Any:
+async def execute(request: web.Request, command: Command) -> Any:
     """Execute ``command`` for this request's caller; its answer, as ``result_type``."""
-    return await services(request).commands.execute(command, context(request, declared_user))
+    return await services(request).commands.execute(command, await context(request))
 
 
 # Seconds a client is asked to wait before retrying a read refused as stale: short, because

@@ -134,8 +134,33 @@ def _normalise(fields: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_ARGS_KEY = web.RequestKey("args", Args)
+
+
 async def read_args(request: web.Request, *, max_body: int | None = None) -> Args:
-    """Parse the request's fields; raise MLflow's INVALID_PARAMETER_VALUE errors on bad input."""
+    """Parse the request's fields; raise MLflow's INVALID_PARAMETER_VALUE errors on bad input.
+
+    Parsed once per request: the access guard reads the fields that name a resource, and
+    the handler then gets the same ``Args``.
+    """
+    cached: Args | None = request.get(_ARGS_KEY)
+    if cached is not None:
+        if max_body is not None and len(cached.raw) > max_body:
+            raise _too_large(max_body, len(cached.raw))
+        return cached
+    args = await _parse_args(request, max_body)
+    request[_ARGS_KEY] = args
+    return args
+
+
+def _too_large(max_body: int, size: int) -> Exception:
+    return invalid(
+        f"Batched logging API requests must be at most {max_body} bytes, got a "
+        f"request of size {size}."
+    )
+
+
+async def _parse_args(request: web.Request, max_body: int | None) -> Args:
     if request.method == "GET" and request.query:
         fields: dict[str, Any] = {}
         for key in request.query:
@@ -145,10 +170,7 @@ async def read_args(request: web.Request, *, max_body: int | None = None) -> Arg
         return Args(_normalise(fields), from_query=True)
     body = await request.read()
     if max_body is not None and len(body) > max_body:
-        raise invalid(
-            f"Batched logging API requests must be at most {max_body} bytes, got a "
-            f"request of size {len(body)}."
-        )
+        raise _too_large(max_body, len(body))
     if request.method in ("POST", "PUT", "PATCH") and body:
         content_type = request.headers.get("Content-Type", "")
         if content_type.split(";")[0].strip().lower() != "application/json":

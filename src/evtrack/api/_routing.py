@@ -6,7 +6,7 @@ every prefix MLflow's clients use (``/api/2.0``, ``/ajax-api/2.0``, and the 3.0 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -14,6 +14,7 @@ from aiohttp import web
 from evtrack.permissions import Permission
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Locator = Callable[[web.Request], Awaitable[Sequence[str]]]
 
 
 @dataclass(frozen=True)
@@ -33,3 +34,12 @@ class Route:
     permission: Permission
     reads: tuple[str, ...] = ()
     prefixes: tuple[str, ...] | None = None
+    # How to find the resource the request names (see api._access); required for a
+    # permission on a resource type, so no such route can be registered unguarded.
+    resource: Locator | None = None
+
+    def __post_init__(self) -> None:
+        if self.permission.resource_type is not None and self.resource is None:
+            raise TypeError(
+                f"{self.method} {self.path} needs {self.permission.value} but names no resource"
+            )

@@ -23,6 +23,7 @@ import msgspec
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from evtrack.api._access import artifact_path
 from evtrack.api._routing import Route
 from evtrack.artifacts import (
     CHUNK_SIZE,
@@ -205,10 +206,36 @@ async def _aclose(chunks: AsyncIterator[bytes]) -> None:
 def artifact_routes() -> list[Route]:
     """The ``mlflow-artifacts`` proxy routes, relative to ``/api/2.0`` and ``/ajax-api/2.0``."""
     return [
-        Route("PUT", _FILE_PATH, upload_artifact, Permission.EXPERIMENT_EDIT, prefixes=_PREFIXES),
-        Route("GET", _FILE_PATH, download_artifact, Permission.EXPERIMENT_READ, prefixes=_PREFIXES),
-        Route("GET", _LIST_PATH, list_artifacts, Permission.EXPERIMENT_READ, prefixes=_PREFIXES),
         Route(
-            "DELETE", _FILE_PATH, delete_artifact, Permission.EXPERIMENT_EDIT, prefixes=_PREFIXES
+            "PUT",
+            _FILE_PATH,
+            upload_artifact,
+            Permission.EXPERIMENT_EDIT,
+            prefixes=_PREFIXES,
+            resource=artifact_path,
+        ),
+        Route(
+            "GET",
+            _FILE_PATH,
+            download_artifact,
+            Permission.EXPERIMENT_READ,
+            prefixes=_PREFIXES,
+            resource=artifact_path,
+        ),
+        Route(
+            "GET",
+            _LIST_PATH,
+            list_artifacts,
+            Permission.EXPERIMENT_READ,
+            prefixes=_PREFIXES,
+            resource=artifact_path,
+        ),
+        Route(
+            "DELETE",
+            _FILE_PATH,
+            delete_artifact,
+            Permission.EXPERIMENT_EDIT,
+            prefixes=_PREFIXES,
+            resource=artifact_path,
         ),
     ]

@@ -11,14 +11,17 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
+from evtrack.api._access import arg, forbidden, principal, run
 from evtrack.api._common import json_response, services
 from evtrack.api._requests import read_args
 from evtrack.api._routing import Route
 from evtrack.api._state import SERVICES
 from evtrack.application import LOG_START, LogPosition, audit
 from evtrack.domain import experiment_stream, parse_experiment_id, run_stream
-from evtrack.errors import invalid
+from evtrack.domain.auth import user_stream
+from evtrack.errors import invalid, not_found
 from evtrack.permissions import Permission
+from evtrack.queries import auth as auth_queries
 
 HEARTBEAT_S = 15.0
 POLL_S = 0.2
@@ -48,6 +51,21 @@ async def run_history(request: web.Request) -> web.Response:
             "events": await audit.stream_history(services(request).pool, run_stream(run_id)),
         }
     )
+
+
+async def user_history(request: web.Request) -> web.Response:
+    """A user's account history: creation, password and admin changes, tokens, grants (the
+    hashes redacted). Admins, or the user themself."""
+    args = await read_args(request)
+    username = args.required_string("username")
+    caller = await principal(request)
+    if not (caller.is_admin or caller.name == username):
+        raise forbidden()
+    key = await auth_queries.user_key(services(request).pool, username)
+    if key is None:
+        raise not_found(f"User with username={username} not found")
+    events = await audit.stream_history(services(request).pool, user_stream(key))
+    return json_response({"username": username, "events": events})
 
 
 async def experiment_history(request: web.Request) -> web.Response:
@@ -126,11 +144,26 @@ def audit_routes() -> list[Route]:
             model_history,
             model_read,
             reads=("registry",),
+            resource=arg("name"),
         ),
         Route(
-            "GET", f"{base}/registered-models/as-of", model_as_of, model_read, reads=("registry",)
+            "GET",
+            f"{base}/registered-models/as-of",
+            model_as_of,
+            model_read,
+            reads=("registry",),
+            resource=arg("name"),
         ),
-        Route("GET", f"{base}/runs/history", run_history, exp_read),
-        Route("GET", f"{base}/experiments/history", experiment_history, exp_read),
-        Route("GET", "/evtrack/events/stream", event_stream, model_read),
+        Route("GET", f"{base}/runs/history", run_history, exp_read, resource=run),
+        Route(
+            "GET", f"{base}/users/history", user_history, Permission.AUTHENTICATED, reads=("auth",)
+        ),
+        Route(
+            "GET",
+            f"{base}/experiments/history",
+            experiment_history,
+            exp_read,
+            resource=arg("experiment_id"),
+        ),
+        Route("GET", "/evtrack/events/stream", event_stream, Permission.ADMIN),
     ]

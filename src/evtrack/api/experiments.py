@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from evtrack.api._access import FILTERED, arg, everything, experiment_by_name, visible
 from evtrack.api._common import empty, execute, json_response, search_response, services
 from evtrack.api._requests import Args, read_args
 from evtrack.api._routing import Handler, Route
@@ -18,7 +19,7 @@ from evtrack.domain.commands import (
 )
 from evtrack.errors import invalid, not_found
 from evtrack.events import KeyValue
-from evtrack.permissions import Permission
+from evtrack.permissions import EXPERIMENT, Permission
 from evtrack.queries import experiments as queries
 from evtrack.search import compile_experiment_search
 
@@ -77,6 +78,7 @@ async def search(request: web.Request) -> web.Response:
         order_by=args.string_list("order_by"),
         max_results=1000 if max_results is None else max_results,
         page_token=args.string("page_token"),
+        visible=await visible(request, EXPERIMENT),
     )
     return await search_response(request, query, queries.get_experiments, "experiments")
 
@@ -137,15 +139,23 @@ def experiment_routes() -> list[Route]:
         Permission.EXPERIMENT_MANAGE,
     )
     base = "/mlflow/experiments"
+    experiment = arg("experiment_id")
     return [
-        Route("POST", f"{base}/create", create, Permission.NONE),
-        Route("GET", f"{base}/get", get, read, reads=EXPERIMENTS),
-        Route("GET", f"{base}/get-by-name", get_by_name, read, reads=EXPERIMENTS),
-        Route("POST", f"{base}/search", search, read, reads=EXPERIMENTS),
-        Route("GET", f"{base}/search", search, read, reads=EXPERIMENTS),
-        Route("POST", f"{base}/set-experiment-tag", set_tag, edit),
-        Route("POST", f"{base}/delete-experiment-tag", delete_tag, edit),
-        Route("POST", f"{base}/update", update, edit),
-        Route("POST", f"{base}/delete", _lifecycle(True), manage),
-        Route("POST", f"{base}/restore", _lifecycle(False), manage),
+        Route("POST", f"{base}/create", create, Permission.EXPERIMENT_CREATE, resource=everything),
+        Route("GET", f"{base}/get", get, read, reads=EXPERIMENTS, resource=experiment),
+        Route(
+            "GET",
+            f"{base}/get-by-name",
+            get_by_name,
+            read,
+            reads=EXPERIMENTS,
+            resource=experiment_by_name,
+        ),
+        Route("POST", f"{base}/search", search, read, reads=EXPERIMENTS, resource=FILTERED),
+        Route("GET", f"{base}/search", search, read, reads=EXPERIMENTS, resource=FILTERED),
+        Route("POST", f"{base}/set-experiment-tag", set_tag, edit, resource=experiment),
+        Route("POST", f"{base}/delete-experiment-tag", delete_tag, edit, resource=experiment),
+        Route("POST", f"{base}/update", update, edit, resource=experiment),
+        Route("POST", f"{base}/delete", _lifecycle(True), manage, resource=experiment),
+        Route("POST", f"{base}/restore", _lifecycle(False), manage, resource=experiment),
     ]

@@ -75,6 +75,14 @@ from graphql import (
     validate,
 )
 
+from evtrack.api._access import (
+    FILTERED,
+    access,
+    auth_enabled,
+    readable_experiment_ids,
+    require,
+    visible,
+)
 from evtrack.api._common import json_response, services, wait_fresh
 from evtrack.api._routing import Route
 from evtrack.api.artifacts import ARTIFACT_STORE, list_directory
@@ -82,7 +90,7 @@ from evtrack.api.run_artifacts import store_path
 from evtrack.artifacts import normalize_artifact_path
 from evtrack.domain import DOUBLE_MAX, parse_experiment_id
 from evtrack.errors import EvtrackError, invalid, not_found
-from evtrack.permissions import Permission
+from evtrack.permissions import REGISTERED_MODEL, Permission
 from evtrack.queries import experiments as experiment_queries
 from evtrack.queries import metric_samples
 from evtrack.queries import registry as registry_queries
@@ -648,8 +656,24 @@ def _input(args: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
+async def _require_runs(info: GraphQLResolveInfo, run_ids: list[str]) -> None:
+    """READ on the experiment of every run named (a no-op with authentication off)."""
+    request = _context(info).request
+    if not auth_enabled(request):
+        return
+    control = access(request)
+    experiments = set()
+    for run_id in run_ids:
+        found = await control.experiment_of_run(run_id)
+        if found is None:
+            raise not_found(f"Run with id={run_id} not found")
+        experiments.add(found)
+    await require(request, Permission.EXPERIMENT_READ, sorted(experiments))
+
+
 async def _get_experiment(_root: Any, info: GraphQLResolveInfo, **args: Any) -> dict[str, Any]:
     experiment_id = parse_experiment_id(_input(args).get("experimentId") or "")
+    await require(_context(info).request, Permission.EXPERIMENT_READ, [str(experiment_id)])
     found = await experiment_queries.get_experiments(_context(info).pool, [experiment_id])
     if not found:
         raise not_found(f"No Experiment with id={experiment_id} exists")
@@ -659,6 +683,7 @@ async def _get_experiment(_root: Any, info: GraphQLResolveInfo, **args: Any) -> 
 async def _get_run(_root: Any, info: GraphQLResolveInfo, **args: Any) -> dict[str, Any]:
     data = _input(args)
     run_id = data.get("runId") or data.get("runUuid") or ""
+    await _require_runs(info, [run_id])
     found = await run_queries.get_runs(_context(info).pool, [run_id])
     if not found:
         raise not_found(f"Run with id={run_id} not found")
@@ -675,8 +700,12 @@ async def _search_runs(_root: Any, info: GraphQLResolveInfo, **args: Any) -> dic
             f"Invalid value {max_results} for parameter 'max_results' supplied. "
             f"It must be at most {SEARCH_MAX_RESULTS_THRESHOLD}"
         )
+    requested = [str(parse_experiment_id(e)) for e in data.get("experimentIds") or []]
+    readable = await readable_experiment_ids(_context(info).request, requested)
+    if requested and not readable:
+        return {"runs": [], "nextPageToken": None}
     query = compile_run_search(
-        experiment_ids=[parse_experiment_id(e) for e in data.get("experimentIds") or []],
+        experiment_ids=[int(e) for e in readable],
         view_type=data.get("runViewType") or "ACTIVE_ONLY",
         filter_string=data.get("filter"),
         order_by=[o for o in data.get("orderBy") or [] if o is not None],
@@ -699,6 +728,9 @@ async def _run_experiment(root: Any, info: GraphQLResolveInfo) -> dict[str, Any]
 
 async def _run_model_versions(root: Any, info: GraphQLResolveInfo) -> list[dict[str, Any]]:
     found = await _context(info).run_versions.load(root["info"]["runId"])
+    view = await visible(_context(info).request, REGISTERED_MODEL)
+    if view is not None:
+        found = [v for v in found or [] if view.allows(v.name)]
     versions: list[dict[str, Any]] = _camel(found or [])
     return versions
 
@@ -719,6 +751,7 @@ async def _metric_history_bulk_interval(
             f"end_step={end}."
         )
     run_ids = [r for r in data.get("runIds") or [] if r is not None]
+    await _require_runs(info, run_ids)
     points = await metric_samples.metric_history_sampled(
         _context(info).pool,
         run_ids,
@@ -736,6 +769,7 @@ async def _list_artifacts(_root: Any, info: GraphQLResolveInfo, **args: Any) -> 
     sub = normalize_artifact_path(path, allow_root=True) if path is not None else ""
     run_id = data.get("runId") or data.get("runUuid") or ""
     context = _context(info)
+    await _require_runs(info, [run_id])
     run = await run_queries.get_run_info(context.pool, run_id)
     if run is None:
         raise not_found(f"Run with id={run_id} not found")
@@ -763,6 +797,7 @@ async def _search_model_versions(
         order_by=[o for o in data.get("orderBy") or [] if o is not None],
         max_results=data.get("maxResults"),
         page_token=data.get("pageToken") or None,
+        visible=await visible(_context(info).request, REGISTERED_MODEL),
     )
     pool = _context(info).pool
     rows = await pool.fetch(query.sql, *query.args)
@@ -992,8 +1027,8 @@ async def graphql_handler(request: web.Request) -> web.Response:
 def graphql_routes() -> list[Route]:
     read = Permission.EXPERIMENT_READ
     return [
-        Route("POST", "/graphql", graphql_handler, read, prefixes=("",)),
-        Route("GET", "/graphql", graphql_handler, read, prefixes=("",)),
+        Route("POST", "/graphql", graphql_handler, read, prefixes=("",), resource=FILTERED),
+        Route("GET", "/graphql", graphql_handler, read, prefixes=("",), resource=FILTERED),
     ]
 
 

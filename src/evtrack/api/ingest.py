@@ -20,14 +20,15 @@ import numpy as np
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from evtrack.api._access import IN_HANDLER, access, auth_enabled, require
 from evtrack.api._common import execute, json_response, services
 from evtrack.api._routing import Route
-from evtrack.domain import DOUBLE_MAX
+from evtrack.domain import DOUBLE_MAX, parse_experiment_id
 from evtrack.domain.commands import EndRun, Ingest, PackedPoints, StartRun
 from evtrack.domain.commands import IngestRecord as DomainRecord
 from evtrack.errors import ErrorCode, EvtrackError, invalid
 from evtrack.events import KeyValue
-from evtrack.permissions import Permission
+from evtrack.permissions import WILDCARD, Permission
 from evtrack.wire.ingest import (
     MSGPACK,
     NDJSON,
@@ -230,13 +231,55 @@ async def ingest(request: web.Request) -> web.Response:
         if services(request).ingest_lag() > gate.limits.max_projection_lag_events:
             raise gate.busy(lagging)
         content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        summary = await execute(request, _command(_decode(content_type, body)))
+        command = await _authorized(request, _command(_decode(content_type, body)))
+        summary = await execute(request, command)
         return json_response(summary)
+
+
+async def _authorized(request: web.Request, command: Ingest) -> Ingest:
+    """Check EDIT on the experiment of every run the request touches (CREATE where it
+    starts a run in a new experiment by name), and tell the decision what was assumed.
+
+    The read models may not show a run created a moment ago; the decision, which sees the
+    runs as they are, refuses the request (503, retry) if a run is not where it was assumed.
+    Nothing here waits for the read models: ingest must keep going while they catch up.
+    """
+    if not auth_enabled(request):
+        return command
+    control = access(request)
+    starts: dict[str, StartRun | None] = {}
+    for record in command.records:
+        if starts.get(record.run_id) is None:
+            starts[record.run_id] = record.start
+    authorized: dict[str, int | None] = {}
+    editable: set[str] = set()
+    creates = False
+    for run_id, start in starts.items():
+        found = await control.experiment_of_run(run_id, wait=False)
+        if found is None and start is not None:
+            if start.experiment_id is not None:
+                found = str(parse_experiment_id(start.experiment_id))
+            elif start.experiment_name is not None:
+                found = await control.experiment_named(start.experiment_name, wait=False)
+                creates = creates or found is None
+        authorized[run_id] = None if found is None else int(found)
+        if found is not None:
+            editable.add(found)
+    await require(request, Permission.EXPERIMENT_EDIT, sorted(editable))
+    if creates:
+        await require(request, Permission.EXPERIMENT_CREATE, [WILDCARD])
+    return msgspec.structs.replace(command, authorized=authorized)
 
 
 def ingest_routes() -> list[Route]:
     return [
+        # Every run the body names is checked in the handler (see _authorized).
         Route(
-            "POST", "/evtrack/ingest", ingest, Permission.EXPERIMENT_EDIT, prefixes=("/api/2.0",)
+            "POST",
+            "/evtrack/ingest",
+            ingest,
+            Permission.EXPERIMENT_EDIT,
+            prefixes=("/api/2.0",),
+            resource=IN_HANDLER,
         ),
     ]

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from evtrack.api._access import FILTERED, arg, logged_model, readable_experiment_ids, run
 from evtrack.api._common import (
     empty,
     execute,
@@ -210,8 +211,12 @@ async def search(request: web.Request) -> web.Response:
     args = await read_args(request)
     if args.fields.get("experiment_ids") is None:
         raise _missing("experiment_ids")
+    requested = args.string_list("experiment_ids")
+    readable = await readable_experiment_ids(request, requested)
+    if requested and not readable:
+        return json_response({})  # none the caller may read: filtered, no 403
     query = compile_logged_model_search(
-        experiment_ids=args.string_list("experiment_ids"),
+        experiment_ids=readable,
         filter_string=args.string("filter") or None,
         datasets=args.array("datasets") or None,
         order_by=args.array("order_by") or None,
@@ -293,15 +298,22 @@ def logged_model_routes() -> list[Route]:
     read, edit = Permission.EXPERIMENT_READ, Permission.EXPERIMENT_EDIT
     one = f"{_BASE}/{{model_id}}"
     return [
-        Route("POST", _BASE, create, edit),
-        Route("POST", f"{_BASE}/search", search, read, reads=LOGGED_MODELS),
-        Route("GET", one, get, read, reads=LOGGED_MODELS),
-        Route("PATCH", one, finalize, edit),
-        Route("DELETE", one, delete, edit),
-        Route("PATCH", f"{one}/tags", set_tags, edit),
-        Route("DELETE", f"{one}/tags/{{tag_key:.+}}", delete_tag, edit),
-        Route("POST", f"{one}/params", log_params, edit),
-        Route("GET", f"{one}/artifacts/directories", list_artifacts, read, reads=LOGGED_MODELS),
+        Route("POST", _BASE, create, edit, resource=arg("experiment_id")),
+        Route("POST", f"{_BASE}/search", search, read, reads=LOGGED_MODELS, resource=FILTERED),
+        Route("GET", one, get, read, reads=LOGGED_MODELS, resource=logged_model),
+        Route("PATCH", one, finalize, edit, resource=logged_model),
+        Route("DELETE", one, delete, edit, resource=logged_model),
+        Route("PATCH", f"{one}/tags", set_tags, edit, resource=logged_model),
+        Route("DELETE", f"{one}/tags/{{tag_key:.+}}", delete_tag, edit, resource=logged_model),
+        Route("POST", f"{one}/params", log_params, edit, resource=logged_model),
+        Route(
+            "GET",
+            f"{one}/artifacts/directories",
+            list_artifacts,
+            read,
+            reads=LOGGED_MODELS,
+            resource=logged_model,
+        ),
         Route(
             "GET",
             f"{one}/artifacts/files",
@@ -309,6 +321,7 @@ def logged_model_routes() -> list[Route]:
             read,
             reads=LOGGED_MODELS,
             prefixes=("/ajax-api/2.0",),
+            resource=logged_model,
         ),
-        Route("POST", "/mlflow/runs/log-model", log_model, edit),
+        Route("POST", "/mlflow/runs/log-model", log_model, edit, resource=run),
     ]

@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from evtrack.api._access import run, runs
 from evtrack.api._common import json_response, services
 from evtrack.api._requests import read_args
 from evtrack.api._routing import Route
@@ -148,13 +149,14 @@ async def get_history_bulk(request: web.Request) -> web.Response:
 def metric_routes() -> list[Route]:
     read = Permission.EXPERIMENT_READ
     return [
-        Route("GET", "/mlflow/metrics/get-history", get_history, read, reads=METRICS),
+        Route("GET", "/mlflow/metrics/get-history", get_history, read, reads=METRICS, resource=run),
         Route(
             "GET",
             "/mlflow/metrics/get-history-bulk-interval",
             get_history_bulk_interval,
             read,
             reads=METRICS,
+            resource=runs("run_ids"),
         ),
         Route(
             "GET",
@@ -162,6 +164,7 @@ def metric_routes() -> list[Route]:
             get_history_bulk,
             read,
             reads=METRICS,
+            resource=runs("run_id"),
             prefixes=("/ajax-api/2.0",),
         ),
     ]

@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from evtrack.api._access import FILTERED, arg, everything, visible
 from evtrack.api._common import (
     empty,
     execute,
@@ -42,7 +43,7 @@ from evtrack.domain.registry_commands import (
 )
 from evtrack.errors import invalid, not_found
 from evtrack.events import KeyValue
-from evtrack.permissions import Permission
+from evtrack.permissions import REGISTERED_MODEL, Permission
 from evtrack.queries import registry as queries
 from evtrack.search import (
     compile_model_version_search,
@@ -138,6 +139,7 @@ async def search_registered_models(request: web.Request) -> web.Response:
         order_by=args.string_list("order_by"),
         max_results=100 if max_results is None else max_results,
         page_token=args.string("page_token"),
+        visible=await visible(request, REGISTERED_MODEL),
     )
     return await search_response(request, query, queries.registered_models, "registered_models")
 
@@ -254,6 +256,7 @@ async def search_model_versions(request: web.Request) -> web.Response:
         order_by=args.string_list("order_by"),
         max_results=10000 if max_results is None else max_results,
         page_token=args.string("page_token"),
+        visible=await visible(request, REGISTERED_MODEL),
     )
     return await search_response(
         request, query, queries.model_versions, "model_versions", row_key=lambda r: (r[0], r[1])
@@ -383,29 +386,56 @@ def registry_routes() -> list[Route]:
     read, edit, manage = Permission.MODEL_READ, Permission.MODEL_EDIT, Permission.MODEL_MANAGE
     rm, mv = "/mlflow/registered-models", "/mlflow/model-versions"
     approvals = "/evtrack/registry/transition-requests"
+    model = arg("name")
     return [
-        Route("POST", f"{rm}/create", create_registered_model, Permission.NONE),
-        Route("GET", f"{rm}/get", get_registered_model, read, reads=REGISTRY),
-        Route("POST", f"{rm}/rename", rename_registered_model, manage),
-        Route("PATCH", f"{rm}/update", update_registered_model, edit),
-        Route("DELETE", f"{rm}/delete", delete_registered_model, manage),
-        Route("GET", f"{rm}/search", search_registered_models, read, reads=REGISTRY),
-        Route("POST", f"{rm}/get-latest-versions", get_latest_versions, read, reads=REGISTRY),
-        Route("GET", f"{rm}/get-latest-versions", get_latest_versions, read, reads=REGISTRY),
-        Route("POST", f"{rm}/set-tag", set_registered_model_tag, edit),
-        Route("DELETE", f"{rm}/delete-tag", delete_registered_model_tag, edit),
-        Route("POST", f"{rm}/alias", set_alias, edit),
-        Route("DELETE", f"{rm}/alias", delete_alias, edit),
-        Route("GET", f"{rm}/alias", get_by_alias, read, reads=REGISTRY),
-        Route("POST", f"{mv}/create", create_model_version, edit),
-        Route("GET", f"{mv}/get", get_model_version, read, reads=REGISTRY),
-        Route("PATCH", f"{mv}/update", update_model_version, edit),
-        Route("DELETE", f"{mv}/delete", delete_model_version, manage),
-        Route("GET", f"{mv}/search", search_model_versions, read, reads=REGISTRY),
-        Route("GET", f"{mv}/get-download-uri", get_download_uri, read, reads=REGISTRY),
-        Route("POST", f"{mv}/transition-stage", transition_stage, manage),
-        Route("POST", f"{mv}/set-tag", set_model_version_tag, edit),
-        Route("DELETE", f"{mv}/delete-tag", delete_model_version_tag, edit),
+        Route(
+            "POST",
+            f"{rm}/create",
+            create_registered_model,
+            Permission.MODEL_CREATE,
+            resource=everything,
+        ),
+        Route("GET", f"{rm}/get", get_registered_model, read, reads=REGISTRY, resource=model),
+        Route("POST", f"{rm}/rename", rename_registered_model, manage, resource=model),
+        Route("PATCH", f"{rm}/update", update_registered_model, edit, resource=model),
+        Route("DELETE", f"{rm}/delete", delete_registered_model, manage, resource=model),
+        Route(
+            "GET", f"{rm}/search", search_registered_models, read, reads=REGISTRY, resource=FILTERED
+        ),
+        Route(
+            "POST",
+            f"{rm}/get-latest-versions",
+            get_latest_versions,
+            read,
+            reads=REGISTRY,
+            resource=model,
+        ),
+        Route(
+            "GET",
+            f"{rm}/get-latest-versions",
+            get_latest_versions,
+            read,
+            reads=REGISTRY,
+            resource=model,
+        ),
+        Route("POST", f"{rm}/set-tag", set_registered_model_tag, edit, resource=model),
+        Route("DELETE", f"{rm}/delete-tag", delete_registered_model_tag, edit, resource=model),
+        Route("POST", f"{rm}/alias", set_alias, edit, resource=model),
+        Route("DELETE", f"{rm}/alias", delete_alias, edit, resource=model),
+        Route("GET", f"{rm}/alias", get_by_alias, read, reads=REGISTRY, resource=model),
+        Route("POST", f"{mv}/create", create_model_version, edit, resource=model),
+        Route("GET", f"{mv}/get", get_model_version, read, reads=REGISTRY, resource=model),
+        Route("PATCH", f"{mv}/update", update_model_version, edit, resource=model),
+        Route("DELETE", f"{mv}/delete", delete_model_version, manage, resource=model),
+        Route(
+            "GET", f"{mv}/search", search_model_versions, read, reads=REGISTRY, resource=FILTERED
+        ),
+        Route(
+            "GET", f"{mv}/get-download-uri", get_download_uri, read, reads=REGISTRY, resource=model
+        ),
+        Route("POST", f"{mv}/transition-stage", transition_stage, manage, resource=model),
+        Route("POST", f"{mv}/set-tag", set_model_version_tag, edit, resource=model),
+        Route("DELETE", f"{mv}/delete-tag", delete_model_version_tag, edit, resource=model),
         Route(
             "GET",
             "/model-versions/get-artifact",
@@ -413,10 +443,18 @@ def registry_routes() -> list[Route]:
             read,
             reads=REGISTRY,
             prefixes=("",),
+            resource=model,
         ),
-        Route("POST", f"{approvals}/create", request_transition, edit),
-        Route("POST", f"{approvals}/approve", _decision("approve"), manage),
-        Route("POST", f"{approvals}/reject", _decision("reject"), manage),
-        Route("POST", f"{approvals}/cancel", _decision("cancel"), edit),
-        Route("GET", f"{approvals}/list", list_transition_requests, read, reads=REGISTRY),
+        Route("POST", f"{approvals}/create", request_transition, edit, resource=model),
+        Route("POST", f"{approvals}/approve", _decision("approve"), manage, resource=model),
+        Route("POST", f"{approvals}/reject", _decision("reject"), manage, resource=model),
+        Route("POST", f"{approvals}/cancel", _decision("cancel"), edit, resource=model),
+        Route(
+            "GET",
+            f"{approvals}/list",
+            list_transition_requests,
+            read,
+            reads=REGISTRY,
+            resource=model,
+        ),
     ]

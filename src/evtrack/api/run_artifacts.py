@@ -10,6 +10,7 @@ import posixpath
 
 from aiohttp import web
 
+from evtrack.api._access import run
 from evtrack.api._common import json_response, services
 from evtrack.api._requests import read_args
 from evtrack.api._routing import Route
@@ -98,6 +99,16 @@ async def stream_artifact(request: web.Request, store_path: str) -> web.StreamRe
 def run_artifact_routes() -> list[Route]:
     read = Permission.EXPERIMENT_READ
     return [
-        Route("GET", "/mlflow/artifacts/list", list_run_artifacts, read, reads=("runs",)),
-        Route("GET", "/get-artifact", get_artifact, read, reads=("runs",), prefixes=("",)),
+        Route(
+            "GET", "/mlflow/artifacts/list", list_run_artifacts, read, reads=("runs",), resource=run
+        ),
+        Route(
+            "GET",
+            "/get-artifact",
+            get_artifact,
+            read,
+            reads=("runs",),
+            prefixes=("",),
+            resource=run,
+        ),
     ]

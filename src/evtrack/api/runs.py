@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from evtrack.api import _plain_batch as plain_batch
+from evtrack.api._access import FILTERED, arg, readable_experiment_ids, run
 from evtrack.api._common import (
     empty,
     execute,
@@ -147,7 +148,7 @@ async def create(request: web.Request) -> web.Response:
     # after the write could not show what was written, and the client's retry would
     # create a second one.
     await wait_fresh(request, *RUNS)
-    run_id = await execute(request, command, declared_user=user_id or None)
+    run_id = await execute(request, command)
     return json_response({"run": await _render_run(request, run_id)})
 
 
@@ -319,6 +320,10 @@ async def log_outputs(request: web.Request) -> web.Response:
 async def search(request: web.Request) -> web.Response:
     args = await read_args(request)
     experiment_ids = [parse_experiment_id(e) for e in args.array("experiment_ids")]
+    readable = await readable_experiment_ids(request, [str(e) for e in experiment_ids])
+    if experiment_ids and not readable:
+        return json_response({})  # none the caller may read: MLflow filters, no 403
+    experiment_ids = [e for e in experiment_ids if str(e) in readable]
     max_results = args.integer("max_results")
     query = compile_run_search(
         experiment_ids=experiment_ids,
@@ -336,18 +341,18 @@ def run_routes() -> list[Route]:
     read, edit = Permission.EXPERIMENT_READ, Permission.EXPERIMENT_EDIT
     base = "/mlflow/runs"
     return [
-        Route("POST", f"{base}/create", create, edit),
-        Route("GET", f"{base}/get", get, read, reads=RUNS),
-        Route("POST", f"{base}/update", update, edit),
-        Route("POST", f"{base}/delete", _lifecycle(True), edit),
-        Route("POST", f"{base}/restore", _lifecycle(False), edit),
-        Route("POST", f"{base}/log-metric", log_metric, edit),
-        Route("POST", f"{base}/log-parameter", log_param, edit),
-        Route("POST", f"{base}/set-tag", set_tag, edit),
-        Route("POST", f"{base}/delete-tag", delete_tag, edit),
-        Route("POST", f"{base}/log-batch", log_batch, edit),
-        Route("POST", f"{base}/log-inputs", log_inputs, edit),
-        Route("POST", f"{base}/outputs", log_outputs, edit),
-        Route("POST", f"{base}/search", search, read, reads=RUNS),
-        Route("GET", f"{base}/search", search, read, reads=RUNS),
+        Route("POST", f"{base}/create", create, edit, resource=arg("experiment_id")),
+        Route("GET", f"{base}/get", get, read, reads=RUNS, resource=run),
+        Route("POST", f"{base}/update", update, edit, resource=run),
+        Route("POST", f"{base}/delete", _lifecycle(True), edit, resource=run),
+        Route("POST", f"{base}/restore", _lifecycle(False), edit, resource=run),
+        Route("POST", f"{base}/log-metric", log_metric, edit, resource=run),
+        Route("POST", f"{base}/log-parameter", log_param, edit, resource=run),
+        Route("POST", f"{base}/set-tag", set_tag, edit, resource=run),
+        Route("POST", f"{base}/delete-tag", delete_tag, edit, resource=run),
+        Route("POST", f"{base}/log-batch", log_batch, edit, resource=run),
+        Route("POST", f"{base}/log-inputs", log_inputs, edit, resource=run),
+        Route("POST", f"{base}/outputs", log_outputs, edit, resource=run),
+        Route("POST", f"{base}/search", search, read, reads=RUNS, resource=FILTERED),
+        Route("GET", f"{base}/search", search, read, reads=RUNS, resource=FILTERED),
     ]

@@ -15,6 +15,7 @@ class Context:
     """
 
     principal: str
+    claimed_principal: str | None = None  # unverified, only with authentication off
     request_id: str | None = None
     client: str | None = None
     idempotency_key: str | None = None

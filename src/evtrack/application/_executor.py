@@ -48,7 +48,10 @@ class CommandExecutor:
         except ConstraintViolation as exc:  # a value built while checking, e.g. points
             raise invalid(f"Invalid value: {exc}") from None
         metadata = Metadata(
-            actor=context.principal, request_id=context.request_id, client=context.client
+            actor=context.principal,
+            request_id=context.request_id,
+            client=context.client,
+            claimed_actor=context.claimed_principal,
         )
         key = self._key(command, context)
         attempt = 0
@@ -75,11 +78,17 @@ class CommandExecutor:
     @staticmethod
     def _key(command: Command, context: Context) -> IdempotencyKey | None:
         if context.idempotency_key:
-            # Scoped by route, not by caller: a job's spool may be delivered later by
-            # `evtrack sync` under other credentials, and its resends must be recognised.
-            return IdempotencyKey.from_parts(context.scope, context.idempotency_key, derived=False)
+            # Scoped by caller and route: one user's key can never fetch another's answer,
+            # nor stop another's write. (A spool must be delivered under the credentials
+            # that wrote it, which `evtrack sync` does when given the same ones.)
+            return IdempotencyKey.from_parts(
+                context.principal, context.scope, context.idempotency_key, derived=False
+            )
         if command.replay_safe():
             return IdempotencyKey.from_parts(
-                context.principal, type(command).__name__, _encoder.encode(command), derived=True
+                context.principal,
+                type(command).__name__,
+                _encoder.encode(command.key_content()),
+                derived=True,
             )
         return None

@@ -19,7 +19,7 @@ from evtrack.domain import (
 )
 from evtrack.errors import invalid, not_found
 from evtrack.eventlog import Executor, RecordedEvent, read_stream_history
-from evtrack.events import RunDataLogged
+from evtrack.events import SECRET_FIELDS, RunDataLogged
 from evtrack.events.arrays import metric_arrays
 
 
@@ -42,6 +42,8 @@ def describe(record: RecordedEvent) -> dict[str, Any]:
         if record.event is not None
         else {}
     )
+    for secret in SECRET_FIELDS.intersection(change):
+        change[secret] = "REDACTED"  # credentials never leave the log
     if isinstance(record.event, RunDataLogged):
         arrays = metric_arrays(record.event)
         change.pop("packed_metrics", None)
@@ -62,6 +64,9 @@ def describe(record: RecordedEvent) -> dict[str, Any]:
         entry["request_id"] = meta["request_id"]
     if meta.get("client"):
         entry["client"] = meta["client"]
+    if meta.get("claimed_actor"):
+        # With authentication off: who the request said it was, never verified.
+        entry["claimed_actor"] = meta["claimed_actor"]
     return entry
 
 

@@ -3,6 +3,8 @@
 from evtrack.domain import (
     _logged_model_planning,  # noqa: F401  (registers the logged-model planners)
     _registry_planning,  # noqa: F401  (registers the registry planners)
+    auth,  # noqa: F401  (registers the user and permission planners)
+    auth_commands,
     commands,
     logged_model_commands,
     registry_commands,
@@ -47,6 +49,7 @@ __all__ = [
     "RegisteredModelState",
     "Rules",
     "RunState",
+    "auth_commands",
     "commands",
     "decode_experiment",
     "decode_run",

@@ -10,7 +10,7 @@ however many points it carries.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,7 +27,7 @@ from evtrack.domain._validation import (
     validate_run_id,
 )
 from evtrack.domain.commands import EndRun, IngestRecord, IngestSummary, PackedPoints, StartRun
-from evtrack.errors import invalid, not_found
+from evtrack.errors import ErrorCode, EvtrackError, invalid, not_found
 from evtrack.eventlog import UnitOfWork
 from evtrack.events import Event, KeyValue, PackedMetrics
 from evtrack.events.arrays import F64, I64, U32, pack
@@ -212,7 +212,23 @@ def _checked_data(records: Sequence[IngestRecord]) -> tuple[dict[str, RunBatch],
     return grouped, IngestSummary(len(runs), points, n_params, n_tags)
 
 
-async def apply_ingest(uow: UnitOfWork, plan: IngestPlan, *, artifact_root: str) -> None:
+def _not_authorized(run_id: str) -> EvtrackError:
+    # The authorization was made on read models that had not caught up: retry after they do.
+    return EvtrackError(
+        ErrorCode.TEMPORARILY_UNAVAILABLE,
+        f"Run {run_id} is not in the experiment this request was authorized for, or is not "
+        "visible to authorization yet; retry shortly.",
+        headers={"Retry-After": "1"},
+    )
+
+
+async def apply_ingest(
+    uow: UnitOfWork,
+    plan: IngestPlan,
+    *,
+    artifact_root: str,
+    authorized: Mapping[str, int | None] | None = None,
+) -> None:
     """Decide the whole request against the heads of the streams it touches, read at once.
 
     Every run's head is read (and held) in one statement and every experiment's in another;
@@ -230,6 +246,7 @@ async def apply_ingest(uow: UnitOfWork, plan: IngestPlan, *, artifact_root: str)
         elif run_id not in plan.starts:
             raise not_found(f"Run with id={run_id} not found")
     by_name: dict[str, int] = {}
+    created_by_name: set[int] = set()
     wanted: dict[str, int] = {}
     for run_id, (experiment_id, start) in plan.starts.items():
         if run_id in runs:
@@ -238,11 +255,24 @@ async def apply_ingest(uow: UnitOfWork, plan: IngestPlan, *, artifact_root: str)
             assert start.experiment_name is not None
             name = start.experiment_name
             if name not in by_name:
+                existed = await uow.name_owner(tracking.EXPERIMENT_NAMES, name) is not None
                 by_name[name] = await tracking.experiment_id_for_name(
                     uow, name, artifact_root=artifact_root
                 )
+                if not existed:
+                    created_by_name.add(by_name[name])
             experiment_id = by_name[name]
         wanted[run_id] = experiment_id
+    if authorized is not None:
+        for run_id in run_ids:
+            actual = runs[run_id].experiment_id if run_id in runs else wanted[run_id]
+            if run_id not in authorized:
+                raise _not_authorized(run_id)
+            expected = authorized[run_id]
+            if expected is None and actual not in created_by_name:
+                raise _not_authorized(run_id)
+            if expected is not None and expected != actual:
+                raise _not_authorized(run_id)
     experiment_ids = sorted({*wanted.values(), *(r.experiment_id for r in runs.values())})
     experiment_heads = await uow.heads([agg.experiment_stream(e) for e in experiment_ids])
     experiments: dict[int, agg.ExperimentState] = {}

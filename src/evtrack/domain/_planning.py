@@ -219,7 +219,7 @@ def _ingest(c: Ingest, rules: Rules) -> Work:
     checked = plan_ingest(c.records)
 
     async def work(uow: UnitOfWork) -> IngestSummary:
-        await apply_ingest(uow, checked, artifact_root=ARTIFACT_ROOT)
+        await apply_ingest(uow, checked, artifact_root=ARTIFACT_ROOT, authorized=c.authorized)
         return checked.summary
 
     return work

@@ -29,6 +29,11 @@ class Command(msgspec.Struct, frozen=True, kw_only=True):
     def replay_safe(self) -> bool:
         return False
 
+    def key_content(self) -> Command:
+        """What a derived idempotency key is computed from: the command as the client sent
+        it, without what the server added (a retry must get the same key)."""
+        return self
+
 
 # --- experiments ---------------------------------------------------------------------------
 
@@ -217,6 +222,13 @@ class Ingest(Command, frozen=True, kw_only=True):
     result_type: ClassVar[type[Any]] = IngestSummary
 
     records: list[IngestRecord]
+    # With authentication on: the experiment each run was authorized in (None: a new
+    # experiment created by name). The decision checks the runs are where the caller was
+    # allowed to write, so a check made on possibly stale read models cannot be tricked.
+    authorized: dict[str, int | None] | None = None
+
+    def key_content(self) -> Command:
+        return msgspec.structs.replace(self, authorized=None)
 
     def replay_safe(self) -> bool:
         return True

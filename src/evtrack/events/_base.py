@@ -48,6 +48,9 @@ class Metadata(msgspec.Struct, frozen=True, omit_defaults=True):
     actor: str
     request_id: str | None = None
     client: str | None = None
+    # With authentication off, the name a request claims (a Basic user or X-Evtrack-User
+    # header): kept as an unverified note, never as the actor.
+    claimed_actor: str | None = None
 
 
 def upcaster(type_name: str, from_version: int) -> Callable[[Upcaster], Upcaster]:

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from evtrack.errors import EvtrackError, invalid
+from evtrack.permissions import Visibility
 from evtrack.search._filter import (
     NUMERIC_COMPARATORS,
     STRING_COMPARATORS,
@@ -64,6 +65,7 @@ from evtrack.search._sql import (
     _Params,
     _scalar,
     _texts,
+    visibility_condition,
 )
 
 IS_PROMPT_TAG_KEY: Final = "mlflow.prompt.is_prompt"
@@ -385,6 +387,7 @@ def compile_registered_model_search(
     order_by: Sequence[str] | None,
     max_results: int | None,
     page_token: str | None,
+    visible: Visibility | None = None,
 ) -> SqlQuery:
     """Compile ``registered-models/search`` to a query selecting ``model_key`` in MLflow's order.
 
@@ -410,6 +413,8 @@ def compile_registered_model_search(
             where.append(_scalar(column, clause.comparator, _texts(clause.value), params))
     if exclude_prompts:
         where.append(_prompt_exclusion(tags, "p.model_key = m.model_key", params))
+    if (allowed := visibility_condition("m.name", visible, params)) is not None:
+        where.append(allowed)
     sql = "\n".join(
         [
             "SELECT m.model_key",
@@ -426,6 +431,7 @@ def compile_model_version_search(
     order_by: Sequence[str] | None,
     max_results: int | None,
     page_token: str | None,
+    visible: Visibility | None = None,
 ) -> SqlQuery:
     """Compile ``model-versions/search`` to a query selecting ``(model_key, version)`` in
     MLflow's order. Deleted versions are never returned.
@@ -457,6 +463,8 @@ def compile_model_version_search(
             where.append(_scalar(column, clause.comparator, _texts(clause.value), params))
     if exclude_prompts:
         where.append(_prompt_exclusion(tags, "p.model_key = v.model_key", params))
+    if (allowed := visibility_condition("v.name", visible, params)) is not None:
+        where.append(allowed)
     # (name, version) is unique among live versions; model_key only guards pagination if a
     # projection ever shows two live models under one name.
     terms = _order_terms(order, _MODEL_VERSION_ORDER_COLUMNS) + ', v.model_key COLLATE "C" ASC'

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from evtrack.errors import invalid
+from evtrack.permissions import Visibility
 from evtrack.search._filter import (
     INT64_MAX,
     INT64_MIN,
@@ -79,6 +80,26 @@ class SqlQuery:
     limit: int
     token_scope: LoggedModelTokenScope | None = None
     order_by: str | None = None
+
+
+def visibility_condition(
+    column: str, visible: Visibility | None, params: _Params, *, numeric: bool = False
+) -> str | None:
+    """The SQL condition that keeps only what the caller may read (None: no condition)."""
+    if visible is None or visible.everything:
+        return None
+    cast = "::bigint[]" if numeric else "::text[]"
+
+    def values(ids: frozenset[str]) -> list[int] | list[str]:
+        return _ids(ids) if numeric else sorted(ids)
+
+    if visible.include is not None:
+        return f"{column} = ANY({params.add(values(visible.include), cast)})"
+    return f"{column} <> ALL({params.add(values(visible.exclude), cast)})"
+
+
+def _ids(values: frozenset[str]) -> list[int]:
+    return sorted(int(v) for v in values if v.isdigit())
 
 
 class _Params:
@@ -230,8 +251,10 @@ def compile_experiment_search(
     order_by: Sequence[str],
     max_results: int,
     page_token: str | None,
+    visible: Visibility | None = None,
 ) -> SqlQuery:
-    """Compile ``experiments/search`` to a query selecting ``experiment_id`` in MLflow's order."""
+    """Compile ``experiments/search`` to a query selecting ``experiment_id`` in MLflow's order;
+    ``visible`` narrows it to the experiments the caller may read."""
     _check_experiment_max_results(max_results)
     stages = _view_stages(view_type)
     clauses = parse_experiment_filter(filter_string)
@@ -243,6 +266,10 @@ def compile_experiment_search(
     if len(stages) == 1:
         where.append(f"e.lifecycle_stage = {params.add(stages[0], '::text')}")
     where.extend(_experiment_condition(clause, params) for clause in clauses)
+    if (
+        allowed := visibility_condition("e.experiment_id", visible, params, numeric=True)
+    ) is not None:
+        where.append(allowed)
     sql = "\n".join(
         [
             "SELECT e.experiment_id",
