@@ -29,7 +29,7 @@ def test_notifications_from_other_processes_ring_by_type_and_by_name() -> None:
     runtime = ProjectorRuntime("postgresql://unused", all_projections())
     other = json.dumps({"from": "another-process", "types": ["ExperimentCreated"]})
     runtime._on_notify(other)
-    assert _rung(runtime) == {"experiments"}
+    assert _rung(runtime) == {"experiments", "auth"}  # the creator becomes its owner
     runtime._on_notify(runtime.doorbell_payload(["ExperimentCreated"]))
     assert _rung(runtime) == set()  # its own NOTIFY: those bells were rung locally already
     runtime._on_notify(json.dumps({"from": "freshness", "projections": ["registry"]}))
