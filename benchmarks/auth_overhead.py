@@ -102,26 +102,27 @@ class Contender:
     def call(self, kind: str) -> float:
         url = self.server.url
         t0 = time.perf_counter()
-        if kind == "log-metric":
-            self.step += 1
-            resp = self.session.post(
-                f"{url}/api/2.0/mlflow/runs/log-metric",
-                json={
-                    "run_id": self.run_id,
-                    "key": "m",
-                    "value": 1.0,
-                    "timestamp": 1,
-                    "step": self.step,
-                },
-            )
-        else:
-            resp = self.session.get(
-                f"{url}/api/2.0/mlflow/runs/get", params={"run_id": self.run_id}
-            )
+        try:
+            resp = self._send(kind, url)
+        except requests.Timeout:
+            raise RuntimeError(f"{self.server.name} {kind}: no answer within 30 s") from None
         took = time.perf_counter() - t0
         if resp.status_code != 200:
             raise RuntimeError(f"{self.server.name} {kind}: {resp.status_code} {resp.text[:200]}")
         return took
+
+    def _send(self, kind: str, url: str) -> requests.Response:
+        if kind == "log-metric":
+            self.step += 1
+            body = {"run_id": self.run_id, "key": "m", "value": 1.0, "timestamp": 1}
+            return self.session.post(
+                f"{url}/api/2.0/mlflow/runs/log-metric",
+                json={**body, "step": self.step},
+                timeout=30,
+            )
+        return self.session.get(
+            f"{url}/api/2.0/mlflow/runs/get", params={"run_id": self.run_id}, timeout=30
+        )
 
 
 def main() -> int:

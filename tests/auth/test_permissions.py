@@ -3,10 +3,13 @@ searches show only what the caller may read, and the approval flow checks real i
 
 from __future__ import annotations
 
+import json
+import time
 import uuid
 from typing import Any
 
 import pytest
+import requests
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
@@ -209,3 +212,37 @@ def test_idempotency_keys_belong_to_their_caller(
         assert resp.status_code == 200, resp.text
     for run_id in (run_a, run_b):
         assert as_alice.get_run(run_id).data.metrics == {"m": 1.0}
+
+
+def test_the_event_stream_shows_only_what_the_subscriber_may_read(
+    admin: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice, bob = new_user(admin, "alice"), new_user(admin, "bob")
+    as_alice = _client(monkeypatch, alice)
+    secret = as_alice.create_experiment(f"secret-{uuid.uuid4().hex[:8]}")
+    shared = as_alice.create_experiment(f"shared-{uuid.uuid4().hex[:8]}")
+    _grant(alice, bob, "experiment", secret, "DENY")
+    secret_run = as_alice.create_run(secret).info.run_id
+    shared_run = as_alice.create_run(shared).info.run_id
+    as_alice.set_tag(secret_run, "k", "secret")
+    as_alice.set_tag(shared_run, "k", "shared")
+
+    streams = []
+    with requests.get(
+        f"{alice.server.url}/api/2.0/evtrack/events/stream",
+        params={"from": "start", "types": "RunCreated"},
+        auth=bob.auth,
+        stream=True,
+        timeout=30,
+    ) as resp:
+        assert resp.status_code == 200, resp.text
+        started = time.monotonic()
+        for line in resp.iter_lines(decode_unicode=True):
+            if line.startswith("data: "):
+                streams.append(json.loads(line[6:])["stream_id"])
+            if f"run-{shared_run}" in streams or time.monotonic() - started > 20:
+                break
+    assert f"run-{shared_run}" in streams
+    assert f"run-{secret_run}" not in streams
+    users = [s for s in streams if s.startswith("user-")]
+    assert not users  # account events are an admin's

@@ -34,6 +34,7 @@ import structlog
 
 from evtrack.access._secrets import hash_token, password_digest, verify_password
 from evtrack.application import Freshness
+from evtrack.errors import ErrorCode, EvtrackError
 from evtrack.permissions import (
     ACCESS_CHANNEL,
     EVERYTHING,
@@ -116,6 +117,7 @@ class AccessControl:
         self._levels: _Lru[tuple[str, str, str], AccessLevel] = _Lru(100_000)
         self._run_experiments: _Lru[str, str] = _Lru(200_000)
         self._model_experiments: _Lru[str, str] = _Lru(100_000)
+        self._model_names: _Lru[str, str] = _Lru(100_000)
         self._listener: asyncio.Task[None] | None = None
 
     # --- cache lifecycle -----------------------------------------------------------------
@@ -127,6 +129,7 @@ class AccessControl:
         self._passwords.clear()
         self._tokens.clear()
         self._levels.clear()
+        self._model_names.clear()  # renames and deletes are access events too
 
     async def start(self) -> None:
         if self._connect is not None:
@@ -166,8 +169,16 @@ class AccessControl:
         return self._listening
 
     async def _fresh(self, names: Sequence[str] = AUTH_READ_MODELS) -> None:
-        """Wait until ``names`` include everything committed before now (bounded)."""
-        await self._freshness.wait(names)
+        """Wait until ``names`` include everything committed before now (bounded); when they
+        cannot catch up, refuse (503, retry) rather than decide on stale grants."""
+        behind = await self._freshness.wait(names)
+        if behind:
+            raise EvtrackError(
+                ErrorCode.TEMPORARILY_UNAVAILABLE,
+                f"Access decisions need read models {', '.join(behind)}, which did not catch "
+                "up with the event log in time; retry shortly.",
+                headers={"Retry-After": "1"},
+            )
 
     async def _epoch_fresh(self) -> None:
         """At the first lookup of an epoch, wait for the access read model to catch up."""
@@ -318,6 +329,16 @@ class AccessControl:
             queries.experiment_of_logged_model,
             ("logged_models",),
         )
+
+    async def model_name(self, model_key: str) -> str | None:
+        """The current name of a registered model, by its stream key (None once deleted)."""
+        cached = self._model_names.get(model_key, self._ttl) if self._caching else None
+        if cached is not None:
+            return cached
+        found = await queries.model_name(self._pool, model_key)
+        if found is not None and self._caching:
+            self._model_names.put(model_key, found)
+        return found
 
     async def experiment_named(self, name: str, *, wait: bool = True) -> str | None:
         found = await queries.experiment_id_by_name(self._pool, name)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
-from evtrack.api._access import arg, forbidden, principal, run
+from evtrack.api._access import arg, forbidden, principal, run, visible
 from evtrack.api._common import json_response, services
+from evtrack.api._event_access import EventAccess
 from evtrack.api._requests import read_args
 from evtrack.api._routing import Route
 from evtrack.api._state import SERVICES
@@ -20,7 +21,7 @@ from evtrack.application import LOG_START, LogPosition, audit
 from evtrack.domain import experiment_stream, parse_experiment_id, run_stream
 from evtrack.domain.auth import user_stream
 from evtrack.errors import invalid, not_found
-from evtrack.permissions import Permission
+from evtrack.permissions import EXPERIMENT, REGISTERED_MODEL, Permission
 from evtrack.queries import auth as auth_queries
 
 HEARTBEAT_S = 15.0
@@ -82,6 +83,19 @@ def _parse_cursor(value: str) -> LogPosition:
     return LogPosition(int(tx), int(gp))
 
 
+async def _may_read_something(request: web.Request) -> None:
+    """A subscriber sees the events of what they may read; one who may read nothing at all
+    is refused rather than handed an empty stream."""
+    caller = await principal(request)
+    if caller.is_admin:
+        return
+    for kind in (EXPERIMENT, REGISTERED_MODEL):
+        view = await visible(request, kind)
+        if view is None or view.include is None or view.include:
+            return
+    raise forbidden("Permission denied: you may read no experiment and no registered model.")
+
+
 async def event_stream(request: web.Request) -> web.StreamResponse:
     """``GET /api/2.0/evtrack/events/stream``: the log as Server-Sent Events.
 
@@ -90,6 +104,8 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
     ``from=start`` for the whole log, else from now.
     """
     svc = request.app[SERVICES]
+    readable = EventAccess(request)
+    await _may_read_something(request)
     types = {t for t in request.query.get("types", "").split(",") if t}
     stream = request.query.get("stream")
     prefix = request.query.get("stream_prefix")
@@ -119,6 +135,8 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
             if stream and record.stream_id != stream:
                 continue
             if prefix and not record.stream_id.startswith(prefix):
+                continue
+            if not await readable.may_read(record.stream_id):
                 continue
             entry = audit.describe(record)
             data = msgspec.json.encode(entry).decode()
@@ -165,5 +183,5 @@ def audit_routes() -> list[Route]:
             exp_read,
             resource=arg("experiment_id"),
         ),
-        Route("GET", "/evtrack/events/stream", event_stream, Permission.ADMIN),
+        Route("GET", "/evtrack/events/stream", event_stream, Permission.AUTHENTICATED),
     ]

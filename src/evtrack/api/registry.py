@@ -8,7 +8,15 @@ from typing import Any
 
 from aiohttp import web
 
-from evtrack.api._access import FILTERED, arg, everything, visible
+from evtrack.api._access import (
+    FILTERED,
+    access,
+    arg,
+    auth_enabled,
+    everything,
+    require,
+    visible,
+)
 from evtrack.api._common import (
     empty,
     execute,
@@ -211,6 +219,12 @@ async def create_model_version(request: web.Request) -> web.Response:
         run_link=args.string("run_link"),
         description=args.string("description"),
     )
+    if command.run_id and auth_enabled(request):
+        # Registering a run's model exposes it through the registry: the caller must be
+        # able to read that run (as MLflow's auth app asks).
+        experiment = await access(request).experiment_of_run(command.run_id)
+        if experiment is not None:
+            await require(request, Permission.EXPERIMENT_READ, [experiment])
     # Refuse before writing while the read models cannot catch up (invariant 12): a 503
     # after the write could not show what was written, and the client's retry would
     # create a second one.

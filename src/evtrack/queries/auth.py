@@ -157,6 +157,13 @@ async def experiment_id_by_name(db: Executor, name: str) -> str | None:
     return None if value is None else str(value)
 
 
+async def model_name(db: Executor, model_key: str) -> str | None:
+    name: str | None = await db.fetchval(
+        "SELECT name FROM rm_registry.registered_models WHERE model_key = $1", model_key
+    )
+    return name
+
+
 async def experiments_of_runs(db: Executor, run_ids: Sequence[str]) -> dict[str, str]:
     rows = await db.fetch(
         "SELECT run_id, experiment_id FROM rm_runs.runs WHERE run_id = ANY($1::text[])",
