@@ -149,6 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="let the requester of a transition approve it (default: someone else must)",
     )
     server.add_argument(
+        "--ui-dir",
+        default=env("UI_DIR"),
+        metavar="DIR",
+        help="serve MLflow's web UI at / from this build directory (the one holding its "
+        "index.html) (env EVTRACK_UI_DIR; default: the installed mlflow package's, from "
+        "pip install 'evtrack[ui]')",
+    )
+    server.add_argument(
         "--log-level", default=env("LOG_LEVEL", "info"), help="debug, info, warning or error"
     )
 
@@ -348,6 +356,7 @@ def _server(args: argparse.Namespace) -> int:
         read_wait_timeout_s=args.read_wait_timeout,
         ready_max_lag_events=args.ready_max_lag,
         ready_stall_after_s=args.ready_stall_after,
+        ui_dir=args.ui_dir,
     )
     dsn = resolve_database_url(settings.database_url)
     app = create_app(settings, dsn)

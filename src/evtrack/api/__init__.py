@@ -4,18 +4,24 @@ MLflow does. The composition root (:mod:`evtrack.server`) attaches the services.
 from evtrack.api._app import all_routes, build_app, mount
 from evtrack.api._http_server import serve
 from evtrack.api._state import SERVICES, Services
+from evtrack.api._ui_bundle import UiBundle, locate_ui_bundle
 from evtrack.api.artifacts import ARTIFACT_STORE
 from evtrack.api.ingest import INGEST_GATE, IngestGate, IngestLimits
+from evtrack.api.ui import UI_FILES, ui_files
 
 __all__ = [
     "ARTIFACT_STORE",
     "INGEST_GATE",
     "SERVICES",
+    "UI_FILES",
     "IngestGate",
     "IngestLimits",
     "Services",
+    "UiBundle",
     "all_routes",
     "build_app",
+    "locate_ui_bundle",
     "mount",
     "serve",
+    "ui_files",
 ]

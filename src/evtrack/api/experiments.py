@@ -20,6 +20,7 @@ from evtrack.errors import invalid, not_found
 from evtrack.events import KeyValue
 from evtrack.permissions import Permission
 from evtrack.queries import experiments as queries
+from evtrack.queries.datasets import dataset_summaries
 from evtrack.search import compile_experiment_search
 
 
@@ -116,6 +117,26 @@ async def update(request: web.Request) -> web.Response:
     return empty()
 
 
+MAX_DATASET_SEARCH_EXPERIMENTS = 20
+
+
+async def search_datasets(request: web.Request) -> web.Response:
+    """The datasets the runs of some experiments used (the UI's runs-table Datasets filter)."""
+    args = await read_args(request)
+    raw_ids = args.string_list("experiment_ids")
+    if not raw_ids:
+        raise invalid("SearchDatasets request must specify at least one experiment_id.")
+    if len(raw_ids) > MAX_DATASET_SEARCH_EXPERIMENTS:
+        raise invalid(
+            "SearchDatasets request cannot specify more than "
+            f"{MAX_DATASET_SEARCH_EXPERIMENTS} experiment_ids. "
+            f"Received {len(raw_ids)} experiment_ids."
+        )
+    ids = [parse_experiment_id(i) for i in raw_ids]
+    found = await dataset_summaries(services(request).pool, ids)
+    return json_response({"dataset_summaries": found} if found else {})
+
+
 def _lifecycle(delete: bool) -> Handler:
     async def handler(request: web.Request) -> web.Response:
         args = await read_args(request)
@@ -128,6 +149,7 @@ def _lifecycle(delete: bool) -> Handler:
 
 
 EXPERIMENTS = ("experiments",)
+RUNS = ("runs",)
 
 
 def experiment_routes() -> list[Route]:
@@ -143,6 +165,15 @@ def experiment_routes() -> list[Route]:
         Route("GET", f"{base}/get-by-name", get_by_name, read, reads=EXPERIMENTS),
         Route("POST", f"{base}/search", search, read, reads=EXPERIMENTS),
         Route("GET", f"{base}/search", search, read, reads=EXPERIMENTS),
+        # Only the UI calls it, and MLflow serves it under /ajax-api/2.0 alone.
+        Route(
+            "POST",
+            f"{base}/search-datasets",
+            search_datasets,
+            read,
+            reads=RUNS,
+            prefixes=("/ajax-api/2.0",),
+        ),
         Route("POST", f"{base}/set-experiment-tag", set_tag, edit),
         Route("POST", f"{base}/delete-experiment-tag", delete_tag, edit),
         Route("POST", f"{base}/update", update, edit),
