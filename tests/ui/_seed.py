@@ -66,7 +66,7 @@ def _mlflow_run(
 ) -> None:
     features = pd.DataFrame({"x1": np.arange(6.0), "x2": np.arange(6.0)[::-1]})
     labels = np.array([0, 1, 0, 1, 0, 1])
-    with mlflow.start_run(run_name=name) as run:
+    with mlflow.start_run(experiment_id=seeded.experiment_id, run_name=name) as run:
         seeded.run_ids[name] = run.info.run_id
         mlflow.log_params({"lr": lr, "optimizer": "sgd", "epochs": 20})
         mlflow.set_tags({"team": "vision", "stage": "tuning"})
@@ -111,12 +111,25 @@ def _native_run(url: str, experiment_id: str, spool: Path) -> str:
 
 
 def seed(url: str, spool: Path) -> Seeded:
-    """Write the browser tests' data to the evtrack server at ``url``."""
+    """Write the browser tests' data to the evtrack server at ``url``.
+
+    The mlflow client's global tracking and registry URIs (which other test modules set too)
+    point at ``url`` while seeding and are put back afterwards.
+    """
+    before = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
     mlflow.set_tracking_uri(url)
-    client = MlflowClient(url)
+    mlflow.set_registry_uri(url)
+    try:
+        return _seed(url, spool)
+    finally:
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
+
+
+def _seed(url: str, spool: Path) -> Seeded:
+    client = MlflowClient(url, registry_uri=url)
     experiment_id = client.create_experiment(EXPERIMENT)
     client.set_experiment_tag(experiment_id, "mlflow.note.content", EXPERIMENT_DESCRIPTION)
-    mlflow.set_experiment(experiment_id=experiment_id)
     seeded = Seeded(experiment_id)
     _mlflow_run(seeded, "train-alpha", lr=0.01, scale=1.0, context="training", register=True)
     _mlflow_run(seeded, "train-beta", lr=0.1, scale=0.5, context="validation", register=True)

@@ -9,6 +9,11 @@ Every page is watched while a test uses it: an API answer with status >= 400, a 
 fails, an uncaught exception or a console error fails the test (see :class:`Watch` for the few
 the reference server shows too). Each test leaves a screenshot in ``$EVTRACK_TEST_SCREENSHOTS``
 (``.ci/run`` keeps them as CI artifacts) or in pytest's temporary directory.
+
+The server serves the UI of the installed mlflow package (the test extra's release). To test
+another release's UI before it joins the ``ui`` extra's range, point the servers at its build:
+``EVTRACK_UI_DIR=/path/to/mlflow/server/js/build pytest tests/ui`` (``pip download --no-deps
+mlflow==X`` and unzip ``mlflow/server/js/build`` from the wheel); the seeding client stays.
 """
 
 from __future__ import annotations
