@@ -181,6 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
         "trusted, e.g. 10.0.0.5,10.1.0.0/16 (env EVTRACK_AUTH_TRUSTED_PROXIES)",
     )
     server.add_argument(
+        "--ui-dir",
+        default=env("UI_DIR"),
+        metavar="DIR",
+        help="serve MLflow's web UI at / from this build directory (the one holding its "
+        "index.html) (env EVTRACK_UI_DIR; default: the installed mlflow package's, from "
+        "pip install 'evtrack[ui]')",
+    )
+    server.add_argument(
         "--log-level", default=env("LOG_LEVEL", "info"), help="debug, info, warning or error"
     )
 
@@ -392,6 +400,7 @@ def _server(args: argparse.Namespace) -> int:
         auth_trusted_proxies=tuple(
             p.strip() for p in args.auth_trusted_proxies.split(",") if p.strip()
         ),
+        ui_dir=args.ui_dir,
     )
     try:
         check_auth_settings(settings)

@@ -50,6 +50,9 @@ class Settings:
     ingest_max_in_flight: int = 16
     ingest_queue_wait_s: float = 2.0
     ingest_max_lag_events: int = 50_000
+    # The MLflow web UI bundle served at /: a directory holding its index.html. None: the one
+    # inside the installed mlflow package (the `ui` extra); without it, / explains how to get it.
+    ui_dir: str | None = None
     # Grace period for in-flight requests on shutdown.
     shutdown_timeout_s: float = 30.0
     # Authentication: off by default (one fixed local user). With it on, every route but

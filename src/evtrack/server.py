@@ -27,11 +27,14 @@ from evtrack.api import (
     AUTH_CONFIG,
     INGEST_GATE,
     SERVICES,
+    UI_FILES,
     AuthConfig,
     IngestGate,
     IngestLimits,
     Services,
     build_app,
+    locate_ui_bundle,
+    ui_files,
 )
 from evtrack.application import CommandExecutor, Context, EventFeed, Freshness, Readiness
 from evtrack.artifacts import artifact_store_for, close_artifact_store, start_artifact_store
@@ -126,10 +129,28 @@ async def bootstrap_first_admin(commands: CommandExecutor, settings: Settings) -
         log.info("auth.first_admin_created", username=settings.admin_username)
 
 
+def _attach_ui(app: web.Application, settings: Settings) -> None:
+    """MLflow's web UI at / when its bundle is found (see ``Settings.ui_dir``)."""
+    bundle = locate_ui_bundle(settings.ui_dir)
+    files = ui_files(bundle)
+    if files is None:
+        log.warning(
+            "ui.missing",
+            ui_dir=settings.ui_dir,
+            hint="MLflow's web UI is not installed: pip install 'evtrack[ui]'"
+            if settings.ui_dir is None
+            else "no index.html in --ui-dir",
+        )
+        return
+    app[UI_FILES] = files
+    log.info("ui.bundle", path=str(files.bundle.root), mlflow_version=files.bundle.mlflow_version)
+
+
 def create_app(settings: Settings, dsn: str) -> web.Application:
     """The whole server; the database must be reachable at ``dsn`` when it starts."""
     app = build_app()
     app[AUTH_CONFIG] = auth_config(settings)
+    _attach_ui(app, settings)
     app[INGEST_GATE] = IngestGate(
         IngestLimits(
             max_in_flight=settings.ingest_max_in_flight,

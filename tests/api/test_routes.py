@@ -14,6 +14,14 @@ RESOURCE_FREE = {
     "/mlflow/server-info",
     "/mlflow/experiments/create",
     "/mlflow/registered-models/create",
+    # MLflow's web UI: its page and files, and the stubs of features evtrack does not have.
+    "/",
+    "/static-files/{path:.+}",
+    "/mlflow/gateway-proxy",
+    "/mlflow/assistant/config",
+    "/mlflow/assistant/providers",
+    "/mlflow/mcp-servers",
+    "/mlflow/ui-telemetry",
 }
 
 
@@ -28,8 +36,16 @@ def test_write_routes_need_more_than_read() -> None:
     reads = {Permission.EXPERIMENT_READ, Permission.MODEL_READ}
     for route in all_routes():
         if route.method in ("POST", "PUT", "PATCH", "DELETE") and route.permission in reads:
-            # Read-only queries sent with POST: searches and GraphQL.
-            assert route.path.endswith(("/search", "/get-latest-versions", "/graphql")), route
+            # Read-only queries sent with POST: searches, GraphQL and the UI's aggregates.
+            assert route.path.endswith(
+                (
+                    "/search",
+                    "/get-latest-versions",
+                    "/graphql",
+                    "/search-datasets",
+                    "/traces/metrics",
+                )
+            ), route
 
 
 def test_routes_are_mounted_under_api_and_ajax_prefixes() -> None:

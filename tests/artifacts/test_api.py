@@ -92,6 +92,7 @@ async def test_download_headers_match_reference(env: Env) -> None:
 def test_mime_and_disposition_agree_with_mlflow() -> None:
     import mlflow.server.handlers as handlers
     import mlflow.utils.mime_type_utils as mime
+
     names = [
         "a.txt", "MLmodel", "MLproject", "mlproject", "conda.yaml", "model.pkl", "x.json",
         "y.png", "z", "a b.tar.gz", 'q"uote', "back\\slash", "日本.csv", "日本", "é.txt", "",

@@ -122,6 +122,7 @@ def test_root_only_where_allowed() -> None:
 def test_agrees_with_mlflow_where_mlflow_is_strict() -> None:
     """Everything MLflow calls unsafe is unsafe here too, and accepted paths decode alike."""
     import mlflow.utils.uri as uri
+
     for raw in REJECTED:
         try:
             uri.validate_path_is_safe(raw)

@@ -26,8 +26,9 @@ from evtrack.permissions import Permission
 
 # Open without credentials: liveness, readiness and version for probes and the client's
 # version check; server-info, which MLflow serves without auth so a client can read how the
-# server is configured.
-PUBLIC = {"/health", "/ready", "/version", "/mlflow/server-info"}
+# server is configured; the web UI's static files (public code, as on MLflow; the page that
+# loads them asks for credentials).
+PUBLIC = {"/health", "/ready", "/version", "/mlflow/server-info", "/static-files/{path:.+}"}
 
 # Open to every signed-in user, about their own account only (each is also checked against
 # another user's account below): who am I, my tokens, my password, my permissions, my
@@ -42,6 +43,19 @@ SELF_SERVICE = {
     "/evtrack/tokens/list",
     "/evtrack/tokens/revoke",
     "/evtrack/audit/users/history",
+}
+
+
+# Open to every signed-in user because they hold no data: the web UI's page (its data comes
+# from the guarded API) and the constant answers of features evtrack does not have (no AI
+# gateway, no assistant, no MCP servers, UI telemetry off).
+EMPTY_SHELL = {
+    "/",
+    "/mlflow/gateway-proxy",
+    "/mlflow/assistant/config",
+    "/mlflow/assistant/providers",
+    "/mlflow/mcp-servers",
+    "/mlflow/ui-telemetry",
 }
 
 
@@ -121,6 +135,8 @@ def _fields(world: dict[str, Any], username: str) -> dict[str, Any]:
 def _url(server: EvtrackServer, prefix: str, path: str, world: dict[str, Any]) -> str:
     path = path.replace("{model_id}", world["model_id"]).replace("{tag_key:.+}", "k")
     path = path.replace("{path:.+}", f"{world['experiment_id']}/file.txt")
+    if path.startswith("/static-files/"):
+        path = "/static-files/missing.js"
     assert not re.search(r"\{", path), path
     return f"{server.url}{prefix}{path}"
 
@@ -192,6 +208,10 @@ def test_every_route_refuses_the_anonymous_and_the_unpermitted(
             continue
         if anonymous != 401:
             failures.append(f"{where}: anonymous got {anonymous}, not 401")
+        if path in EMPTY_SHELL:
+            if signed_in in (401, 403):
+                failures.append(f"{where}: refused a signed-in user with {signed_in}")
+            continue
         if path in SELF_SERVICE:
             open_to_nobody.append(where)
             if signed_in in (401, 403):

@@ -5,8 +5,10 @@ from evtrack.api._access import ACCESS, AUTH_CONFIG, LOCAL_USER, AuthConfig
 from evtrack.api._app import all_routes, build_app, mount
 from evtrack.api._http_server import serve
 from evtrack.api._state import SERVICES, Services
+from evtrack.api._ui_bundle import UiBundle, locate_ui_bundle
 from evtrack.api.artifacts import ARTIFACT_STORE
 from evtrack.api.ingest import INGEST_GATE, IngestGate, IngestLimits
+from evtrack.api.ui import UI_FILES, ui_files
 
 __all__ = [
     "ACCESS",
@@ -15,12 +17,16 @@ __all__ = [
     "INGEST_GATE",
     "LOCAL_USER",
     "SERVICES",
+    "UI_FILES",
     "AuthConfig",
     "IngestGate",
     "IngestLimits",
     "Services",
+    "UiBundle",
     "all_routes",
     "build_app",
+    "locate_ui_bundle",
     "mount",
     "serve",
+    "ui_files",
 ]

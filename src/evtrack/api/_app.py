@@ -27,6 +27,8 @@ from evtrack.api.registry import registry_routes
 from evtrack.api.run_artifacts import run_artifact_routes
 from evtrack.api.runs import run_routes
 from evtrack.api.service import service_routes
+from evtrack.api.ui import ui_routes
+from evtrack.api.ui_stubs import ui_stub_routes
 from evtrack.api.users import user_routes
 from evtrack.application import RETRY_AFTER_S, OutageLog
 from evtrack.errors import ErrorCode, EvtrackError
@@ -54,6 +56,8 @@ def all_routes() -> list[Route]:
         *artifact_routes(),
         *graphql_routes(),
         *user_routes(),
+        *ui_stub_routes(),
+        *ui_routes(),
     ]
 
 

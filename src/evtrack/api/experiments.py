@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from evtrack.api._access import FILTERED, arg, everything, experiment_by_name, visible
+from evtrack.api._access import (
+    FILTERED,
+    arg,
+    everything,
+    experiment_by_name,
+    readable_experiment_ids,
+    visible,
+)
 from evtrack.api._common import empty, execute, json_response, search_response, services
 from evtrack.api._requests import Args, read_args
 from evtrack.api._routing import Handler, Route
@@ -21,6 +28,7 @@ from evtrack.errors import invalid, not_found
 from evtrack.events import KeyValue
 from evtrack.permissions import EXPERIMENT, Permission
 from evtrack.queries import experiments as queries
+from evtrack.queries.datasets import dataset_summaries
 from evtrack.search import compile_experiment_search
 
 
@@ -118,6 +126,29 @@ async def update(request: web.Request) -> web.Response:
     return empty()
 
 
+MAX_DATASET_SEARCH_EXPERIMENTS = 20
+
+
+async def search_datasets(request: web.Request) -> web.Response:
+    """The datasets the runs of some experiments used (the UI's runs-table Datasets filter)."""
+    args = await read_args(request)
+    raw_ids = args.string_list("experiment_ids")
+    if not raw_ids:
+        raise invalid("SearchDatasets request must specify at least one experiment_id.")
+    if len(raw_ids) > MAX_DATASET_SEARCH_EXPERIMENTS:
+        raise invalid(
+            "SearchDatasets request cannot specify more than "
+            f"{MAX_DATASET_SEARCH_EXPERIMENTS} experiment_ids. "
+            f"Received {len(raw_ids)} experiment_ids."
+        )
+    readable = await readable_experiment_ids(
+        request, [str(parse_experiment_id(i)) for i in raw_ids]
+    )
+    ids = [int(i) for i in readable]
+    found = await dataset_summaries(services(request).pool, ids) if ids else []
+    return json_response({"dataset_summaries": found} if found else {})
+
+
 def _lifecycle(delete: bool) -> Handler:
     async def handler(request: web.Request) -> web.Response:
         args = await read_args(request)
@@ -130,6 +161,7 @@ def _lifecycle(delete: bool) -> Handler:
 
 
 EXPERIMENTS = ("experiments",)
+RUNS = ("runs",)
 
 
 def experiment_routes() -> list[Route]:
@@ -153,6 +185,16 @@ def experiment_routes() -> list[Route]:
         ),
         Route("POST", f"{base}/search", search, read, reads=EXPERIMENTS, resource=FILTERED),
         Route("GET", f"{base}/search", search, read, reads=EXPERIMENTS, resource=FILTERED),
+        # Only the UI calls it, and MLflow serves it under /ajax-api/2.0 alone.
+        Route(
+            "POST",
+            f"{base}/search-datasets",
+            search_datasets,
+            read,
+            reads=RUNS,
+            prefixes=("/ajax-api/2.0",),
+            resource=FILTERED,
+        ),
         Route("POST", f"{base}/set-experiment-tag", set_tag, edit, resource=experiment),
         Route("POST", f"{base}/delete-experiment-tag", delete_tag, edit, resource=experiment),
         Route("POST", f"{base}/update", update, edit, resource=experiment),
