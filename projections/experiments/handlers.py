@@ -5,6 +5,7 @@ from __future__ import annotations
 from evtrack.events import (
     ExperimentCreated,
     ExperimentDeleted,
+    ExperimentImported,
     ExperimentRenamed,
     ExperimentRestored,
     ExperimentTagDeleted,
@@ -78,4 +79,16 @@ async def _tag_set(conn: Conn, e: ExperimentTagSet, rec: RecordedEvent) -> None:
 async def _tag_deleted(conn: Conn, e: ExperimentTagDeleted, rec: RecordedEvent) -> None:
     await conn.execute(
         "DELETE FROM experiment_tags WHERE experiment_id = $1 AND key = $2", e.experiment_id, e.key
+    )
+
+
+@projection.on(ExperimentImported)
+async def _imported(conn: Conn, e: ExperimentImported, rec: RecordedEvent) -> None:
+    """An imported experiment shows the source's times, not those of the import."""
+    await conn.execute(
+        """UPDATE experiments SET creation_time = $2, last_update_time = $3
+           WHERE experiment_id = $1""",
+        e.experiment_id,
+        e.creation_time,
+        e.last_update_time,
     )

@@ -14,6 +14,7 @@ from evtrack.events import (
     RegisteredModelCreated,
     RegisteredModelDeleted,
     RegisteredModelDescriptionSet,
+    RegisteredModelImported,
     RegisteredModelRenamed,
     RegisteredModelTagDeleted,
     RegisteredModelTagSet,
@@ -284,6 +285,29 @@ async def _rejected(conn: Conn, e: TransitionRejected, rec: RecordedEvent) -> No
 @projection.on(TransitionCancelled)
 async def _cancelled(conn: Conn, e: TransitionCancelled, rec: RecordedEvent) -> None:
     await _decide(conn, e.request_id, "CANCELLED", rec, None)
+
+
+@projection.on(RegisteredModelImported)
+async def _imported(conn: Conn, e: RegisteredModelImported, rec: RecordedEvent) -> None:
+    """An imported model and its versions show the source's times, not the import's."""
+    await conn.execute(
+        """UPDATE registered_models SET creation_timestamp = $2, last_updated_timestamp = $3
+           WHERE model_key = $1""",
+        e.model_key,
+        e.creation_timestamp,
+        e.last_updated_timestamp,
+    )
+    if e.versions:
+        await conn.execute(
+            """UPDATE model_versions AS v
+               SET creation_timestamp = t.c, last_updated_timestamp = t.u
+               FROM unnest($2::bigint[], $3::bigint[], $4::bigint[]) AS t(n, c, u)
+               WHERE v.model_key = $1 AND v.version = t.n""",
+            e.model_key,
+            [v.version for v in e.versions],
+            [v.creation_timestamp for v in e.versions],
+            [v.last_updated_timestamp for v in e.versions],
+        )
 
 
 __all__ = ["projection"]

@@ -292,6 +292,8 @@ Exits with status 1 when some events are still parked.""",
     for p in r_commands.choices.values():
         _add_server_flags(p)
 
+    _add_transfer_commands(commands)
+
     sync = commands.add_parser(
         "sync",
         help="deliver what evtrack.client left in a spool directory (crashed or offline jobs)",
@@ -315,6 +317,116 @@ Exits with status 1 when some events are still parked.""",
         help="give up after this many seconds, leaving the rest in the spool (default 300)",
     )
     return parser
+
+
+def _add_artifacts_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--artifacts-uri",
+        default=env("ARTIFACTS_URI"),
+        help="the artifact store `evtrack server` uses: a local directory or s3://bucket/prefix "
+        "(env EVTRACK_ARTIFACTS_URI; default <data dir>/artifacts)",
+    )
+
+
+def _add_transfer_commands(commands: Any) -> None:
+    imp = commands.add_parser(
+        "import",
+        help="copy a live MLflow server into evtrack, or load an evtrack export",
+        description="Bring data in: `evtrack import mlflow --from URL` copies a running MLflow "
+        "tracking server; `evtrack import evtrack DIR` loads what `evtrack export` wrote.",
+    )
+    i_commands = imp.add_subparsers(dest="import_command", metavar="SOURCE", required=True)
+    mlflow = i_commands.add_parser(
+        "mlflow",
+        help="copy a live MLflow tracking server (REST API, MLflow 2.x or 3.x)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Copy a live MLflow tracking server into the database and artifact store that
+`evtrack server` uses with the same settings (servers may be running meanwhile):
+
+  experiments  with their ids, names, tags, times and lifecycle (deleted stay deleted)
+  runs         with their ids, status, times, names, params, tags (parent links are
+               tags), deleted state and every metric point (NaN and infinities too)
+  artifacts    byte for byte, into evtrack's artifact store
+  registry     registered models with their versions (numbers kept), stages, aliases,
+               tags and descriptions
+
+Each fact becomes an event with `import:<URL>` as its actor and the URL in its
+metadata. Experiments created here later get ids above every imported one.
+
+Running it again copies only what changed at the source: a run already imported in
+the same state is skipped without reading its points. An import that was
+interrupted resumes where it stopped. Exits with status 1 if something could not be
+copied (each such item is named; run it again after fixing the cause).
+
+The source's REST API serves metric histories at some ten thousand points per second
+per worker. If you can reach the source's database, --source-database reads the points
+from it instead, many times faster; everything else still comes through the API.
+
+Source credentials: MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and
+MLFLOW_TRACKING_PASSWORD, as for the mlflow client.""",
+    )
+    mlflow.add_argument(
+        "--from",
+        dest="source",
+        default=env("IMPORT_FROM"),
+        metavar="URL",
+        help="the MLflow server, e.g. http://mlflow.internal:5000 (env EVTRACK_IMPORT_FROM)",
+    )
+    mlflow.add_argument(
+        "--source-database",
+        default=env("IMPORT_SOURCE_DATABASE"),
+        metavar="URI",
+        help="read metric points straight from the source's backend store, read-only: "
+        "sqlite:///path/mlflow.db or postgresql://... (env EVTRACK_IMPORT_SOURCE_DATABASE)",
+    )
+    mlflow.add_argument(
+        "--parallel-runs",
+        type=int,
+        default=4,
+        metavar="N",
+        help="runs copied at once (default 4)",
+    )
+    mlflow.add_argument(
+        "--source-concurrency",
+        type=int,
+        default=8,
+        metavar="N",
+        help="requests in flight to the source at once (default 8)",
+    )
+    mlflow.add_argument(
+        "--no-artifacts", action="store_true", help="copy everything but artifact files"
+    )
+    mlflow.add_argument("--no-registry", action="store_true", help="leave the model registry out")
+    evtrack = i_commands.add_parser(
+        "evtrack",
+        help="load a directory written by `evtrack export` into an empty database",
+        description="Load the events, write-side bookkeeping and artifacts of an evtrack "
+        "export (docs/export-format.md) into an empty database and artifact store; the read "
+        "models are rebuilt from the events by the next server or `evtrack projections "
+        "run`. Every event keeps its actor, metadata and time. A load that was interrupted "
+        "resumes when run again.",
+    )
+    evtrack.add_argument("directory", metavar="DIR", help="the export directory")
+    export = commands.add_parser(
+        "export",
+        help="write the event log and artifacts to a directory (a versioned, documented format)",
+        description="Write the whole event log (every event with its actor, metadata and "
+        "time, in log order), the write side's bookkeeping and a copy of the artifact store "
+        "to DIR, in the format docs/export-format.md describes. The log is read in one "
+        "snapshot, so servers may keep writing. `evtrack import evtrack DIR` loads it.",
+    )
+    export.add_argument("--to", dest="directory", required=True, metavar="DIR",
+                        help="a new or empty directory")
+    export.add_argument(
+        "--no-artifacts", action="store_true", help="leave the artifact store out"
+    )
+    for parser in (mlflow, evtrack, export):
+        _add_database_flag(parser)
+        _add_artifacts_flag(parser)
+        parser.add_argument(
+            "--no-progress", action="store_true", help="no progress bars on stderr"
+        )
 
 
 def _add_server_flags(parser: argparse.ArgumentParser) -> None:
@@ -352,6 +464,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_account_command(args)
     if args.command == "sync":
         return _sync(args)
+    if args.command in ("import", "export"):
+        from evtrack._cli_transfer import run_transfer_command
+
+        return run_transfer_command(args, resolve_database_url)
     dsn = resolve_database_url(args.database_url)
     if args.command == "db":
         return asyncio.run(_db_upgrade(dsn))

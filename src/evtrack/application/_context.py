@@ -20,3 +20,4 @@ class Context:
     client: str | None = None
     idempotency_key: str | None = None
     scope: str = ""
+    source: str | None = None  # an import's source server, recorded in the metadata

@@ -52,6 +52,7 @@ class CommandExecutor:
             request_id=context.request_id,
             client=context.client,
             claimed_actor=context.claimed_principal,
+            source=context.source,
         )
         key = self._key(command, context)
         attempt = 0

@@ -6,6 +6,8 @@ from evtrack.domain import (
     auth,  # noqa: F401  (registers the user and permission planners)
     auth_commands,
     commands,
+    import_commands,
+    imports,  # noqa: F401  (registers the import planners)
     logged_model_commands,
     registry_commands,
     tracking,
@@ -57,6 +59,7 @@ __all__ = [
     "fold_experiment",
     "fold_registered_model",
     "fold_run",
+    "import_commands",
     "invalid_value",
     "logged_model_commands",
     "missing_value",

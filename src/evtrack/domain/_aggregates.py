@@ -15,6 +15,7 @@ from evtrack.events import (
     Event,
     ExperimentCreated,
     ExperimentDeleted,
+    ExperimentImported,
     ExperimentRenamed,
     ExperimentRestored,
     ExperimentTagDeleted,
@@ -23,6 +24,7 @@ from evtrack.events import (
     RunCreated,
     RunDataLogged,
     RunDeleted,
+    RunImported,
     RunRestored,
     RunTagDeleted,
     RunUpdated,
@@ -52,9 +54,13 @@ class ExperimentState(msgspec.Struct):
     # experiment's lifecycle changes after it.
     generation: int = 0
     tag_keys: set[str] = msgspec.field(default_factory=set)
+    # The fingerprint of the source state it was last imported as (None: never imported).
+    imported: str | None = None
 
     def apply(self, event: Event) -> None:
         match event:
+            case ExperimentImported(fingerprint=fingerprint):
+                self.imported = fingerprint
             case ExperimentRenamed(name=name):
                 self.name = name
             case ExperimentDeleted():
@@ -81,6 +87,7 @@ class RunState(msgspec.Struct):
     params: dict[str, str] = msgspec.field(default_factory=dict)
     tag_keys: set[str] = msgspec.field(default_factory=set)
     model_history: str | None = None  # value of LOG_MODEL_HISTORY_TAG, if set
+    imported: str | None = None  # fingerprint of the source state it was imported as
 
     def effective_lifecycle(self, experiment: ExperimentState) -> str:
         """The run's lifecycle, overridden by experiment deletes/restores that came later."""
@@ -110,6 +117,8 @@ class RunState(msgspec.Struct):
                 self.tag_keys.discard(key)
                 if key == LOG_MODEL_HISTORY_TAG:
                     self.model_history = None
+            case RunImported(fingerprint=fingerprint):
+                self.imported = fingerprint
             case _:
                 pass
 

@@ -18,6 +18,7 @@ from evtrack.events import (
     ModelVersionTagSet,
     RegisteredModelCreated,
     RegisteredModelDeleted,
+    RegisteredModelImported,
     RegisteredModelRenamed,
     RegisteredModelTagDeleted,
     RegisteredModelTagSet,
@@ -65,6 +66,7 @@ class RegisteredModelState(msgspec.Struct):
     aliases: dict[str, int] = msgspec.field(default_factory=dict)
     tag_keys: set[str] = msgspec.field(default_factory=set)
     requests: dict[str, RequestState] = msgspec.field(default_factory=dict)
+    imported: str | None = None  # fingerprint of the source state it was imported as
 
     def live_version(self, version: int) -> VersionState | None:
         found = self.versions.get(version)
@@ -81,6 +83,8 @@ class RegisteredModelState(msgspec.Struct):
                 self.name = name
             case RegisteredModelDeleted():
                 self.deleted = True
+            case RegisteredModelImported(fingerprint=fingerprint):
+                self.imported = fingerprint
             case RegisteredModelTagSet(key=key):
                 self.tag_keys.add(key)
             case RegisteredModelTagDeleted(key=key):

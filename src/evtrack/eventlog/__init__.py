@@ -7,6 +7,14 @@ keeps the same contract for tests without a database. Every read of the ``events
 through the functions here.
 """
 
+from evtrack.eventlog._archive import (
+    ArchivedEvent,
+    LogReader,
+    WriteModel,
+    append_archived,
+    last_restored,
+    restore_write_model,
+)
 from evtrack.eventlog._availability import database_unavailable
 from evtrack.eventlog._db import Conn
 from evtrack.eventlog._memory import DeadlockDetected, InMemoryRecorder
@@ -43,6 +51,12 @@ from evtrack.eventlog._records import RecordedEvent
 
 __all__ = [
     "ANY_VERSION",
+    "ArchivedEvent",
+    "LogReader",
+    "WriteModel",
+    "append_archived",
+    "last_restored",
+    "restore_write_model",
     "DEFAULT_EXPLICIT_RETENTION_S",
     "KEEP",
     "LOG_START",

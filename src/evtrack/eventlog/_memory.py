@@ -294,6 +294,12 @@ class _MemoryUnitOfWork(AppendBuffer):
         sequences[sequence] += 1
         return sequences[sequence]
 
+    async def advance_sequence(self, sequence: str, at_least: int) -> None:
+        sequences = self._recorder._sequences
+        if sequence not in sequences:
+            raise LookupError(f'relation "{sequence}" does not exist')
+        sequences[sequence] = max(sequences[sequence], at_least)
+
     async def flush(self) -> None:
         pending, self._pending = self._pending, []
         for append in pending:

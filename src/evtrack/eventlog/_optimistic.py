@@ -132,6 +132,9 @@ class OptimisticUnitOfWork(AppendBuffer):
     async def next_sequence_value(self, sequence: str) -> int:
         raise NeedsTransaction
 
+    async def advance_sequence(self, sequence: str, at_least: int) -> None:
+        raise NeedsTransaction
+
     async def flush(self) -> None:
         raise NeedsTransaction
 

@@ -96,6 +96,22 @@ class PostgresUnitOfWork(AppendBuffer):
         value: int = await self.conn.fetchval("SELECT nextval($1::regclass)", sequence)
         return value
 
+    async def advance_sequence(self, sequence: str, at_least: int) -> None:
+        """Make sure ``next_sequence_value`` answers more than ``at_least`` from now on.
+
+        ``setval`` is not transactional either: like a value handed out, an advance is
+        never undone, which only ever leaves a gap."""
+        if at_least < 1:
+            return
+        await self.conn.execute(
+            """SELECT setval($1::regclass, GREATEST($2::bigint, (
+                   SELECT COALESCE(last_value, 0) FROM pg_sequences
+                   WHERE sequencename = $3::text AND schemaname = current_schema())))""",
+            sequence,
+            at_least,
+            sequence,
+        )
+
     async def flush(self) -> None:
         """Write what is buffered now, so later reads in this unit see it (heads included)."""
         await self._flush()

@@ -158,6 +158,11 @@ class UnitOfWork(Protocol):
         """The next value of a named counter; never reused, even if the unit fails."""
         ...
 
+    async def advance_sequence(self, sequence: str, at_least: int) -> None:
+        """Move a named counter so that it never again hands out ``at_least`` or less (ids
+        copied from another server must not be handed out afresh)."""
+        ...
+
     async def flush(self) -> None:
         """Write what is buffered now, so later reads in this unit see it (heads included).
         A stale expected version is reported here, or at the commit."""

@@ -51,6 +51,8 @@ class Metadata(msgspec.Struct, frozen=True, omit_defaults=True):
     # With authentication off, the name a request claims (a Basic user or X-Evtrack-User
     # header): kept as an unverified note, never as the actor.
     claimed_actor: str | None = None
+    # Where the facts came from when they were copied from another server (an import).
+    source: str | None = None
 
 
 def upcaster(type_name: str, from_version: int) -> Callable[[Upcaster], Upcaster]:

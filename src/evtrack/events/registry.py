@@ -9,7 +9,9 @@ promotion that archives other versions is one atomic append.
 from __future__ import annotations
 
 from evtrack.events._base import Event
-from evtrack.events._constraints import Int64, Text
+import msgspec
+
+from evtrack.events._constraints import Int64, Millis, Text
 from evtrack.events.tracking import KeyValue
 
 
@@ -139,3 +141,23 @@ class TransitionCancelled(Event, frozen=True):
     model_key: Text
     request_id: Text
     version: Int64
+
+
+class VersionTimes(msgspec.Struct, frozen=True, array_like=True):
+    version: Int64
+    creation_timestamp: Millis
+    last_updated_timestamp: Millis
+
+
+class RegisteredModelImported(Event, frozen=True):
+    """The model (its versions, stages, aliases, tags and descriptions) was copied from
+    ``source`` and now matches the state ``fingerprint`` names. Appended after the events
+    that rebuilt it, it sets the creation and last-update times the source shows, for the
+    model and each version (see ``ExperimentImported``)."""
+
+    model_key: Text
+    source: Text
+    fingerprint: Text
+    creation_timestamp: Millis
+    last_updated_timestamp: Millis
+    versions: list[VersionTimes] = []

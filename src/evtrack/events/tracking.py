@@ -197,3 +197,29 @@ class RunInputsLogged(Event, frozen=True):
 class RunOutputsLogged(Event, frozen=True):
     run_id: Text
     models: list[ModelOutput] = []
+
+
+class ExperimentImported(Event, frozen=True):
+    """The experiment was copied from another server (``source``), which it now matches.
+
+    Appended last, after the experiment's runs and lifecycle, it sets the times the source
+    shows: an import cannot replay the source's history at its own pace, so the read models
+    take creation and last-update times from here. ``fingerprint`` names the source state
+    it matches, so importing the same state again appends nothing.
+    """
+
+    experiment_id: Int64
+    source: Text
+    fingerprint: Text
+    creation_time: Millis
+    last_update_time: Millis
+
+
+class RunImported(Event, frozen=True):
+    """Every fact of the run (info, params, tags, each metric point, artifacts) was copied
+    from ``source`` in the state ``fingerprint`` names: an interrupted import resumes after
+    the runs that have it, and a repeated import skips them."""
+
+    run_id: Text
+    source: Text
+    fingerprint: Text
