@@ -416,17 +416,14 @@ MLFLOW_TRACKING_PASSWORD, as for the mlflow client.""",
         "to DIR, in the format docs/export-format.md describes. The log is read in one "
         "snapshot, so servers may keep writing. `evtrack import evtrack DIR` loads it.",
     )
-    export.add_argument("--to", dest="directory", required=True, metavar="DIR",
-                        help="a new or empty directory")
     export.add_argument(
-        "--no-artifacts", action="store_true", help="leave the artifact store out"
+        "--to", dest="directory", required=True, metavar="DIR", help="a new or empty directory"
     )
+    export.add_argument("--no-artifacts", action="store_true", help="leave the artifact store out")
     for parser in (mlflow, evtrack, export):
         _add_database_flag(parser)
         _add_artifacts_flag(parser)
-        parser.add_argument(
-            "--no-progress", action="store_true", help="no progress bars on stderr"
-        )
+        parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
 
 
 def _add_server_flags(parser: argparse.ArgumentParser) -> None:

@@ -400,9 +400,7 @@ async def import_registered_model(uow: UnitOfWork, c: ImportRegisteredModel) -> 
         creation_timestamp=max(0, c.creation_timestamp),
         last_updated_timestamp=max(0, c.last_updated_timestamp),
         versions=[
-            VersionTimes(
-                v.version, max(0, v.creation_timestamp), max(0, v.last_updated_timestamp)
-            )
+            VersionTimes(v.version, max(0, v.creation_timestamp), max(0, v.last_updated_timestamp))
             for v in sorted(c.versions, key=lambda v: v.version)
         ],
     )
@@ -449,21 +447,19 @@ def _version_events(state: RegisteredModelState, c: ImportRegisteredModel) -> li
                 )
             )
         else:
-            add(ModelVersionDescriptionSet(model_key=key, version=number, description=v.description))
-            for event in _tag_changes(
-                existing.tag_keys,
-                v.tags,
-                lambda t, n=number: ModelVersionTagSet(
-                    model_key=key, version=n, key=t.key, value=t.value
-                ),
-                lambda k, n=number: ModelVersionTagDeleted(model_key=key, version=n, key=k),
-            ):
+            add(
+                ModelVersionDescriptionSet(model_key=key, version=number, description=v.description)
+            )
+            for event in _version_tag_changes(key, number, existing.tag_keys, v.tags):
                 add(event)
         current = state.versions[number].stage
         if stage != current:
             add(
                 ModelVersionStageChanged(
-                    model_key=key, version=number, from_stage=current, to_stage=stage,
+                    model_key=key,
+                    version=number,
+                    from_stage=current,
+                    to_stage=stage,
                     reason="import",
                 )
             )
@@ -476,11 +472,25 @@ def _version_events(state: RegisteredModelState, c: ImportRegisteredModel) -> li
             raise invalid(f"Cannot import alias {alias!r} of {c.name!r}: no version {number}.")
         previous = state.aliases.get(alias)
         if previous != number:
-            add(ModelAliasSet(model_key=key, alias=alias, version=number, previous_version=previous))
+            add(
+                ModelAliasSet(model_key=key, alias=alias, version=number, previous_version=previous)
+            )
     for alias, number in sorted(state.aliases.items()):
         if alias not in aliases:
             add(ModelAliasDeleted(model_key=key, alias=alias, version=number))
     return out
+
+
+def _version_tag_changes(
+    key: str, number: int, current_keys: set[str], tags: Sequence[KeyValue]
+) -> list[Event]:
+    def set_tag(t: KeyValue) -> Event:
+        return ModelVersionTagSet(model_key=key, version=number, key=t.key, value=t.value)
+
+    def delete_tag(k: str) -> Event:
+        return ModelVersionTagDeleted(model_key=key, version=number, key=k)
+
+    return _tag_changes(current_keys, tags, set_tag, delete_tag)
 
 
 def _alias_version(name: str, alias: KeyValue) -> int:

@@ -180,4 +180,3 @@ async def restore_write_model(conn: Conn, model: WriteModel) -> None:
         for sequence, value in model.sequences.items():
             if sequence in SEQUENCES and value > 0:
                 await conn.execute("SELECT setval($1::regclass, $2::bigint)", sequence, value)
-

@@ -8,9 +8,9 @@ promotion that archives other versions is one atomic append.
 
 from __future__ import annotations
 
-from evtrack.events._base import Event
 import msgspec
 
+from evtrack.events._base import Event
 from evtrack.events._constraints import Int64, Millis, Text
 from evtrack.events.tracking import KeyValue
 

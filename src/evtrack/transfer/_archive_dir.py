@@ -114,7 +114,11 @@ async def export_log(
                 data = msgspec.msgpack.encode(buffer)
                 (directory / name).write_bytes(data)
                 chunks.append(
-                    {"file": name, "events": len(buffer), "sha256": hashlib.sha256(data).hexdigest()}
+                    {
+                        "file": name,
+                        "events": len(buffer),
+                        "sha256": hashlib.sha256(data).hexdigest(),
+                    }
                 )
                 buffer, size = [], 0
 
@@ -183,7 +187,7 @@ def read_manifest(directory: Path) -> dict[str, Any]:
 
 
 def _checked(directory: Path, entry: dict[str, Any]) -> bytes:
-    data = (directory / entry["file"]).read_bytes()
+    data: bytes = (directory / str(entry["file"])).read_bytes()
     if hashlib.sha256(data).hexdigest() != entry["sha256"]:
         raise ArchiveError(f"{entry['file']} does not match its checksum in the manifest")
     return data

@@ -194,7 +194,9 @@ class MlflowImport:
         fingerprint = _fingerprint(imported)
         try:
             await self._execute(
-                ImportExperiment(source=self.source.url, experiment=imported, fingerprint=fingerprint)
+                ImportExperiment(
+                    source=self.source.url, experiment=imported, fingerprint=fingerprint
+                )
             )
         except (EvtrackError, SourceError) as exc:
             self._failed(f"experiment {e.experiment_id} ({e.name!r})", exc)
@@ -222,7 +224,9 @@ class MlflowImport:
         batch = {r.info.run_id: (r, _run(r)) for r in runs}
         try:
             pending = await self._execute(
-                ImportRuns(source=self.source.url, runs=[imported for _, imported in batch.values()])
+                ImportRuns(
+                    source=self.source.url, runs=[imported for _, imported in batch.values()]
+                )
             )
         except EvtrackError as exc:
             self._failed(f"runs of experiment {experiment.experiment_id}", exc)
@@ -230,11 +234,11 @@ class MlflowImport:
         done = len(batch) - len(pending)
         self.report.runs_unchanged += done
         self.progress.runs.update(done)
-        await asyncio.gather(
-            *(self._copy_run(experiment, *batch[run_id]) for run_id in pending)
-        )
+        await asyncio.gather(*(self._copy_run(experiment, *batch[run_id]) for run_id in pending))
 
-    async def _copy_run(self, experiment: ImportedExperiment, run: Run, imported: ImportedRun) -> None:
+    async def _copy_run(
+        self, experiment: ImportedExperiment, run: Run, imported: ImportedRun
+    ) -> None:
         run_id = run.info.run_id
         async with self._run_slots:
             try:
@@ -285,7 +289,9 @@ class MlflowImport:
                 present[folder] = {i.path: i.file_size for i in await self.artifacts.list(folder)}
             if f.file_size is not None and present[folder].get(name) == f.file_size:
                 continue  # copied by an earlier import (uploads are atomic)
-            written = await self.artifacts.put(target, self._counted(self.source.download(run.info, f.path)))
+            written = await self.artifacts.put(
+                target, self._counted(self.source.download(run.info, f.path))
+            )
             self.report.artifact_files += 1
             self.report.artifact_bytes += written
 

@@ -202,7 +202,7 @@ class MlflowSource:
                         text = raw[:300].decode(errors="replace")
                         raise SourceError(f"{method} {path}: HTTP {resp.status}: {text}")
                     return msgspec.json.decode(raw, type=type_, strict=False)
-            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientConnectionError) as exc:
                 if attempt == 4:
                     raise SourceError(f"{method} {path}: {exc!r}") from exc
                 await asyncio.sleep(0.5 * 2**attempt)

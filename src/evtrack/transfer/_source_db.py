@@ -31,8 +31,8 @@ class PointSource(Protocol):
     async def close(self) -> None: ...
 
 
-def _series(rows: Sequence[Sequence[Any]]) -> list[Series]:
-    by_key: dict[str, list[Sequence[Any]]] = defaultdict(list)
+def _series(rows: Sequence[Any]) -> list[Series]:
+    by_key: dict[str, list[Any]] = defaultdict(list)
     for row in rows:
         by_key[row[0]].append(row)
     found = []
@@ -54,9 +54,7 @@ def _series(rows: Sequence[Sequence[Any]]) -> list[Series]:
 
 class SqlitePoints:
     def __init__(self, path: str) -> None:
-        self._conn = sqlite3.connect(
-            f"file:{path}?mode=ro", uri=True, check_same_thread=False
-        )
+        self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
         self._lock = asyncio.Lock()
 
     async def run_points(self, run_id: str) -> list[Series]:
@@ -90,7 +88,7 @@ async def open_point_source(url: str) -> PointSource:
         path = url.split(":///", 1)[1] if ":///" in url else ""
         if not path:
             raise ValueError(f"not a SQLite file URI: {url!r} (use sqlite:///path/to/mlflow.db)")
-        return SqlitePoints(path if path.startswith("/") else path)
+        return SqlitePoints(path)
     if scheme.startswith("postgres"):
         dsn = "postgresql://" + url.split("://", 1)[1]
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
