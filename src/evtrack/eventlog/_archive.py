@@ -122,15 +122,18 @@ class LogReader:
         )
 
 
-async def last_restored(conn: Conn) -> tuple[int, tuple[str, int] | None]:
-    """How many events the log holds, and the stream and position of its last one in log
-    order (to tell a resumed load from a database that has a log of its own)."""
+async def last_restored(conn: Conn) -> tuple[int, tuple[str, int, bytes, int] | None]:
+    """How many events the log holds, and the stream, position, payload and recording time
+    of its last one in log order: a load cut short is told from a database with a log of
+    its own by that event being the archive's event at the same place."""
     count: int = await conn.fetchval("SELECT count(*) FROM events")
     row = await conn.fetchrow(
-        """SELECT stream_id, stream_position FROM events
-           ORDER BY transaction_id DESC, global_position DESC LIMIT 1"""
+        f"""SELECT stream_id, stream_position, payload, {_EPOCH_US} AS at_us FROM events
+            ORDER BY transaction_id DESC, global_position DESC LIMIT 1"""
     )
-    return count, None if row is None else (row["stream_id"], row["stream_position"])
+    if row is None:
+        return count, None
+    return count, (row["stream_id"], row["stream_position"], bytes(row["payload"]), row["at_us"])
 
 
 async def append_archived(conn: Conn, events: Sequence[ArchivedEvent]) -> None:

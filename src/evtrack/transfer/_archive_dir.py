@@ -238,7 +238,10 @@ async def import_log(
 
 
 async def _check_resumable(
-    directory: Path, manifest: dict[str, Any], count: int, last: tuple[str, int] | None
+    directory: Path,
+    manifest: dict[str, Any],
+    count: int,
+    last: tuple[str, int, bytes, int] | None,
 ) -> None:
     """A database that holds events may only be the same export's load, cut short."""
     if count <= manifest["events"]:
@@ -249,7 +252,7 @@ async def _check_resumable(
                     _checked(directory, entry), type=list[ArchivedEvent]
                 )
                 e = events[count - seen - 1]
-                if (e.stream_id, e.stream_position) == last:
+                if (e.stream_id, e.stream_position, e.payload, e.recorded_at_us) == last:
                     return
                 break
             seen += entry["events"]
