@@ -29,6 +29,7 @@ from evtrack.events import (
     ConstraintViolation,
     Event,
     ExperimentCreated,
+    ExperimentImported,
     ExperimentTagSet,
     KeyValue,
     Metadata,
@@ -37,10 +38,12 @@ from evtrack.events import (
     ModelVersionCreated,
     ModelVersionStageChanged,
     RegisteredModelCreated,
+    RegisteredModelImported,
     RegisteredModelTagSet,
     RunCreated,
     RunDataLogged,
     RunUpdated,
+    VersionTimes,
     encode_event,
 )
 from evtrack.projections.registry import all_projections
@@ -154,6 +157,27 @@ def stories(draw: st.DrawFn) -> list[tuple[str, Event]]:
             ),
         ),
         (model, ModelAliasSet(model_key=model_key, alias=draw(keys), version=version)),
+        (
+            experiment,
+            ExperimentImported(
+                experiment_id=experiment_id,
+                source=draw(text),
+                fingerprint=draw(text),
+                creation_time=draw(millis),
+                last_update_time=draw(millis),
+            ),
+        ),
+        (
+            model,
+            RegisteredModelImported(
+                model_key=model_key,
+                source=draw(text),
+                fingerprint=draw(text),
+                creation_timestamp=draw(millis),
+                last_updated_timestamp=draw(millis),
+                versions=[VersionTimes(version, draw(millis), draw(millis))],
+            ),
+        ),
     ]
 
 
