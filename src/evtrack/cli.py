@@ -364,7 +364,11 @@ per worker. If you can reach the source's database, --source-database reads the 
 from it instead, many times faster; everything else still comes through the API.
 
 Source credentials: MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and
-MLFLOW_TRACKING_PASSWORD, as for the mlflow client.""",
+MLFLOW_TRACKING_PASSWORD, as for the mlflow client.
+
+Example:
+  evtrack import mlflow --from http://mlflow.internal:5000 \\
+      --database-url postgresql://evtrack@db/evtrack --artifacts-uri s3://ml/artifacts""",
     )
     mlflow.add_argument(
         "--from",
