@@ -68,13 +68,37 @@ class SqlitePoints:
         self._conn.close()
 
 
+_ORDER = "ORDER BY timestamp, step, value"
+_PACKED_QUERY = f"""
+SELECT key,
+       string_agg(float8send(value), ''::bytea {_ORDER}) AS v,
+       string_agg(int8send(timestamp), ''::bytea {_ORDER}) AS t,
+       string_agg(int8send(step), ''::bytea {_ORDER}) AS s,
+       string_agg(boolsend(is_nan), ''::bytea {_ORDER}) AS n
+FROM metrics WHERE run_uuid = $1 GROUP BY key"""
+
+
 class PostgresPoints:
+    """Each series comes back as four byte strings PostgreSQL packs itself (big-endian
+    ``float8send``/``int8send``), so no Python object is made per point."""
+
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
     async def run_points(self, run_id: str) -> list[Series]:
-        rows = await self._pool.fetch(_QUERY.format("$1"), run_id)
-        return _series(rows)
+        found = []
+        for row in await self._pool.fetch(_PACKED_QUERY, run_id):
+            values = np.frombuffer(row["v"], dtype=">f8").astype(np.float64)
+            values[np.frombuffer(row["n"], dtype=np.bool_)] = np.nan
+            found.append(
+                Series(
+                    row["key"],
+                    values,
+                    np.frombuffer(row["t"], dtype=">i8").astype(np.int64),
+                    np.frombuffer(row["s"], dtype=">i8").astype(np.int64),
+                )
+            )
+        return found
 
     async def close(self) -> None:
         await self._pool.close()
