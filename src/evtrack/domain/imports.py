@@ -16,9 +16,6 @@ one exception is experiment 0, "Default", which every server creates for itself.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Sequence
-
 import numpy as np
 
 from evtrack.domain._aggregates import (
@@ -33,14 +30,10 @@ from evtrack.domain._aggregates import (
     model_history_tag,
     run_stream,
 )
+from evtrack.domain._import_registry import import_registered_model
+from evtrack.domain._import_shared import tag_changes, unique_pairs
 from evtrack.domain._metric_rules import check_arrays
 from evtrack.domain._planning import decided_by
-from evtrack.domain._registry_state import (
-    RegisteredModelState,
-    decode_registered_model,
-    encode_registered_model,
-    registered_model_stream,
-)
 from evtrack.domain.commands import PackedPoints
 from evtrack.domain.import_commands import (
     FinishExperimentImport,
@@ -51,7 +44,6 @@ from evtrack.domain.import_commands import (
     ImportRunPoints,
     ImportRuns,
 )
-from evtrack.domain.registry import MODEL_NAMES, canonical_stage
 from evtrack.domain.tracking import EXPERIMENT_NAMES, RUN_STATUSES
 from evtrack.errors import already_exists, invalid, not_found
 from evtrack.eventlog import ANY_VERSION, UnitOfWork
@@ -64,20 +56,6 @@ from evtrack.events import (
     ExperimentRestored,
     ExperimentTagDeleted,
     ExperimentTagSet,
-    KeyValue,
-    ModelAliasDeleted,
-    ModelAliasSet,
-    ModelVersionCreated,
-    ModelVersionDeleted,
-    ModelVersionDescriptionSet,
-    ModelVersionStageChanged,
-    ModelVersionTagDeleted,
-    ModelVersionTagSet,
-    RegisteredModelCreated,
-    RegisteredModelDescriptionSet,
-    RegisteredModelImported,
-    RegisteredModelTagDeleted,
-    RegisteredModelTagSet,
     RunCreated,
     RunDataLogged,
     RunDeleted,
@@ -85,7 +63,6 @@ from evtrack.events import (
     RunRestored,
     RunTagDeleted,
     RunUpdated,
-    VersionTimes,
 )
 from evtrack.events.arrays import pack
 
@@ -120,7 +97,7 @@ async def import_experiment(uow: UnitOfWork, c: ImportExperiment) -> bool:
                 f"another experiment of that name ({owner})."
             )
         await uow.advance_sequence("experiment_ids", e.experiment_id)
-        tags = _unique(e.tags)
+        tags = unique_pairs(e.tags)
         created = ExperimentCreated(
             experiment_id=e.experiment_id,
             name=e.name,
@@ -149,7 +126,7 @@ async def import_experiment(uow: UnitOfWork, c: ImportExperiment) -> bool:
             )
         await uow.release_name(EXPERIMENT_NAMES, state.name)
         events.append(ExperimentRenamed(experiment_id=e.experiment_id, name=e.name))
-    events += _tag_changes(
+    events += tag_changes(
         state.tag_keys,
         e.tags,
         lambda t: ExperimentTagSet(experiment_id=e.experiment_id, key=t.key, value=t.value),
@@ -250,7 +227,7 @@ async def import_runs(uow: UnitOfWork, c: ImportRuns) -> list[str]:
 
 
 def _create_run(uow: UnitOfWork, experiment: ExperimentState, r: ImportedRun) -> None:
-    tags = _unique(r.tags)
+    tags = unique_pairs(r.tags)
     artifact_uri = f"{experiment.artifact_location.rstrip('/')}/{r.run_id}/artifacts"
     events: list[Event] = [
         RunCreated(
@@ -273,7 +250,7 @@ def _create_run(uow: UnitOfWork, experiment: ExperimentState, r: ImportedRun) ->
         model_history=model_history_tag(tags),
     )
     if r.params:
-        events.append(RunDataLogged(run_id=r.run_id, params=_unique(r.params)))
+        events.append(RunDataLogged(run_id=r.run_id, params=unique_pairs(r.params)))
     if r.status != "RUNNING" or r.end_time is not None:
         events.append(RunUpdated(run_id=r.run_id, status=r.status, end_time=r.end_time))
     if r.lifecycle_stage == DELETED:
@@ -288,8 +265,8 @@ def _update_run(
 ) -> None:
     """Bring a run imported earlier up to the source's newer state (params never change;
     new ones are added)."""
-    new_params = [p for p in _unique(r.params) if p.key not in state.params]
-    tags = _unique(r.tags)
+    new_params = [p for p in unique_pairs(r.params) if p.key not in state.params]
+    tags = unique_pairs(r.tags)
     events: list[Event] = []
     if new_params or tags:
         events.append(RunDataLogged(run_id=r.run_id, params=new_params, tags=tags))
@@ -347,182 +324,6 @@ async def import_run_points(uow: UnitOfWork, c: ImportRunPoints) -> None:
     for event in events:
         state.apply(event)
     uow.append(stream, events, expected_version=head.version, state=encode_state(state))
-
-
-# --- registered models ---------------------------------------------------------------------
-
-
-async def import_registered_model(uow: UnitOfWork, c: ImportRegisteredModel) -> None:
-    owner = await uow.name_owner(MODEL_NAMES, c.name)
-    events: list[Event] = []
-    if owner is None:
-        model_key = uuid.uuid4().hex
-        stream = registered_model_stream(model_key)
-        if not await uow.reserve_name(MODEL_NAMES, c.name, stream):
-            raise already_exists(f"Registered Model (name={c.name}) already exists.")
-        tags = _unique(c.tags)
-        state = RegisteredModelState(model_key, c.name, tag_keys={t.key for t in tags})
-        version = 0
-        events.append(
-            RegisteredModelCreated(
-                model_key=model_key, name=c.name, description=c.description or None, tags=tags
-            )
-        )
-    else:
-        head = (await uow.heads([owner], lock=True))[owner]
-        assert head.state is not None
-        state = decode_registered_model(head.state)
-        version = head.version
-        if state.imported == c.fingerprint:
-            return
-        if state.imported is None:
-            raise already_exists(
-                f"Cannot import registered model {c.name!r}: this server has a model of that "
-                "name that was not imported."
-            )
-        model_key = state.model_key
-        events.append(
-            RegisteredModelDescriptionSet(model_key=model_key, description=c.description or None)
-        )
-        events += _tag_changes(
-            state.tag_keys,
-            c.tags,
-            lambda t: RegisteredModelTagSet(model_key=model_key, key=t.key, value=t.value),
-            lambda k: RegisteredModelTagDeleted(model_key=model_key, key=k),
-        )
-    for event in events:
-        state.apply(event)
-    events += _version_events(state, c)
-    closing = RegisteredModelImported(
-        model_key=model_key,
-        source=c.source,
-        fingerprint=c.fingerprint,
-        creation_timestamp=max(0, c.creation_timestamp),
-        last_updated_timestamp=max(0, c.last_updated_timestamp),
-        versions=[
-            VersionTimes(v.version, max(0, v.creation_timestamp), max(0, v.last_updated_timestamp))
-            for v in sorted(c.versions, key=lambda v: v.version)
-        ],
-    )
-    state.apply(closing)
-    events.append(closing)
-    uow.append(
-        registered_model_stream(model_key),
-        events,
-        expected_version=version,
-        state=encode_registered_model(state),
-    )
-
-
-def _version_events(state: RegisteredModelState, c: ImportRegisteredModel) -> list[Event]:
-    """The events turning ``state``'s versions and aliases into the source's, applied to
-    ``state`` as they are decided."""
-    key = state.model_key
-    out: list[Event] = []
-
-    def add(event: Event) -> None:
-        state.apply(event)
-        out.append(event)
-
-    wanted = {v.version: v for v in c.versions}
-    for number in sorted(wanted):
-        v = wanted[number]
-        stage = canonical_stage(v.current_stage)
-        existing = state.live_version(number)
-        if existing is None:
-            if number in state.versions:
-                raise already_exists(
-                    f"Cannot import version {number} of {c.name!r}: it was deleted here."
-                )
-            add(
-                ModelVersionCreated(
-                    model_key=key,
-                    version=number,
-                    source=v.source,
-                    storage_location=v.source,
-                    run_id=v.run_id or None,
-                    run_link=v.run_link or None,
-                    description=v.description or None,
-                    tags=_unique(v.tags),
-                )
-            )
-        else:
-            add(
-                ModelVersionDescriptionSet(model_key=key, version=number, description=v.description)
-            )
-            for event in _version_tag_changes(key, number, existing.tag_keys, v.tags):
-                add(event)
-        current = state.versions[number].stage
-        if stage != current:
-            add(
-                ModelVersionStageChanged(
-                    model_key=key,
-                    version=number,
-                    from_stage=current,
-                    to_stage=stage,
-                    reason="import",
-                )
-            )
-    for number, found in sorted(state.versions.items()):
-        if number not in wanted and not found.deleted:
-            add(ModelVersionDeleted(model_key=key, version=number))
-    aliases = {a.key: _alias_version(c.name, a) for a in c.aliases}
-    for alias, number in sorted(aliases.items()):
-        if state.live_version(number) is None:
-            raise invalid(f"Cannot import alias {alias!r} of {c.name!r}: no version {number}.")
-        previous = state.aliases.get(alias)
-        if previous != number:
-            add(
-                ModelAliasSet(model_key=key, alias=alias, version=number, previous_version=previous)
-            )
-    for alias, number in sorted(state.aliases.items()):
-        if alias not in aliases:
-            add(ModelAliasDeleted(model_key=key, alias=alias, version=number))
-    return out
-
-
-def _version_tag_changes(
-    key: str, number: int, current_keys: set[str], tags: Sequence[KeyValue]
-) -> list[Event]:
-    def set_tag(t: KeyValue) -> Event:
-        return ModelVersionTagSet(model_key=key, version=number, key=t.key, value=t.value)
-
-    def delete_tag(k: str) -> Event:
-        return ModelVersionTagDeleted(model_key=key, version=number, key=k)
-
-    return _tag_changes(current_keys, tags, set_tag, delete_tag)
-
-
-def _alias_version(name: str, alias: KeyValue) -> int:
-    try:
-        return int(alias.value)
-    except ValueError:
-        raise invalid(
-            f"Cannot import alias {alias.key!r} of {name!r}: version {alias.value!r} is not a "
-            "number."
-        ) from None
-
-
-# --- shared --------------------------------------------------------------------------------
-
-
-def _unique(items: Sequence[KeyValue]) -> list[KeyValue]:
-    """Key-value pairs with each key once (the last value wins, as a series of sets would)."""
-    return [KeyValue(k, v) for k, v in {kv.key: kv.value for kv in items}.items()]
-
-
-def _tag_changes(
-    current_keys: set[str],
-    tags: Sequence[KeyValue],
-    set_tag: Callable[[KeyValue], Event],
-    delete_tag: Callable[[str], Event],
-) -> list[Event]:
-    """Set every source tag (values are not kept in state) and delete tags it no longer has."""
-    wanted = _unique(tags)
-    keys = {t.key for t in wanted}
-    events: list[Event] = [set_tag(t) for t in wanted]
-    events += [delete_tag(k) for k in sorted(current_keys - keys)]
-    return events
 
 
 decided_by(
