@@ -22,12 +22,17 @@ from _support.server import EvtrackServer
 from auth.conftest import ADMIN, ADMIN_PASSWORD, User, auth_server, new_user
 from evtrack.api import all_routes
 from evtrack.api._app import DEFAULT_PREFIXES
+from evtrack.api.console import STATIC_PATHS
 from evtrack.permissions import Permission
 
 # Open without credentials: liveness, readiness and version for probes and the client's
 # version check; server-info, which MLflow serves without auth so a client can read how the
-# server is configured.
-PUBLIC = {"/health", "/ready", "/version", "/mlflow/server-info"}
+# server is configured; the console's own static files (code shipped in the package, no data).
+PUBLIC = {"/health", "/ready", "/version", "/mlflow/server-info", *STATIC_PATHS}
+
+# Open to every signed-in user, about no resource at all: the console's home (and the redirect
+# to it), which links to its pages, each of which declares its own permission.
+SIGNED_IN = {"/console", "/console/"}
 
 # Open to every signed-in user, about their own account only (each is also checked against
 # another user's account below): who am I, my tokens, my password, my permissions, my
@@ -192,7 +197,11 @@ def test_every_route_refuses_the_anonymous_and_the_unpermitted(
             continue
         if anonymous != 401:
             failures.append(f"{where}: anonymous got {anonymous}, not 401")
-        if path in SELF_SERVICE:
+        if path in SIGNED_IN:
+            open_to_nobody.append(where)
+            if signed_in in (401, 403):
+                failures.append(f"{where}: a signed-in user got {signed_in}")
+        elif path in SELF_SERVICE:
             open_to_nobody.append(where)
             if signed_in in (401, 403):
                 failures.append(f"{where}: own account refused with {signed_in}")

@@ -2,7 +2,7 @@
 MLflow does. The composition root (:mod:`evtrack.server`) attaches the services."""
 
 from evtrack.api._access import ACCESS, AUTH_CONFIG, LOCAL_USER, AuthConfig
-from evtrack.api._app import all_routes, build_app, mount
+from evtrack.api._app import RECENT_ERRORS, all_routes, build_app, mount
 from evtrack.api._http_server import serve
 from evtrack.api._state import SERVICES, Services
 from evtrack.api.artifacts import ARTIFACT_STORE
@@ -14,6 +14,7 @@ __all__ = [
     "AUTH_CONFIG",
     "INGEST_GATE",
     "LOCAL_USER",
+    "RECENT_ERRORS",
     "SERVICES",
     "AuthConfig",
     "IngestGate",
