@@ -81,11 +81,19 @@ class Browsing:
     contexts: list[Any] = field(default_factory=list)
 
     def page(
-        self, who: Account | None, *, dark: bool = False, allow: tuple[int, ...] = ()
+        self,
+        who: Account | None,
+        *,
+        dark: bool = False,
+        allow: tuple[int, ...] = (),
+        bypass_csp: bool = False,
     ) -> Watched:
         options: dict[str, Any] = {
             "color_scheme": "dark" if dark else "light",
             "viewport": {"width": 1280, "height": 900},
+            # Only for injecting a test tool (axe-core) into a page; never for the pages' own
+            # code, which must run under the policy.
+            "bypass_csp": bypass_csp,
         }
         if who is not None:
             options["http_credentials"] = {"username": who.name, "password": who.password}

@@ -276,11 +276,38 @@ def _timeline_item(name: str, entry: dict[str, Any], at: datetime | None) -> Mar
             "a",
             {
                 "class": "as-of-link",
-                "href": model_url(name, at=entry["recorded_at"]),
-                "aria-label": f"State right after: {text}",
+                "href": model_url(name, at=entry["recorded_at"]) + "#instant",
+                "aria-label": f"state after this: {text}",
             },
             "state after this",
         ),
+    )
+
+
+def _timeline(
+    name: str, shown: list[dict[str, Any]], at_text: str | None, at: datetime
+) -> list[Markup]:
+    """Newest first; with an instant picked, a marker where it falls and the later events
+    set apart (they are not part of the state shown)."""
+    items: list[Markup] = []
+    marked = at_text is None
+    for entry in reversed(shown):
+        if not marked and datetime.fromisoformat(entry["recorded_at"]) <= at:
+            items.append(_instant_marker(at))
+            marked = True
+        items.append(_timeline_item(name, entry, None if at_text is None else at))
+    if not marked:
+        items.append(_instant_marker(at))
+    return items
+
+
+def _instant_marker(at: datetime) -> Markup:
+    moment = at.astimezone(UTC)
+    return el(
+        "li",
+        {"class": "instant", "id": "instant"},
+        f"As of {moment:%Y-%m-%d %H:%M:%S}.{moment.microsecond // 1000:03d} UTC: "
+        "the state shown. Events above came later.",
     )
 
 
@@ -357,7 +384,12 @@ async def model(request: web.Request) -> web.Response:
     shown = history if show_all else [e for e in history if e["type"] in PROMOTION_EVENTS]
     picker = el(
         "form",
-        {"method": "get", "action": "/console/model", "class": "inline", "id": "as-of-form"},
+        {
+            "method": "get",
+            "action": "/console/model#instant",
+            "class": "inline",
+            "id": "as-of-form",
+        },
         el("input", {"type": "hidden", "name": "name", "value": name}),
         el("input", {"type": "hidden", "name": "all", "value": "true"}) if show_all else None,
         el("label", {"for": "at"}, "As of (UTC)"),
@@ -407,11 +439,7 @@ async def model(request: web.Request) -> web.Response:
             f"{len(shown)} of {len(history)} events, newest first. ",
             toggle,
         ),
-        el(
-            "ol",
-            {"class": "timeline", "id": "timeline", "reversed": True},
-            [_timeline_item(name, e, at if at_text else None) for e in reversed(shown)],
-        ),
+        el("ol", {"class": "timeline", "id": "timeline"}, _timeline(name, shown, at_text, at)),
     )
     body = join(
         [
