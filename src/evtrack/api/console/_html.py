@@ -9,6 +9,7 @@ modules under ``static/`` add the live parts.
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -34,8 +35,15 @@ class Markup(str):
 AttrValue = str | int | float | bool | None
 
 
+_SPECIAL = re.compile(r"[&<>\"']")
+
+
 def escape(value: object) -> Markup:
-    return value if isinstance(value, Markup) else Markup(html.escape(str(value), quote=True))
+    if isinstance(value, Markup):
+        return value
+    text = str(value)
+    # Most text on a page has nothing to escape: skip the five replacements then.
+    return Markup(html.escape(text, quote=True) if _SPECIAL.search(text) else text)
 
 
 def _children(children: Iterable[object]) -> str:
@@ -56,7 +64,6 @@ def el(tag: str, attrs: dict[str, AttrValue] | None = None, *children: object) -
     for name, value in (attrs or {}).items():
         if value is None or value is False:
             continue
-        name = name.rstrip("_").replace("_", "-")  # class_ -> class, data_x -> data-x
         rendered.append(f" {name}" if value is True else f' {name}="{escape(value)}"')
     opening = f"<{tag}{''.join(rendered)}>"
     if tag in _VOID:

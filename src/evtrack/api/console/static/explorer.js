@@ -258,6 +258,7 @@ async function load() {
   canvas.dataset.points = String(answer.window ? answer.window.points : 0);
   canvas.dataset.windowStart = String(view.lo);
   canvas.dataset.windowEnd = String(view.hi);
+  canvas.dataset.drawnAt = done.toFixed(1); // performance.now() of this page
   canvas.dataset.state = "drawn";
   startInput.value = String(view.lo);
   endInput.value = String(view.hi);
