@@ -207,15 +207,17 @@ def test_status_snapshot(seeded: Seeded) -> None:
     assert requests.get(f"{seeded.url}/api/2.0/evtrack/status", timeout=30).status_code == 401
 
 
-def _sse(seeded: Seeded, path: str, seconds: float, **params: Any) -> Iterator[dict[str, Any]]:
-    """The events a stream sends within ``seconds`` (or until it is quiet for a second)."""
+def _sse(
+    seeded: Seeded, path: str, seconds: float, quiet: float = 1.0, **params: Any
+) -> Iterator[dict[str, Any]]:
+    """The events a stream sends within ``seconds`` (or until it is ``quiet`` that long)."""
     deadline = time.monotonic() + seconds
     with requests.get(
         f"{seeded.url}{path}",
         params=params,
         auth=seeded.admin.auth,
         stream=True,
-        timeout=(10, 1.0),
+        timeout=(10, quiet),
     ) as response:
         assert response.status_code == 200, response.text
         assert response.headers["Content-Type"].startswith("text/event-stream")
@@ -231,7 +233,7 @@ def _sse(seeded: Seeded, path: str, seconds: float, **params: Any) -> Iterator[d
 
 def test_status_stream_sends_a_snapshot_a_second(seeded: Seeded) -> None:
     received = []
-    for snapshot in _sse(seeded, "/api/2.0/evtrack/status/stream", 3.5):
+    for snapshot in _sse(seeded, "/api/2.0/evtrack/status/stream", 3.5, quiet=2.5):
         received.append((time.monotonic(), snapshot["sequence"]))
     assert len(received) >= 3, received
     sequences = [s for _, s in received]
@@ -323,3 +325,12 @@ def test_console_errors_are_pages(seeded: Seeded) -> None:
     )
     listed = _get(seeded, "/console/models").text
     assert "<img src=x" not in listed and "&lt;img src=x onerror=alert(1)&gt;" in listed
+
+
+def test_the_feed_shows_a_reader_what_they_may_read(seeded: Seeded) -> None:
+    page = _get(seeded, "/console/feed", seeded.bob, model=MODEL)
+    assert page.status_code == 200, page.text[:300]
+    assert page.text.count('data-type="ModelAliasSet"') >= 3
+    # Accounts (users, grants) are an admin's: in the admin's feed, not in bob's.
+    assert 'data-stream="user-' in _get(seeded, "/console/feed").text
+    assert 'data-stream="user-' not in _get(seeded, "/console/feed", seeded.bob).text

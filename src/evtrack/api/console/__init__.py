@@ -46,7 +46,8 @@ def console_routes() -> list[Route]:
         Route("GET", "/console/model", model, read_model, registry, root, arg("name")),
         Route("GET", "/console/requests", queue, read_model, registry, root, FILTERED),
         Route("GET", "/console/status", status_page, Permission.ADMIN, prefixes=root),
-        Route("GET", "/console/feed", feed_page, Permission.ADMIN, prefixes=root),
+        # As the event stream: each user sees the events of what they may read.
+        Route("GET", "/console/feed", feed_page, Permission.AUTHENTICATED, prefixes=root),
         Route(
             "GET",
             "/console/explorer",

@@ -1,5 +1,8 @@
 """The live event feed: the newest events that pass the filter, then ``feed.js`` follows the
-log over the event stream (``/api/2.0/evtrack/events/stream``) from where the page ended."""
+log over the event stream (``/api/2.0/evtrack/events/stream``) from where the page ended.
+
+Like the stream, it shows each user the events of what they may read (admins: everything),
+and refuses a user who may read nothing at all."""
 
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ from yarl import URL
 
 from evtrack.api._access import principal
 from evtrack.api._common import services
-from evtrack.api.audit import feed_filter
+from evtrack.api._event_access import EventAccess
+from evtrack.api.audit import feed_filter, may_read_something
 from evtrack.api.console._html import Markup, el, join, page
 from evtrack.application import audit
 from evtrack.events import EVENT_TYPES
@@ -72,6 +76,8 @@ def feed_row(entry: dict[str, Any]) -> Markup:
 
 async def feed_page(request: web.Request) -> web.Response:
     caller = await principal(request)
+    await may_read_something(request)
+    readable = EventAccess(request)
     query = request.query
     wanted = feed_filter(request)
     feed = services(request).feed
@@ -81,7 +87,7 @@ async def feed_page(request: web.Request) -> web.Response:
         records = await feed.read_after(cursor, 500)
         for record in records:
             cursor = record.position
-            if await wanted.matches(record):
+            if await wanted.matches(record) and await readable.may_read(record.stream_id):
                 shown.append(audit.describe(record))
         if len(records) < 500:
             break

@@ -76,7 +76,7 @@ async def home(request: web.Request) -> web.Response:
         (
             "/console/feed",
             "Live feed",
-            "The event log as it grows, filtered by type, experiment or model (operators).",
+            "The event log as it grows, filtered by type, experiment or model.",
         ),
         (
             "/console/explorer",
