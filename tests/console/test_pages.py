@@ -57,6 +57,8 @@ def test_home_and_model_list(browsing: Browsing, seeded: Seeded) -> None:
     home.goto("/console/")
     assert home.page.locator("h1").inner_text() == "evtrack console"
     assert "Signed in as bob" in home.page.locator(".who").inner_text()
+    # The status page is an admin's: not offered to bob.
+    assert home.page.locator('a[href="/console/status"]').count() == 0
     home.page.get_by_role("link", name=re.compile("^Models")).first.click()
     home.page.wait_for_url(re.compile(r"/console/models$"))
     row = home.page.locator(f'tr[data-model="{MODEL}"]')

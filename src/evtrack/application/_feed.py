@@ -111,7 +111,8 @@ class FeedFilter:
             self._owners.move_to_end(stream)
             return self._owners[stream]
         owner = None if self._experiment_of is None else await self._experiment_of(stream)
-        self._remember(stream, owner)
+        if owner is not None:  # an unknown run may be known later: ask again then
+            self._remember(stream, owner)
         return owner
 
     def _remember(self, stream: str, owner: str | None) -> None:

@@ -195,12 +195,13 @@ class StatusBoard:
 
     # --- for the API ---------------------------------------------------------------------
 
-    async def snapshot(self) -> dict[str, Any]:
-        """The latest snapshot, with rates measured over at least one tick (the first call
-        on an idle server waits for the sampler's second tick, about a second)."""
+    async def snapshot(self, *, measured: bool = True) -> dict[str, Any]:
+        """The latest snapshot. ``measured``: with rates measured over at least one tick (on
+        an idle server, the first call waits for the sampler's second tick, about a second);
+        otherwise the first snapshot will do (its rates are None: not measured yet)."""
         self._last_demand = time.monotonic()
         self._ensure_running()
-        while self._latest is None or self._latest["ingest"]["events_per_s"] is None:
+        while self._latest is None or (measured and self._latest["ingest"]["events_per_s"] is None):
             if not await self._next_tick():
                 break
         assert self._latest is not None

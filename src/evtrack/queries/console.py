@@ -32,7 +32,8 @@ async def model_summaries(
     args: list[Any] = []
     where = _visible("m.name", visible, args)
     if contains:
-        args.append(f"%{contains}%")
+        literal = contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        args.append(f"%{literal}%")
         where += f" AND m.name ILIKE ${len(args)}"
     args.append(MAX_MODELS)
     rows = await db.fetch(

@@ -135,6 +135,6 @@ async def explorer(request: web.Request) -> web.Response:
         "Series explorer",
         body,
         active="explorer",
-        user=caller.name,
+        caller=caller,
         scripts=["explorer.js"] if chosen else [],
     )

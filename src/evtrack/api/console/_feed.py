@@ -150,7 +150,7 @@ async def feed_page(request: web.Request) -> web.Response:
         "Live feed",
         body,
         active="feed",
-        user=caller.name,
+        caller=caller,
         scripts=["feed.js"],
         main_attrs={
             "data-after": f"{cursor.transaction_id}-{cursor.global_position}",

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from evtrack.access import Principal
 from evtrack.api.console._assets import asset_url
 
 CONSOLE_POLICY = (
@@ -87,13 +88,14 @@ def when(ms: int | None, *, precise: bool = False) -> Markup:
 
 
 NAV = (
-    ("home", "/console/", "Console"),
-    ("models", "/console/models", "Models"),
-    ("requests", "/console/requests", "Transition requests"),
-    ("status", "/console/status", "Status"),
-    ("feed", "/console/feed", "Live feed"),
-    ("explorer", "/console/explorer", "Series explorer"),
+    ("home", "/console/", "Console", False),
+    ("models", "/console/models", "Models", False),
+    ("requests", "/console/requests", "Transition requests", False),
+    ("status", "/console/status", "Status", True),
+    ("feed", "/console/feed", "Live feed", False),
+    ("explorer", "/console/explorer", "Series explorer", False),
 )
+"""(key, path, label, for admins only)"""
 
 
 def page(
@@ -101,7 +103,7 @@ def page(
     body: object,
     *,
     active: str,
-    user: str | None,
+    caller: Principal | None,
     scripts: Iterable[str] = (),
     status: int = 200,
     main_attrs: dict[str, AttrValue] | None = None,
@@ -123,7 +125,8 @@ def page(
                         label,
                     ),
                 )
-                for key, href, label in NAV
+                for key, href, label, admins in NAV
+                if not admins or caller is None or caller.is_admin
             ],
         ),
     )
@@ -143,7 +146,7 @@ def page(
         {"class": "top"},
         el("a", {"class": "skip", "href": "#main"}, "Skip to content"),
         nav,
-        el("span", {"class": "who"}, f"Signed in as {user}") if user else None,
+        el("span", {"class": "who"}, f"Signed in as {caller.name}") if caller else None,
     )
     document = (
         "<!doctype html>"
@@ -175,4 +178,4 @@ def error_page(status: int, code: str, message: str) -> web.Response:
             el("p", None, el("a", {"href": "/console/"}, "Back to the console")),
         ]
     )
-    return page(f"Error {status}", body, active="", user=None, status=status)
+    return page(f"Error {status}", body, active="", caller=None, status=status)

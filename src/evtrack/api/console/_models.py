@@ -71,7 +71,7 @@ async def home(request: web.Request) -> web.Response:
             "/console/status",
             "Status",
             "Ingest rates, read-model lag, parked events, database "
-            "and artifact store health, live (operators).",
+            "and artifact store health, live.",
         ),
         (
             "/console/feed",
@@ -104,11 +104,12 @@ async def home(request: web.Request) -> web.Response:
                         el("a", {"href": href}, el("h2", None, title), el("p", None, text)),
                     )
                     for href, title, text in cards
+                    if caller.is_admin or href != "/console/status"  # for admins only
                 ],
             ),
         ]
     )
-    return page("Home", body, active="home", user=caller.name)
+    return page("Home", body, active="home", caller=caller)
 
 
 # --- model list ----------------------------------------------------------------------------
@@ -192,7 +193,7 @@ async def models(request: web.Request) -> web.Response:
             table if found else el("p", {"class": "empty"}, "No registered model to show."),
         ]
     )
-    return page("Models", body, active="models", user=caller.name)
+    return page("Models", body, active="models", caller=caller)
 
 
 # --- one model -----------------------------------------------------------------------------
@@ -448,4 +449,4 @@ async def model(request: web.Request) -> web.Response:
             el("div", {"class": "columns"}, as_of, timeline),
         ]
     )
-    return page(name, body, active="models", user=caller.name)
+    return page(name, body, active="models", caller=caller)

@@ -167,5 +167,5 @@ async def queue(request: web.Request) -> web.Response:
         ]
     )
     return page(
-        "Transition requests", body, active="requests", user=caller.name, scripts=["requests.js"]
+        "Transition requests", body, active="requests", caller=caller, scripts=["requests.js"]
     )
