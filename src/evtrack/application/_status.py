@@ -25,6 +25,7 @@ import asyncpg
 import structlog
 
 from evtrack.application._readiness import Readiness
+from evtrack.errors import ErrorCode, EvtrackError
 from evtrack.eventlog import (
     Conn,
     EventStore,
@@ -55,6 +56,8 @@ ARTIFACT_PROBE_EVERY_S = 5.0
 watched server would be wasteful)."""
 RECENT = 10
 """How many recent errors and parked events a snapshot lists."""
+MAX_TICKS_WAITED = 5
+"""A snapshot request waits this many ticks at most for a snapshot to answer with."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,11 +204,19 @@ class StatusBoard:
         otherwise the first snapshot will do (its rates are None: not measured yet)."""
         self._last_demand = time.monotonic()
         self._ensure_running()
-        while self._latest is None or (measured and self._latest["ingest"]["events_per_s"] is None):
+        for _ in range(MAX_TICKS_WAITED):
+            latest = self._latest
+            if latest is not None and not (measured and latest["ingest"]["events_per_s"] is None):
+                return latest
             if not await self._next_tick():
-                break
-        assert self._latest is not None
-        return self._latest
+                self._ensure_running()
+        if self._latest is not None:
+            return self._latest  # rates not measured (the database is away): they say None
+        raise EvtrackError(
+            ErrorCode.TEMPORARILY_UNAVAILABLE,
+            "No status snapshot could be taken; the server log says why.",
+            headers={"Retry-After": "1"},
+        )
 
     async def updates(self) -> AsyncGenerator[dict[str, Any], None]:
         """Every snapshot from now on, one per tick, starting with the latest one."""
