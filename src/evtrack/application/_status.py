@@ -30,7 +30,6 @@ from evtrack.eventlog import (
     Conn,
     EventStore,
     LogPosition,
-    count_events_after,
     database_unavailable,
     read_after,
 )
@@ -129,7 +128,10 @@ class LogMeter:
         events, points, estimated = await self._count(conn, head)
         self._samples.append((now, now - self._last_at, events, points, estimated))
         self._last_at = now
-        while self._samples and self._samples[0][0] <= now - RATE_WINDOW_S:
+        # Keep the samples that lie wholly within the window (the newest one always).
+        while len(self._samples) > 1 and self._samples[0][0] - self._samples[0][1] < (
+            now - RATE_WINDOW_S
+        ):
             self._samples.popleft()
         span = sum(s[1] for s in self._samples)
         if span <= 0:
@@ -158,8 +160,9 @@ class LogMeter:
                 return events, points, False
             if time.monotonic() >= deadline:
                 break
-        # Over budget: count the rest without reading it, and estimate its points.
-        rest = await count_events_after(conn, self._cursor, at_most=LAG_COUNT_CAP)
+        # Over budget: the rest up to the head is counted by position (global positions are
+        # dense but for rolled-back transactions), its points estimated from what was read.
+        rest = max(0, head.global_position - self._cursor.global_position)
         per_event = points / events if events else 0.0
         self._cursor = max(self._cursor, head)
         return events + rest, points + round(rest * per_event), True
