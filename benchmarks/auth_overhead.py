@@ -3,9 +3,10 @@
 
     python benchmarks/auth_overhead.py [--calls 600] [--database-url URL]
 
-Four servers on fresh databases of one PostgreSQL: evtrack without and with ``--auth``, and
-MLflow's server without and with its basic-auth app (``--app-name basic-auth``, its default
-settings: the credential cache off, so every request verifies the password). Each gets one
+Five servers on fresh databases of one PostgreSQL: evtrack without and with ``--auth``, and
+MLflow's server without and with its basic-auth app (``--app-name basic-auth``), once with its
+default settings (the credential cache off: every request verifies the password) and once
+with its credential cache on (60 s). Each gets one
 user with EDIT on one experiment (the admin, for the unauthenticated ones), one run, and two
 keep-alive ``requests`` sessions:
 
@@ -13,7 +14,7 @@ keep-alive ``requests`` sessions:
   experiment);
 * ``get-run``: ``GET /api/2.0/mlflow/runs/get`` (a read checked the same way).
 
-Calls are interleaved in blocks of 50 (A B C D A B C D ...), so load from other users of the
+Calls are interleaved in blocks of 50 (A B C D E A B C D E ...), so load from other users of the
 machine hits every contender alike. The table gives p50 and p99 per server and call, and the
 ratios that matter: auth on / auth off for each server, and evtrack+auth against MLflow+auth.
 Check ``uptime`` first; on a loaded machine, compare the ratios, not the milliseconds.
@@ -41,7 +42,7 @@ ADMIN_PASSWORD = "bench-admin-Pw1"
 BLOCK = 50
 
 
-def _with_auth(server: Server, kind: str, workdir: Path) -> Server:
+def _with_auth(server: Server, kind: str, workdir: Path, *, cache: bool = False) -> Server:
     if kind == "evtrack":
         server.cmd.append("--auth")
         server.env["EVTRACK_ADMIN_PASSWORD"] = ADMIN_PASSWORD
@@ -53,11 +54,12 @@ def _with_auth(server: Server, kind: str, workdir: Path) -> Server:
             "admin_username = admin\n"
             f"admin_password = {ADMIN_PASSWORD}\n"
             "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            + ("auth_cache_ttl_seconds = 60\n" if cache else "")
         )
         server.cmd += ["--app-name", "basic-auth"]
         server.env["MLFLOW_AUTH_CONFIG_PATH"] = str(ini)
         server.env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = uuid.uuid4().hex
-    server.name += "+auth"
+    server.name += "+auth" + ("+cache" if cache else "")
     return server
 
 
@@ -135,21 +137,22 @@ def main() -> int:
     servers: list[tuple[Server, bool]] = []
     with tempfile.TemporaryDirectory(prefix="evtrack-auth-bench-") as tmp:
         try:
-            for name in ("evtrack", "mlflow"):
-                for auth in (False, True):
-                    workdir = Path(tmp) / f"{name}-{auth}"
-                    workdir.mkdir()
-                    db = databases.create(f"bench_auth_{name}_{int(auth)}_{uuid.uuid4().hex[:6]}")
-                    server = (
-                        evtrack_server(db, workdir, sys.executable)
-                        if name == "evtrack"
-                        else mlflow_server(db, workdir, sys.executable, workers=1)
-                    )
-                    if auth:
-                        server = _with_auth(server, name, workdir)
-                    server.start()
-                    server.wait_healthy(120)
-                    servers.append((server, auth))
+            plan = [("evtrack", False, False), ("evtrack", True, False)]
+            plan += [("mlflow", False, False), ("mlflow", True, False), ("mlflow", True, True)]
+            for name, auth, cache in plan:
+                workdir = Path(tmp) / f"{name}-{auth}-{cache}"
+                workdir.mkdir()
+                db = databases.create(f"bench_auth_{name}_{int(auth)}_{uuid.uuid4().hex[:6]}")
+                server = (
+                    evtrack_server(db, workdir, sys.executable)
+                    if name == "evtrack"
+                    else mlflow_server(db, workdir, sys.executable, workers=1)
+                )
+                if auth:
+                    server = _with_auth(server, name, workdir, cache=cache)
+                server.start()
+                server.wait_healthy(120)
+                servers.append((server, auth))
             contenders = [Contender(s, auth) for s, auth in servers]
             for kind in ("log-metric", "get-run"):
                 for c in contenders:  # warm-up
@@ -171,25 +174,27 @@ def main() -> int:
 
 def _report(contenders: list[Contender]) -> None:
     by_name = {c.server.name: c for c in contenders}
-    print(f"\n{'server':<16}{'call':<12}{'p50 ms':>9}{'p99 ms':>9}")
+    print(f"\n{'server':<20}{'call':<12}{'p50 ms':>9}{'p99 ms':>9}")
     for c in contenders:
         for kind, samples in c.samples.items():
             print(
-                f"{c.server.name:<16}{kind:<12}{median(samples) * 1e3:>9.2f}"
+                f"{c.server.name:<20}{kind:<12}{median(samples) * 1e3:>9.2f}"
                 f"{percentile(samples, 99) * 1e3:>9.2f}"
             )
-    print(f"\n{'ratio (p50)':<44}{'log-metric':>12}{'get-run':>10}")
+    print(f"\n{'ratio (p50)':<48}{'log-metric':>12}{'get-run':>10}")
     pairs = [
         ("evtrack+auth / evtrack", "evtrack+auth", "evtrack"),
         ("mlflow+auth / mlflow", "mlflow+auth", "mlflow"),
+        ("mlflow+auth+cache / mlflow", "mlflow+auth+cache", "mlflow"),
         ("mlflow+auth / evtrack+auth (speed-up)", "mlflow+auth", "evtrack+auth"),
+        ("mlflow+auth+cache / evtrack+auth (speed-up)", "mlflow+auth+cache", "evtrack+auth"),
     ]
     for label, a, b in pairs:
         ratios = [
             median(by_name[a].samples[k]) / median(by_name[b].samples[k])
             for k in ("log-metric", "get-run")
         ]
-        print(f"{label:<44}{ratios[0]:>12.2f}{ratios[1]:>10.2f}")
+        print(f"{label:<48}{ratios[0]:>12.2f}{ratios[1]:>10.2f}")
 
 
 if __name__ == "__main__":

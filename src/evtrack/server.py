@@ -26,6 +26,7 @@ from evtrack.api import (
     ARTIFACT_STORE,
     AUTH_CONFIG,
     INGEST_GATE,
+    RECENT_ERRORS,
     SERVICES,
     UI_FILES,
     AuthConfig,
@@ -36,8 +37,20 @@ from evtrack.api import (
     locate_ui_bundle,
     ui_files,
 )
-from evtrack.application import CommandExecutor, Context, EventFeed, Freshness, Readiness
-from evtrack.artifacts import artifact_store_for, close_artifact_store, start_artifact_store
+from evtrack.application import (
+    CommandExecutor,
+    Context,
+    EventFeed,
+    Freshness,
+    Readiness,
+    StatusBoard,
+)
+from evtrack.artifacts import (
+    artifact_health,
+    artifact_store_for,
+    close_artifact_store,
+    start_artifact_store,
+)
 from evtrack.config import Settings, StartupRefused
 from evtrack.domain import Rules
 from evtrack.domain.auth_commands import EnsureFirstAdmin
@@ -197,30 +210,36 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
         def ingest_lag() -> int:
             return 0 if runtime is None else runtime.lag_behind(store.last_appended_position)
 
+        readiness = Readiness(
+            store,
+            [p.name for p in projections],
+            max_lag=settings.ready_max_lag_events,
+            stall_after_s=settings.ready_stall_after_s,
+        )
+        artifact_store = artifact_store_for(settings.resolved_artifacts_uri)
+        await start_artifact_store(artifact_store)
+        app[ARTIFACT_STORE] = artifact_store
+        status = StatusBoard(
+            store, readiness, RECENT_ERRORS, lambda: artifact_health(artifact_store)
+        )
         app[SERVICES] = Services(
             settings=settings,
             pool=pool,
             commands=commands,
             freshness=freshness,
-            readiness=Readiness(
-                store,
-                [p.name for p in projections],
-                max_lag=settings.ready_max_lag_events,
-                stall_after_s=settings.ready_stall_after_s,
-            ),
+            readiness=readiness,
             feed=EventFeed(store, runtime),
             policy=policy,
             ingest_lag=ingest_lag,
+            status=status,
         )
-        artifact_store = artifact_store_for(settings.resolved_artifacts_uri)
-        await start_artifact_store(artifact_store)
-        app[ARTIFACT_STORE] = artifact_store
         pruning = asyncio.create_task(prune_idempotency_keys_periodically(pool, settings))
         log.info("server.started", artifacts_uri=settings.resolved_artifacts_uri)
         yield
         pruning.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await pruning
+        await status.stop()
         await close_artifact_store(artifact_store)
         await access.stop()
         if runtime is not None:

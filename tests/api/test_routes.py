@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from evtrack.api import all_routes, mount
+from evtrack.api.console import STATIC_PATHS
 from evtrack.permissions import Permission
 
 RESOURCE_FREE = {
@@ -22,6 +23,7 @@ RESOURCE_FREE = {
     "/mlflow/assistant/providers",
     "/mlflow/mcp-servers",
     "/mlflow/ui-telemetry",
+    *STATIC_PATHS,  # the console's own code, no data
 }
 
 

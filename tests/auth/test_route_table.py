@@ -22,13 +22,25 @@ from _support.server import EvtrackServer
 from auth.conftest import ADMIN, ADMIN_PASSWORD, User, auth_server, new_user
 from evtrack.api import all_routes
 from evtrack.api._app import DEFAULT_PREFIXES
+from evtrack.api.console import STATIC_PATHS
 from evtrack.permissions import Permission
 
 # Open without credentials: liveness, readiness and version for probes and the client's
 # version check; server-info, which MLflow serves without auth so a client can read how the
 # server is configured; the web UI's static files (public code, as on MLflow; the page that
-# loads them asks for credentials).
-PUBLIC = {"/health", "/ready", "/version", "/mlflow/server-info", "/static-files/{path:.+}"}
+# loads them asks for credentials) and the console's (code shipped in the package, no data).
+PUBLIC = {
+    "/health",
+    "/ready",
+    "/version",
+    "/mlflow/server-info",
+    "/static-files/{path:.+}",
+    *STATIC_PATHS,
+}
+
+# Open to every signed-in user, about no resource at all: the console's home (and the redirect
+# to it), which links to its pages, each of which declares its own permission.
+SIGNED_IN = {"/console", "/console/"}
 
 # Open to every signed-in user, about their own account only (each is also checked against
 # another user's account below): who am I, my tokens, my password, my permissions, my
@@ -208,7 +220,8 @@ def test_every_route_refuses_the_anonymous_and_the_unpermitted(
             continue
         if anonymous != 401:
             failures.append(f"{where}: anonymous got {anonymous}, not 401")
-        if path in EMPTY_SHELL:
+        if path in EMPTY_SHELL or path in SIGNED_IN:
+            open_to_nobody.append(where)
             if signed_in in (401, 403):
                 failures.append(f"{where}: refused a signed-in user with {signed_in}")
             continue

@@ -2,7 +2,7 @@
 MLflow does. The composition root (:mod:`evtrack.server`) attaches the services."""
 
 from evtrack.api._access import ACCESS, AUTH_CONFIG, LOCAL_USER, AuthConfig
-from evtrack.api._app import all_routes, build_app, mount
+from evtrack.api._app import RECENT_ERRORS, all_routes, build_app, mount
 from evtrack.api._http_server import serve
 from evtrack.api._state import SERVICES, Services
 from evtrack.api._ui_bundle import UiBundle, locate_ui_bundle
@@ -16,6 +16,7 @@ __all__ = [
     "AUTH_CONFIG",
     "INGEST_GATE",
     "LOCAL_USER",
+    "RECENT_ERRORS",
     "SERVICES",
     "UI_FILES",
     "AuthConfig",

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 import uuid
 from collections.abc import Sequence
 
+import msgspec
 import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
 from evtrack.api._access import guard
-from evtrack.api._common import json_response, wait_fresh
+from evtrack.api._common import SHUTTING_DOWN, json_response, wait_fresh
 from evtrack.api._http_server import HANDLER_ARGS
 from evtrack.api._routing import Handler, Route
 from evtrack.api._security_headers import add_security_headers
 from evtrack.api.artifacts import artifact_routes
 from evtrack.api.audit import audit_routes
+from evtrack.api.console import console_routes, error_page, is_console
 from evtrack.api.experiments import experiment_routes
 from evtrack.api.graphql import graphql_routes
 from evtrack.api.ingest import ingest_routes
@@ -26,16 +29,20 @@ from evtrack.api.metrics import metric_routes
 from evtrack.api.registry import registry_routes
 from evtrack.api.run_artifacts import run_artifact_routes
 from evtrack.api.runs import run_routes
+from evtrack.api.series import series_routes
 from evtrack.api.service import service_routes
+from evtrack.api.status import status_routes
 from evtrack.api.ui import ui_routes
 from evtrack.api.ui_stubs import ui_stub_routes
 from evtrack.api.users import user_routes
-from evtrack.application import RETRY_AFTER_S, OutageLog
+from evtrack.application import RETRY_AFTER_S, ErrorLog, OutageLog
 from evtrack.errors import ErrorCode, EvtrackError
 
 log = structlog.get_logger("evtrack.api")
 
-OUTAGES = OutageLog()
+RECENT_ERRORS = ErrorLog()
+"""This process's last failures (500s, database outages), for the status page."""
+OUTAGES = OutageLog(RECENT_ERRORS)
 """This process's view of database outages (each is logged once)."""
 
 DEFAULT_PREFIXES = ("/api/2.0", "/ajax-api/2.0")
@@ -58,6 +65,9 @@ def all_routes() -> list[Route]:
         *user_routes(),
         *ui_stub_routes(),
         *ui_routes(),
+        *status_routes(),
+        *series_routes(),
+        *console_routes(),
     ]
 
 
@@ -87,10 +97,39 @@ def _log_client_closed(request: web.Request, request_id: str, started: float, wh
 def _internal_error(request: web.Request, request_id: str) -> web.Response:
     """Log the exception being handled with its traceback; the client gets the request id."""
     log.exception("request.failed", request_id=request_id, path=request.path)
+    failure = sys.exc_info()[1]
+    RECENT_ERRORS.record(
+        "request",
+        f"{request.method} {request.path}: {type(failure).__name__}: {failure}",
+        request_id,
+    )
     return json_response(
         _error_body(ErrorCode.INTERNAL_ERROR, f"Internal error (request id {request_id})"),
         status=500,
     )
+
+
+_KEPT_HEADERS = ("WWW-Authenticate", "Retry-After", "Allow")
+
+
+def _as_console_page(response: web.StreamResponse, status: int) -> web.StreamResponse:
+    """An error on a console page as a page a person can read (with the same status and the
+    headers that matter: a Basic challenge, Retry-After)."""
+    if not isinstance(response, web.Response) or response.content_type != "application/json":
+        return response
+    raw = response.body
+    if not isinstance(raw, bytes | bytearray):
+        return response
+    try:
+        body = msgspec.json.decode(raw)
+        code, message = str(body["error_code"]), str(body["message"])
+    except (msgspec.DecodeError, KeyError, TypeError):
+        return response
+    page = error_page(status, code, message)
+    for name in _KEPT_HEADERS:
+        if name in response.headers:
+            page.headers[name] = response.headers[name]
+    return page
 
 
 def _error_body(code: ErrorCode | str, message: str) -> dict[str, str]:
@@ -180,6 +219,8 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             response.headers["Retry-After"] = str(RETRY_AFTER_S)
     else:
         OUTAGES.succeeded()
+    if status >= 400 and is_console(request.path):
+        response = _as_console_page(response, status)
     response.headers["X-Request-Id"] = request_id
     log.info(
         "request",
@@ -222,6 +263,12 @@ def build_app() -> web.Application:
     )
     mount(app, all_routes())
     app.on_response_prepare.append(add_security_headers)
+    app[SHUTTING_DOWN] = asyncio.Event()
+
+    async def end_streams(app: web.Application) -> None:
+        app[SHUTTING_DOWN].set()
+
+    app.on_shutdown.append(end_streams)
     return app
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -19,6 +20,21 @@ R = TypeVar("R")
 
 _encoder = msgspec.json.Encoder()
 REQUEST_ID = web.AppKey("request_id_header", str)
+
+
+SHUTTING_DOWN = web.AppKey("shutting_down", asyncio.Event)
+"""Set when the server begins to stop: long-lived streams end so it can stop at once."""
+
+
+def stream_over(request: web.Request) -> bool:
+    """Whether a long-lived answer (an SSE stream) should end: its client went away, or the
+    server is stopping. aiohttp does not cancel a handler whose client left, and shutdown
+    waits for every handler, so streams check between two writes."""
+    transport = request.transport
+    stopping = request.app.get(SHUTTING_DOWN)
+    return (
+        transport is None or transport.is_closing() or (stopping is not None and stopping.is_set())
+    )
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import asyncpg
 from aiohttp import web
 
-from evtrack.application import CommandExecutor, EventFeed, Freshness, Readiness
+from evtrack.application import CommandExecutor, EventFeed, Freshness, Readiness, StatusBoard
 from evtrack.config import Settings
 from evtrack.domain.registry import PromotionPolicy
 
@@ -23,6 +23,7 @@ class Services:
     feed: EventFeed
     policy: PromotionPolicy
     ingest_lag: Callable[[], int]  # events the slowest local read model is behind; 0 if none
+    status: StatusBoard  # the console's live status snapshots
 
 
 SERVICES = web.AppKey("services", Services)

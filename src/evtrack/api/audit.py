@@ -11,16 +11,21 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
-from evtrack.api._access import arg, forbidden, principal, run, visible
-from evtrack.api._common import json_response, services
+from evtrack.api._access import access, arg, forbidden, principal, run, visible
+from evtrack.api._common import json_response, services, stream_over
 from evtrack.api._event_access import EventAccess
 from evtrack.api._requests import read_args
 from evtrack.api._routing import Route
 from evtrack.api._state import SERVICES
-from evtrack.application import LOG_START, LogPosition, audit
-from evtrack.domain import experiment_stream, parse_experiment_id, run_stream
+from evtrack.application import LOG_START, FeedFilter, LogPosition, audit
+from evtrack.domain import (
+    experiment_stream,
+    logged_model_stream,
+    parse_experiment_id,
+    run_stream,
+)
 from evtrack.domain.auth import user_stream
-from evtrack.errors import invalid, not_found
+from evtrack.errors import EvtrackError, invalid, not_found
 from evtrack.permissions import EXPERIMENT, REGISTERED_MODEL, Permission
 from evtrack.queries import auth as auth_queries
 
@@ -83,7 +88,7 @@ def _parse_cursor(value: str) -> LogPosition:
     return LogPosition(int(tx), int(gp))
 
 
-async def _may_read_something(request: web.Request) -> None:
+async def may_read_something(request: web.Request) -> None:
     """A subscriber sees the events of what they may read; one who may read nothing at all
     is refused rather than handed an empty stream."""
     caller = await principal(request)
@@ -96,24 +101,72 @@ async def _may_read_something(request: web.Request) -> None:
     raise forbidden("Permission denied: you may read no experiment and no registered model.")
 
 
+MAX_RECENT = 10_000
+_RUN_PREFIX = run_stream("")
+_LOGGED_MODEL_PREFIX = logged_model_stream("")
+
+
+def feed_filter(request: web.Request) -> FeedFilter:
+    """The subscriber's filter from the query: ``types`` (comma-separated), ``stream``,
+    ``stream_prefix``, ``experiment_id`` (its stream, its runs' and logged models') and
+    ``model`` (a registered model's name, across renames)."""
+    query = request.query
+    control = access(request)
+    pool = services(request).pool
+
+    async def experiment_of(stream: str) -> str | None:
+        if stream.startswith(_RUN_PREFIX):
+            return await control.experiment_of_run(stream.removeprefix(_RUN_PREFIX), wait=False)
+        if stream.startswith(_LOGGED_MODEL_PREFIX):
+            return await control.experiment_of_logged_model(
+                stream.removeprefix(_LOGGED_MODEL_PREFIX)
+            )
+        return None
+
+    async def model_streams(name: str) -> list[str]:
+        try:
+            return await audit.model_streams(pool, name)
+        except EvtrackError:
+            return []  # not created yet: its creation event adds it
+
+    experiment = query.get("experiment_id") or None
+    if experiment is not None:
+        experiment = str(parse_experiment_id(experiment))
+    return FeedFilter(
+        types={t for t in query.get("types", "").split(",") if t},
+        stream=query.get("stream") or None,
+        stream_prefix=query.get("stream_prefix") or None,
+        experiment_id=experiment,
+        model=query.get("model") or None,
+        experiment_of=experiment_of,
+        model_streams=model_streams,
+    )
+
+
+def _recent(value: str) -> int:
+    if not value.isdigit() or not 0 < int(value) <= MAX_RECENT:
+        raise invalid(f"Invalid recent={value!r}: a count of events from 1 to {MAX_RECENT}.")
+    return int(value)
+
+
 async def event_stream(request: web.Request) -> web.StreamResponse:
     """``GET /api/2.0/evtrack/events/stream``: the log as Server-Sent Events.
 
-    Filters: ``types`` (comma-separated event types), ``stream`` (exact stream id) and
-    ``stream_prefix``. Start: ``Last-Event-ID`` header or ``after`` (a position), else
-    ``from=start`` for the whole log, else from now.
+    Filters: see :func:`feed_filter`. Start: ``Last-Event-ID`` header or ``after`` (a
+    position), else ``from=start`` for the whole log, else ``recent=N`` (the last N events of
+    the log, those that pass the filter), else from now.
     """
     svc = request.app[SERVICES]
     readable = EventAccess(request)
-    await _may_read_something(request)
-    types = {t for t in request.query.get("types", "").split(",") if t}
-    stream = request.query.get("stream")
-    prefix = request.query.get("stream_prefix")
+    await may_read_something(request)
+    wanted = feed_filter(request)
     resume = request.headers.get("Last-Event-ID") or request.query.get("after")
     if resume:
         cursor = _parse_cursor(resume)
     elif request.query.get("from") == "start":
         cursor = LOG_START
+    elif request.query.get("recent"):
+        cursor = await svc.feed.position_back(_recent(request.query["recent"]))
     else:
         cursor = await svc.feed.head()
     response = web.StreamResponse(
@@ -126,15 +179,11 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     await response.write(b": evtrack event stream\n\n")
     idle = 0.0
-    while True:
+    while not stream_over(request):
         records = await svc.feed.read_after(cursor, 500)
         for record in records:
             cursor = record.position
-            if types and record.event_type not in types:
-                continue
-            if stream and record.stream_id != stream:
-                continue
-            if prefix and not record.stream_id.startswith(prefix):
+            if not await wanted.matches(record):
                 continue
             if not await readable.may_read(record.stream_id):
                 continue
@@ -150,6 +199,7 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
             idle = 0.0
         await svc.feed.wait(POLL_S)
         idle += POLL_S
+    return response
 
 
 def audit_routes() -> list[Route]:

@@ -8,10 +8,11 @@ the node is fit to serve.
 
 from evtrack.application._context import Context
 from evtrack.application._executor import CommandExecutor
-from evtrack.application._feed import EventFeed
+from evtrack.application._feed import EventFeed, FeedFilter
 from evtrack.application._freshness import Freshness
 from evtrack.application._outage import RETRY_AFTER_S, OutageLog
 from evtrack.application._readiness import Readiness, ReadinessReport, ReadModelLag
+from evtrack.application._status import ErrorLog, RecentError, StatusBoard
 from evtrack.eventlog import LOG_START, LogPosition, RecordedEvent
 
 __all__ = [
@@ -19,12 +20,16 @@ __all__ = [
     "RETRY_AFTER_S",
     "CommandExecutor",
     "Context",
+    "ErrorLog",
     "EventFeed",
+    "FeedFilter",
     "Freshness",
     "LogPosition",
     "OutageLog",
     "ReadModelLag",
     "Readiness",
     "ReadinessReport",
+    "RecentError",
     "RecordedEvent",
+    "StatusBoard",
 ]

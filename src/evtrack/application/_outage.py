@@ -6,6 +6,7 @@ import time
 
 import structlog
 
+from evtrack.application._status import ErrorLog
 from evtrack.eventlog import database_unavailable
 
 log = structlog.get_logger("evtrack.database")
@@ -18,9 +19,10 @@ client backs off on its own between retries."""
 class OutageLog:
     """Tells database outages from other failures and logs each outage once."""
 
-    def __init__(self) -> None:
+    def __init__(self, errors: ErrorLog | None = None) -> None:
         self._down_since: float | None = None
         self._refused = 0
+        self._errors = errors  # where the status page reads the last errors
 
     @staticmethod
     def is_outage(exc: BaseException) -> bool:
@@ -32,6 +34,8 @@ class OutageLog:
         if self._down_since is None:
             self._down_since = time.monotonic()
             log.warning("database.unavailable", error=f"{type(exc).__name__}: {exc}")
+            if self._errors is not None:
+                self._errors.record("database", f"unavailable: {type(exc).__name__}: {exc}")
 
     def succeeded(self) -> None:
         """A request was served: if the database had been away, it is back."""
@@ -41,4 +45,10 @@ class OutageLog:
                 outage_s=round(time.monotonic() - self._down_since, 2),
                 requests_refused=self._refused,
             )
+            if self._errors is not None:
+                self._errors.record(
+                    "database",
+                    f"recovered after {time.monotonic() - self._down_since:.1f} s "
+                    f"({self._refused} requests refused)",
+                )
             self._down_since, self._refused = None, 0

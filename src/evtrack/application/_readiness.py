@@ -64,9 +64,10 @@ class Readiness:
         self._max_lag = max_lag
         self._stall_after_s = stall_after_s
 
-    async def check(self) -> ReadinessReport:
+    async def check(self, *, count_at_most: int | None = None) -> ReadinessReport:
+        """The report; ``count_at_most`` caps each backlog count (a lag shown as "at least")."""
         try:
-            lags = await self._lags()
+            lags = await self._lags(count_at_most)
         except Exception as exc:  # any failure to reach the database means "not ready"
             log.warning("readiness.database_unreachable", error=repr(exc))
             return ReadinessReport(
@@ -88,7 +89,7 @@ class Readiness:
             behind={lag.name: lag.behind for lag in lags},
         )
 
-    async def _lags(self) -> list[ReadModelLag]:
+    async def _lags(self, count_at_most: int | None) -> list[ReadModelLag]:
         """Each read model's backlog; those at the same checkpoint share one count."""
         async with self._store.pool.acquire() as conn:
             head = await self._store.last_visible_position()
@@ -102,7 +103,7 @@ class Readiness:
                     lags.append(ReadModelLag(name, 0, 0.0))
                     continue
                 if position not in seen:
-                    behind = await count_events_after(conn, position)
+                    behind = await count_events_after(conn, position, at_most=count_at_most)
                     oldest = await read_after(conn, position, 1, payload_types=[])
                     age = (now - oldest[0].recorded_at).total_seconds() if oldest else 0.0
                     seen[position] = (behind, round(max(age, 0.0), 1))

@@ -11,6 +11,7 @@ from evtrack.artifacts._factory import (
     open_artifact_store,
     start_artifact_store,
 )
+from evtrack.artifacts._health import artifact_health
 from evtrack.artifacts._local import LocalArtifactStore
 from evtrack.artifacts._paths import (
     INVALID_PATH_MESSAGE,
@@ -29,6 +30,7 @@ __all__ = [
     "FileInfo",
     "LocalArtifactStore",
     "S3ArtifactStore",
+    "artifact_health",
     "artifact_store_cleanup_ctx",
     "artifact_store_for",
     "close_artifact_store",

@@ -406,6 +406,14 @@ class S3ArtifactStore:
             raise
         return resp["ContentLength"], _ObjectStream(resp["Body"], resp["ContentLength"])
 
+    @property
+    def location(self) -> str:
+        return f"s3://{self._bucket}/{self._prefix}"
+
+    async def probe(self) -> None:
+        """One small request that fails when the bucket cannot be reached or read (health)."""
+        await self._client.list_objects_v2(Bucket=self._bucket, Prefix=self._base, MaxKeys=1)
+
     async def list(self, rel_dir: str) -> list[FileInfo]:
         """``ListObjectsV2`` with ``Delimiter="/"``, all pages: prefixes are directories.
 

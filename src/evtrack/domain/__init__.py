@@ -22,7 +22,7 @@ from evtrack.domain._aggregates import (
     fold_run,
     run_stream,
 )
-from evtrack.domain._logged_model_state import model_not_found
+from evtrack.domain._logged_model_state import logged_model_stream, model_not_found
 from evtrack.domain._planning import ARTIFACT_ROOT, OPEN_RULES, Rules, plan
 from evtrack.domain._registry_state import (
     STAGES,
@@ -62,6 +62,7 @@ __all__ = [
     "import_commands",
     "invalid_value",
     "logged_model_commands",
+    "logged_model_stream",
     "missing_value",
     "model_not_found",
     "parse_experiment_id",

@@ -226,15 +226,45 @@ async def last_visible_position(db: Executor) -> LogPosition:
     return LogPosition(row["transaction_id"], row["global_position"])
 
 
-async def count_events_after(db: Executor, position: LogPosition) -> int:
-    """How many committed events sit after ``position`` in log order (a reader's backlog)."""
-    count: int = await db.fetchval(
-        """SELECT count(*) FROM events
-           WHERE (transaction_id, global_position) > ($1::xid8, $2::bigint)""",
+async def count_events_after(
+    db: Executor, position: LogPosition, *, at_most: int | None = None
+) -> int:
+    """How many committed events sit after ``position`` in log order (a reader's backlog).
+
+    ``at_most`` stops counting there: a status page that refreshes every second must not
+    count a backlog of millions each time, and "at least this many" is all it shows.
+    """
+    if at_most is None:
+        count: int = await db.fetchval(
+            """SELECT count(*) FROM events
+               WHERE (transaction_id, global_position) > ($1::xid8, $2::bigint)""",
+            position.transaction_id,
+            position.global_position,
+        )
+        return count
+    bounded: int = await db.fetchval(
+        """SELECT count(*) FROM (
+               SELECT 1 FROM events
+               WHERE (transaction_id, global_position) > ($1::xid8, $2::bigint)
+               LIMIT $3) AS backlog""",
         position.transaction_id,
         position.global_position,
+        at_most,
     )
-    return count
+    return bounded
+
+
+async def position_before_head(db: Executor, back: int) -> LogPosition:
+    """The position ``back`` events before the newest one in log order (the log's start if
+    it holds fewer): where a feed starts to show the last ``back`` events first."""
+    row = await db.fetchrow(
+        """SELECT transaction_id, global_position FROM events
+           ORDER BY transaction_id DESC, global_position DESC OFFSET $1 LIMIT 1""",
+        back,
+    )
+    if row is None:
+        return LOG_START
+    return LogPosition(row["transaction_id"], row["global_position"])
 
 
 async def last_global_position(db: Executor) -> int:

@@ -12,6 +12,7 @@ from evtrack.projector._parking import (
     RetryOutcome,
     list_parked,
     parked_counts,
+    recent_parked,
     retry_parked,
 )
 from evtrack.projector._projection import Projection, UndecodableEvent, load_schema
@@ -48,5 +49,6 @@ __all__ = [
     "parked_counts",
     "read_checkpoints",
     "rebuild",
+    "recent_parked",
     "retry_parked",
 ]

@@ -168,6 +168,17 @@ async def parked_counts(conn: Conn) -> dict[str, int]:
     return {r[0]: r[1] for r in rows}
 
 
+async def recent_parked(conn: Conn, limit: int) -> list[Parked]:
+    """The ``limit`` events parked last (newest first): what a status page lists as errors."""
+    rows = await conn.fetch(
+        """SELECT * FROM parked_events
+           ORDER BY first_parked_at DESC, transaction_id DESC, global_position DESC
+           LIMIT $1""",
+        limit,
+    )
+    return [_from_row(r) for r in rows]
+
+
 @dataclass(frozen=True, slots=True)
 class RetryOutcome:
     applied: list[Parked]
