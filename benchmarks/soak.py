@@ -42,7 +42,6 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import logging
 import math
 import os
 import statistics
@@ -56,6 +55,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+# Not a line per model version ("Waiting up to 300 seconds for model version..."); set before
+# mlflow is imported, which reads it then.
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
@@ -364,20 +367,45 @@ class Artifacts(Paced):
             self.rec.timed("delete", lambda: ok(self.session.delete(url, timeout=60)))
 
 
-class RssSampler(threading.Thread):
+class Sampler(threading.Thread):
+    """Every second: the server's RSS, its CPU seconds so far, and the machine's busy and
+    total CPU time (so a slower last window can be told apart from busier neighbours)."""
+
+    TICK = os.sysconf("SC_CLK_TCK")
+
     def __init__(self, pid: int, t0: float, stop: threading.Event) -> None:
-        super().__init__(daemon=True, name="rss")
+        super().__init__(daemon=True, name="sampler")
         self.pid, self.t0, self.stop = pid, t0, stop
-        self.samples: list[tuple[float, int]] = []
+        self.samples: list[tuple[float, int]] = []  # (t, rss bytes)
+        self.cpu: list[tuple[float, float, float, float]] = []  # (t, server, busy, total) s
+
+    def _machine(self) -> tuple[float, float]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return (sum(fields) - idle) / self.TICK, sum(fields) / self.TICK
 
     def run(self) -> None:
         while not self.stop.is_set():
             with contextlib.suppress(OSError, ValueError, IndexError):
+                now = time.monotonic() - self.t0
                 for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
                     if line.startswith("VmRSS:"):
-                        rss = int(line.split()[1]) * 1024
-                        self.samples.append((time.monotonic() - self.t0, rss))
+                        self.samples.append((now, int(line.split()[1]) * 1024))
+                stat = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                server = (int(stat[11]) + int(stat[12])) / self.TICK  # utime + stime
+                self.cpu.append((now, server, *self._machine()))
             self.stop.wait(1.0)
+
+    def usage(self, start: float, end: float) -> dict[str, float]:
+        """Server CPU (% of one core) and machine CPU (% busy) between two times."""
+        inside = [c for c in self.cpu if start <= c[0] <= end]
+        if len(inside) < 2:
+            return {"server_cpu_pct": math.nan, "machine_busy_pct": math.nan}
+        (t0, s0, b0, a0), (t1, s1, b1, a1) = inside[0], inside[-1]
+        return {
+            "server_cpu_pct": 100 * (s1 - s0) / (t1 - t0),
+            "machine_busy_pct": 100 * (b1 - b0) / max(1e-9, a1 - a0),
+        }
 
 
 # --------------------------------------------------------------------------- database
@@ -509,6 +537,7 @@ def print_report(result: dict[str, Any]) -> None:
     rss = result["rss"]
     print("\nserver RSS over time: " + ", ".join(f"{t:.0f}s {m:.0f} MiB" for t, m in rss["series"]))
     c = result["checks"]
+    cpu = result["cpu"]
     checks = [
         ("check", "value", "bound", "result"),
         ("errors", _fmt(result["errors"]["count"]), "0", _pass(c["errors"])),
@@ -520,6 +549,19 @@ def print_report(result: dict[str, Any]) -> None:
             _pass(c["rss"]),
         ),
         ("RSS trend after warm-up", f"{rss['trend_mib_per_min']:+.2f} MiB/min", "info", "info"),
+        (
+            "server CPU, first -> last window",
+            f"{cpu['first']['server_cpu_pct']:.0f}% -> {cpu['last']['server_cpu_pct']:.0f}% "
+            "of a core",
+            "info",
+            "info",
+        ),
+        (
+            "machine CPU busy, first -> last window",
+            f"{cpu['first']['machine_busy_pct']:.0f}% -> {cpu['last']['machine_busy_pct']:.0f}%",
+            "info",
+            "info",
+        ),
         (
             "p99, last vs first window",
             f"{first['p99_ms']:.1f} -> {last['p99_ms']:.1f} ms "
@@ -548,6 +590,8 @@ def print_report(result: dict[str, Any]) -> None:
     _table(checks)
     for t, name, message in result["errors"]["first"]:
         print(f"error at {t:.1f}s in {name}: {message}")
+    for line in result["server_warnings"]["first"]:
+        print(f"server log: {line}")
 
 
 def _pass(flag: bool) -> str:
@@ -603,7 +647,7 @@ def _drive(
         Registry(url, batches[0].run_ids[0], rec, stop, 1.0 / scale),
         Artifacts(url, experiment_id, batches[0].run_ids[0], rec, stop, 0.5 / scale),
     ]
-    sampler = RssSampler(pid, t0, stop)
+    sampler = Sampler(pid, t0, stop)
     rec.t0 = t0 = time.monotonic()
     sampler.t0 = t0
     say(f"soaking {url} for {args.duration:.0f} s")
@@ -653,6 +697,12 @@ def _drive(
     for marker in ("request.failed", "Traceback"):
         if marker in log_text:
             rec.error("server log", f"{log_text.count(marker)} x {marker!r} in the server log")
+    # The server runs at --log-level warning: what it logged says why a request failed.
+    warnings = [
+        line[:400]
+        for line in log_text.splitlines()
+        if '"level": "warning"' in line or '"level": "error"' in line
+    ]
 
     # Windows: after the warm-up, and the end.
     warmup = min(args.warmup, duration / 4)
@@ -672,6 +722,8 @@ def _drive(
         "duration_s": duration,
         "windows": {"first": first_w, "last": last_w},
         "errors": {"count": len(rec.errors), "first": rec.errors[:10]},
+        "server_warnings": {"count": len(warnings), "first": warnings[:10]},
+        "cpu": {"first": sampler.usage(*first_w), "last": sampler.usage(*last_w)},
         "latency": {"first": first, "last": last, "p99_ratio": p99_ratio},
         "rss": {
             "first_median_mib": rss_first,
@@ -756,7 +808,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # "waiting for model version..."
     say(f"database: {redact(args.database_url)}")
     with tempfile.TemporaryDirectory(prefix="evtrack-soak-") as tmp:
         result = soak(args, Path(tmp))
