@@ -367,6 +367,33 @@ class Artifacts(Paced):
             self.rec.timed("delete", lambda: ok(self.session.delete(url, timeout=60)))
 
 
+class Control(Paced):
+    """The machine's own noise, measured beside the load: ``GET /health`` (the server's
+    event loop, no database) and ``SELECT 1`` on a connection of its own (PostgreSQL and the
+    scheduler). Shown in the table, left out of "all requests": when these slow down as much
+    as the real operations, the neighbours did, not evtrack."""
+
+    def __init__(self, url: str, db_url: str, rec: Recorder, stop: threading.Event) -> None:
+        super().__init__("control", 0.25, stop)
+        self.url, self.db_url, self.rec = url, db_url, rec
+        self.session = requests.Session()
+        self.loop = asyncio.new_event_loop()
+        self.conn: Any = self.loop.run_until_complete(asyncpg.connect(db_url))
+
+    def step(self) -> None:
+        self.rec.timed(
+            "control_health", lambda: ok(self.session.get(f"{self.url}/health", timeout=30))
+        )
+        self.rec.timed(
+            "control_select_1", lambda: self.loop.run_until_complete(self.conn.fetchval("SELECT 1"))
+        )
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.loop.run_until_complete(self.conn.close())
+        self.loop.close()
+
+
 class Sampler(threading.Thread):
     """Every second: the server's RSS, its CPU seconds so far, and the machine's busy and
     total CPU time (so a slower last window can be told apart from busier neighbours)."""
@@ -466,7 +493,7 @@ def window_stats(ops: list[tuple[float, str, float]], start: float, end: float) 
     by_op: dict[str, list[float]] = {}
     for name, s in inside:
         by_op.setdefault(name, []).append(s)
-    every = [s for _, s in inside]
+    every = [s for name, s in inside if not name.startswith("control_")]
     return {
         "count": len(every),
         "p50_ms": percentile(every, 50) * 1000,
@@ -570,6 +597,12 @@ def print_report(result: dict[str, Any]) -> None:
             _pass(c["p99"]),
         ),
         (
+            "control p99 ratios (health, SELECT 1)",
+            ", ".join(f"{v:.2f}x" for v in result["latency"]["control_p99_ratio"].values()),
+            "info",
+            "info",
+        ),
+        (
             "points acknowledged / stored / duplicates",
             f"{result['points']['acknowledged']:,} / {result['points']['stored']:,} / "
             f"{result['points']['duplicates']:,}",
@@ -647,6 +680,8 @@ def _drive(
         Registry(url, batches[0].run_ids[0], rec, stop, 1.0 / scale),
         Artifacts(url, experiment_id, batches[0].run_ids[0], rec, stop, 0.5 / scale),
     ]
+    control = Control(url, db_url, rec, stop)
+    load.append(control)
     sampler = Sampler(pid, t0, stop)
     rec.t0 = t0 = time.monotonic()
     sampler.t0 = t0
@@ -670,6 +705,7 @@ def _drive(
         if isinstance(thread, Paced) and thread.crashed is not None:
             rec.error(thread.name, f"load thread crashed: {thread.crashed!r}")
     native_counts = native.finish()
+    control.close()
 
     # Data: every acknowledged point stored once.
     wait_caught_up(db_url)
@@ -718,13 +754,23 @@ def _drive(
     p99_ratio = last["p99_ms"] / first["p99_ms"] if first["p99_ms"] else math.nan
     step = max(1, len(samples) // 12)
     write_ops = ("log_batch", "create_version", "transition", "set_alias", "delete_version")
+    control_ratio = {
+        name: last["ops"].get(name, {}).get("p99_ms", math.nan)
+        / first["ops"].get(name, {}).get("p99_ms", math.nan)
+        for name in ("control_health", "control_select_1")
+    }
     result: dict[str, Any] = {
         "duration_s": duration,
         "windows": {"first": first_w, "last": last_w},
         "errors": {"count": len(rec.errors), "first": rec.errors[:10]},
         "server_warnings": {"count": len(warnings), "first": warnings[:10]},
         "cpu": {"first": sampler.usage(*first_w), "last": sampler.usage(*last_w)},
-        "latency": {"first": first, "last": last, "p99_ratio": p99_ratio},
+        "latency": {
+            "first": first,
+            "last": last,
+            "p99_ratio": p99_ratio,
+            "control_p99_ratio": control_ratio,
+        },
         "rss": {
             "first_median_mib": rss_first,
             "last_median_mib": rss_last,
@@ -747,7 +793,7 @@ def _drive(
         },
         "write_requests": sum(1 for _, name, _ in rec.ops if name in write_ops)
         + sum(1 for _, name, _ in rec.ops if name == "upload"),
-        "requests": len(rec.ops),
+        "requests": sum(1 for _, name, _ in rec.ops if not name.startswith("control_")),
         "bounds": {
             "p99_ratio": args.p99_ratio,
             "rss_tolerance": args.rss_tolerance,
