@@ -11,9 +11,10 @@ them):
   returns their DSNs; all are dropped at teardown (connections terminated first).
 * ``fresh_database_dsn`` -> str: one such database for the test.
 * ``evtrack_server_factory`` -> ``(*, dsn=None, artifacts_root=None, extra_args=(), env=None,
-  port=None, wait=True, timeout=60) -> EvtrackServer``: starts ``python -m evtrack server``;
-  by default on ``fresh_database_dsn`` and ``tmp_path/"artifacts"``, so several servers in
-  one test (restarts, scale-out) share them. Every server is stopped at teardown.
+  port=None, wait=True, timeout=60, launcher=()) -> EvtrackServer``: starts ``python -m
+  evtrack server`` (after ``launcher``, e.g. ``prlimit ... --``); by default on
+  ``fresh_database_dsn`` and ``tmp_path/"artifacts"``, so several servers in one test
+  (restarts, scale-out) share them. Every server is stopped at teardown.
 * ``evtrack_server`` -> EvtrackServer: one healthy server (``.url``, ``.dsn``,
   ``.artifacts_root``, ``.process``, ``.stop()``, ``.kill()``, ``.restart()``,
   ``.log_tail()``).
@@ -131,6 +132,7 @@ def evtrack_server_factory(
         port: int | None = None,
         wait: bool = True,
         timeout: float | None = None,
+        launcher: Sequence[str] = (),
     ) -> EvtrackServer:
         kwargs: dict[str, Any] = {}
         if timeout is not None:
@@ -145,6 +147,7 @@ def evtrack_server_factory(
                 extra_args=extra_args,
                 env=env,
                 wait=wait,
+                launcher=launcher,
                 **kwargs,
             )
         except ServerStartError as exc:

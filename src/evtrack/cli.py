@@ -752,7 +752,7 @@ async def _projections_rebuild(dsn: str, name: str) -> int:
     from tqdm import tqdm
 
     from evtrack.eventlog import last_global_position, upgrade
-    from evtrack.projector import rebuild
+    from evtrack.projector import RebuildRunning, rebuild
 
     targets = _projections_named(name)
     if targets is None:
@@ -773,7 +773,12 @@ async def _projections_rebuild(dsn: str, name: str) -> int:
                     bar.update(max(0, done - seen))
                     seen = max(seen, done)
 
-                await rebuild(conn, projection, on_progress=progress)
+                try:
+                    await rebuild(conn, projection, on_progress=progress)
+                except RebuildRunning as exc:
+                    bar.close()
+                    print(f"evtrack: {exc}; try again once it has finished", file=sys.stderr)
+                    return 1
                 bar.update(max(0, total - seen))
             print(f"rebuilt {projection.name}")
     finally:

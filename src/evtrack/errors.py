@@ -22,6 +22,7 @@ class ErrorCode(StrEnum):
     INTERNAL_ERROR = "INTERNAL_ERROR"
     NOT_IMPLEMENTED = "NOT_IMPLEMENTED"
     TEMPORARILY_UNAVAILABLE = "TEMPORARILY_UNAVAILABLE"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
 
 
 HTTP_STATUS: dict[ErrorCode, int] = {
@@ -37,6 +38,11 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INTERNAL_ERROR: 500,
     ErrorCode.NOT_IMPLEMENTED: 501,
     ErrorCode.TEMPORARILY_UNAVAILABLE: 503,
+    # The artifact store is full. 507 Insufficient Storage, not a 500: MLflow's client retries
+    # 500 (and 429, MLflow's own status for this code) up to seven times, re-uploading the
+    # whole file each time into a disk that is still full; 507 is not retried, so the user
+    # sees the message at once.
+    ErrorCode.RESOURCE_EXHAUSTED: 507,
 }
 
 

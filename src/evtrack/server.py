@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import random
 from collections.abc import AsyncIterator
 
@@ -57,7 +58,7 @@ from evtrack.domain.auth_commands import EnsureFirstAdmin
 from evtrack.domain.commands import EnsureDefaultExperiment
 from evtrack.domain.registry import PromotionPolicy
 from evtrack.errors import EvtrackError
-from evtrack.eventlog import EventStore, prune_idempotency_keys, upgrade
+from evtrack.eventlog import EventStore, database_unavailable, prune_idempotency_keys, upgrade
 from evtrack.permissions import access_level
 from evtrack.projections.registry import all_projections, projection_named
 from evtrack.projector import Doorbell, ProjectorRuntime
@@ -86,7 +87,27 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """
 
 
+class _QuietOutageRetries(logging.Filter):
+    """Drop asyncpg's pool warnings that only repeat a database outage.
+
+    While the database is down, asyncpg's pool tries to reopen its minimum connections every
+    1, 2, 4... seconds and logs a traceback each time. The outage itself is logged once (by
+    the API's OutageLog and by each projector); those tracebacks would flood the log with
+    what it already says. Other warnings of the pool pass.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return exc is None or not database_unavailable(exc)
+
+
+_POOL_LOG_FILTER = _QuietOutageRetries()
+
+
 async def create_pool(dsn: str, size: int) -> asyncpg.Pool:
+    pool_log = logging.getLogger("asyncpg.pool")
+    if _POOL_LOG_FILTER not in pool_log.filters:
+        pool_log.addFilter(_POOL_LOG_FILTER)
     pool: asyncpg.Pool = await asyncpg.create_pool(
         dsn, min_size=2, max_size=size, init=_init_connection, reset=_keep_session
     )

@@ -147,9 +147,16 @@ class EvtrackServer:
 
 
 def server_argv(
-    *, port: int, dsn: str, artifacts_uri: str, extra_args: Sequence[str] = ()
+    *,
+    port: int,
+    dsn: str,
+    artifacts_uri: str,
+    extra_args: Sequence[str] = (),
+    launcher: Sequence[str] = (),
 ) -> list[str]:
+    """The server's command line; ``launcher`` goes before it (e.g. ``prlimit ... --``)."""
     return [
+        *launcher,
         sys.executable,
         "-m",
         "evtrack",
@@ -206,10 +213,17 @@ def start_server(
     env: Mapping[str, str | None] | None = None,
     wait: bool = True,
     timeout: float = START_TIMEOUT_S,
+    launcher: Sequence[str] = (),
 ) -> EvtrackServer:
     """Start ``evtrack server`` and (unless ``wait`` is false) wait for ``/health``."""
     port = port or free_port()
-    argv = server_argv(port=port, dsn=dsn, artifacts_uri=str(artifacts_root), extra_args=extra_args)
+    argv = server_argv(
+        port=port,
+        dsn=dsn,
+        artifacts_uri=str(artifacts_root),
+        extra_args=extra_args,
+        launcher=launcher,
+    )
     full_env = server_env(env)
     stdout_path = log_dir / f"server-{port}-1.stdout.log"
     stderr_path = log_dir / f"server-{port}-1.stderr.log"

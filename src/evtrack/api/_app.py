@@ -145,6 +145,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
     request["request_id"] = request_id
     started = time.perf_counter()
+    began = time.monotonic()  # OutageLog's clock
     status = 500
     try:
         response = await handler(request)
@@ -218,7 +219,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             )
             response.headers["Retry-After"] = str(RETRY_AFTER_S)
     else:
-        OUTAGES.succeeded()
+        OUTAGES.succeeded(began)
     if status >= 400 and is_console(request.path):
         response = _as_console_page(response, status)
     response.headers["X-Request-Id"] = request_id

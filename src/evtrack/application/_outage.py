@@ -37,9 +37,12 @@ class OutageLog:
             if self._errors is not None:
                 self._errors.record("database", f"unavailable: {type(exc).__name__}: {exc}")
 
-    def succeeded(self) -> None:
-        """A request was served: if the database had been away, it is back."""
-        if self._down_since is not None:
+    def succeeded(self, started: float) -> None:
+        """A request that began at ``started`` (``time.monotonic()``) was served: if it began
+        after the outage did, the database is back. One that began before may have done its
+        database work just before the outage and finish just after another request failed;
+        taking it for a recovery would log the same outage twice."""
+        if self._down_since is not None and started >= self._down_since:
             log.info(
                 "database.recovered",
                 outage_s=round(time.monotonic() - self._down_since, 2),

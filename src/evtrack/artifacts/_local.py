@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import secrets
 import shutil
@@ -30,7 +31,7 @@ from evtrack.artifacts._leftovers import (
 )
 from evtrack.artifacts._paths import contained, invalid_path
 from evtrack.artifacts._store import CHUNK_SIZE, FileInfo
-from evtrack.errors import invalid, not_found
+from evtrack.errors import ErrorCode, EvtrackError, invalid, not_found
 
 if sys.platform != "win32":
     import fcntl
@@ -110,6 +111,11 @@ def _flush_and_sync(f: IO[bytes]) -> None:
     os.fsync(f.fileno())
 
 
+# No space left, quota exceeded, or a file larger than the file system (or RLIMIT_FSIZE)
+# allows: the store cannot take this upload, whatever the client does.
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
 def _unlink_quietly(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
@@ -179,6 +185,22 @@ class LocalArtifactStore:
         return contained(self._root, parent_rel) / name
 
     async def put(self, rel_path: str, chunks: AsyncIterator[bytes]) -> int:
+        """Store ``chunks`` at ``rel_path``: complete or not at all (a temp file renamed into
+        place; removed on any failure). A full disk is a clear error, not a server fault."""
+        try:
+            return await self._put(rel_path, chunks)
+        except OSError as exc:
+            if exc.errno not in _NO_SPACE:
+                raise
+            log.warning("artifacts.no_space", root=str(self._root), path=rel_path, error=str(exc))
+            raise EvtrackError(
+                ErrorCode.RESOURCE_EXHAUSTED,
+                f"Cannot store artifact '{rel_path}': the artifact store is out of space "
+                f"({os.strerror(exc.errno)}). Nothing was stored; upload again once space "
+                "is freed.",
+            ) from None
+
+    async def _put(self, rel_path: str, chunks: AsyncIterator[bytes]) -> int:
         target = self._leaf(rel_path)
         parent = target.parent
         try:

@@ -26,6 +26,13 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 
+# asyncpg's protocol state machine, confused by a message the server sent to an idle
+# connection: at a shutdown PostgreSQL sends every session a FATAL "terminating connection
+# due to administrator command", and the next statement on that pooled connection fails with
+# one of these before asyncpg has noticed the connection is closed.
+_BROKEN_PROTOCOL = ("cannot switch to state", "cannot process message", "not connected")
+
+
 def _raised_in_asyncpg(exc: BaseException) -> bool:
     tb = exc.__traceback__
     while tb is not None:
@@ -44,6 +51,9 @@ def database_unavailable(exc: BaseException) -> bool:
     # reset, a timeout connecting). Other OSErrors (a full disk, a reset from an object store)
     # are not the database's absence and stay what they are.
     if isinstance(exc, OSError) and _raised_in_asyncpg(exc):
+        return True
+    # Only that exact class: its subclasses (an outdated statement cache...) mean other things.
+    if type(exc) is asyncpg.InternalClientError and str(exc).startswith(_BROKEN_PROTOCOL):
         return True
     # A pooled connection found closed, or a pool closing during shutdown.
     return isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc)

@@ -19,11 +19,14 @@ from evtrack.projector._projection import Projection, UndecodableEvent, load_sch
 from evtrack.projector._runtime import (
     DOORBELL_CHANNEL,
     ProjectorRuntime,
+    RebuildRunning,
     apply_next_batch,
     ensure_current,
     install,
     lease_key,
     rebuild,
+    rebuild_key,
+    remove_rebuild_leftovers,
 )
 from evtrack.projector._tables import checkpoint_rows, ensure_tables, read_checkpoints
 
@@ -34,6 +37,7 @@ __all__ = [
     "Parked",
     "Projection",
     "ProjectorRuntime",
+    "RebuildRunning",
     "RecordedEvent",
     "RetryOutcome",
     "UndecodableEvent",
@@ -49,6 +53,8 @@ __all__ = [
     "parked_counts",
     "read_checkpoints",
     "rebuild",
+    "rebuild_key",
     "recent_parked",
+    "remove_rebuild_leftovers",
     "retry_parked",
 ]

@@ -46,6 +46,20 @@ def lease_key(name: str) -> int:
     return zlib.crc32(f"evtrack-projection:{name}".encode())
 
 
+def rebuild_key(name: str) -> int:
+    """The advisory lock a rebuild of ``name`` holds for as long as it runs."""
+    return zlib.crc32(f"evtrack-rebuild:{name}".encode())
+
+
+class RebuildRunning(RuntimeError):
+    """Another process is rebuilding this read model now."""
+
+
+def _shadow(projection: Projection) -> tuple[str, str]:
+    """(schema, checkpoint name) a rebuild of ``projection`` replays the log into."""
+    return f"{projection.schema_name}__rebuild", f"{projection.name}__rebuild"
+
+
 async def install(conn: Conn, projection: Projection, *, schema: str, checkpoint: str) -> None:
     """Create ``schema`` with the projection's tables and a checkpoint at the log's start
     (forgetting what was parked for ``checkpoint``: it is all applied again)."""
@@ -203,9 +217,57 @@ async def rebuild(
     transaction holding the live checkpoint row, so the live projector (if any) pauses for
     just that moment and then continues from the rebuilt model's checkpoint. Every event is
     tried again: what is parked afterwards is what the rebuild parked, nothing older.
+
+    The rebuild holds a lock (:func:`rebuild_key`) while it runs: a second rebuild of the
+    same model is refused (:class:`RebuildRunning`) instead of dropping this one's shadow
+    schema, and :func:`remove_rebuild_leftovers` can tell a killed rebuild's shadow from a
+    live one's.
     """
-    shadow = f"{projection.schema_name}__rebuild"
-    shadow_checkpoint = f"{projection.name}__rebuild"
+    key = rebuild_key(projection.name)
+    if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+        raise RebuildRunning(f"a rebuild of {projection.name} is already running")
+    try:
+        return await _rebuild(conn, projection, batch_size=batch_size, on_progress=on_progress)
+    finally:
+        with contextlib.suppress(Exception):  # a lost connection has dropped the lock already
+            await conn.execute("SELECT pg_advisory_unlock($1)", key)
+
+
+async def remove_rebuild_leftovers(conn: Conn, projection: Projection) -> bool:
+    """Remove what a rebuild killed before its swap left: its shadow schema, checkpoint and
+    parked events. Nothing is removed while a rebuild of this model runs (it holds its
+    lock). Returns whether there was something to remove."""
+    schema, checkpoint = _shadow(projection)
+    key = rebuild_key(projection.name)
+    if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+        return False
+    try:
+        found = await conn.fetchval(
+            """SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)
+                   OR EXISTS (SELECT 1 FROM projection_checkpoints WHERE name = $2)""",
+            schema,
+            checkpoint,
+        )
+        if not found:
+            return False
+        async with conn.transaction():
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            await conn.execute("DELETE FROM projection_checkpoints WHERE name = $1", checkpoint)
+            await conn.execute("DELETE FROM parked_events WHERE projection = $1", checkpoint)
+        log.info("projector.rebuild_leftovers_removed", projection=projection.name, schema=schema)
+        return True
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", key)
+
+
+async def _rebuild(
+    conn: Conn,
+    projection: Projection,
+    *,
+    batch_size: int,
+    on_progress: Callable[[LogPosition], None] | None,
+) -> LogPosition:
+    shadow, shadow_checkpoint = _shadow(projection)
     await install(conn, projection, schema=shadow, checkpoint=shadow_checkpoint)
     position = LOG_START
     while True:
@@ -266,8 +328,11 @@ async def rebuild(
 
 
 async def ensure_current(conn: Conn, projection: Projection) -> None:
-    """Install a projection that is missing; rebuild one whose schema changed."""
+    """Install a projection that is missing; rebuild one whose schema changed; remove what
+    a killed rebuild left. The runtime calls this whenever it takes a projection's lease, so
+    at every start-up."""
     await ensure_tables(conn)
+    await remove_rebuild_leftovers(conn, projection)
     row = await conn.fetchrow(
         "SELECT schema_hash FROM projection_checkpoints WHERE name = $1", projection.name
     )
