@@ -11,7 +11,8 @@ them):
   returns their DSNs; all are dropped at teardown (connections terminated first).
 * ``fresh_database_dsn`` -> str: one such database for the test.
 * ``evtrack_server_factory`` -> ``(*, dsn=None, artifacts_root=None, extra_args=(), env=None,
-  port=None, wait=True, timeout=60) -> EvtrackServer``: starts ``python -m evtrack server``;
+  port=None, wait=True, timeout=60, preexec_fn=None) -> EvtrackServer``: starts
+  ``python -m evtrack server`` (``preexec_fn`` runs in the child, e.g. to lower its limits);
   by default on ``fresh_database_dsn`` and ``tmp_path/"artifacts"``, so several servers in
   one test (restarts, scale-out) share them. Every server is stopped at teardown.
 * ``evtrack_server`` -> EvtrackServer: one healthy server (``.url``, ``.dsn``,
@@ -131,10 +132,13 @@ def evtrack_server_factory(
         port: int | None = None,
         wait: bool = True,
         timeout: float | None = None,
+        preexec_fn: Callable[[], None] | None = None,
     ) -> EvtrackServer:
         kwargs: dict[str, Any] = {}
         if timeout is not None:
             kwargs["timeout"] = timeout
+        if preexec_fn is not None:
+            kwargs["preexec_fn"] = preexec_fn
         try:
             server = start_server(
                 dsn=dsn or fresh_database_dsn,
