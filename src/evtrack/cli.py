@@ -369,8 +369,9 @@ def _add_protection_flags(server: argparse.ArgumentParser) -> None:
         type=parse_size,
         default=parse_size(env("MAX_BUFFERED_BODY_BYTES", "256M") or "256M"),
         metavar="SIZE",
-        help="request-body bytes all requests together may hold in memory, e.g. 256M or 1G; a "
-        "request that cannot get its share in time gets 503 with Retry-After (a single body "
+        help="request-body memory all requests together may hold, e.g. 256M or 1G, each body "
+        "counted twice (its bytes and their decoded form); a request that cannot get its "
+        "share in time gets 503 with Retry-After (a single body "
         "over the per-request limit of 64 MiB gets 413). Artifact uploads stream and do not "
         "count (env EVTRACK_MAX_BUFFERED_BODY_BYTES; default 256M)",
     )
@@ -425,7 +426,7 @@ def _add_protection_flags(server: argparse.ArgumentParser) -> None:
         "closed for a new one, and when all are busy the newcomer gets 503. The server raises "
         "its soft file-descriptor limit to the hard limit at start (env "
         "EVTRACK_MAX_CONNECTIONS; default: the descriptor limit less a reserve for the "
-        "database pool and files, e.g. 648 at ulimit -n 1024)",
+        "database pool and files, e.g. 776 at ulimit -n 1024)",
     )
     limits.add_argument(
         "--rate-limit",

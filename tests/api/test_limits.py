@@ -432,6 +432,7 @@ def test_25_event_streams_share_one_reader_and_starve_no_request(
     many_streams = _commit_rate(server.dsn)
     # One reader polls the log for all subscribers: 24 more cost (next to) no more queries.
     # (A poller per subscriber adds 5 queries a second each: 120 a second.)
+    print(f"commits per second: one stream {one_stream:.1f}, 25 streams {many_streams:.1f}")
     assert many_streams - one_stream < 15, (one_stream, many_streams)
 
     def work(name: str) -> int:

@@ -139,10 +139,21 @@ class _Held:
     size: int = 0
 
 
-_BODY = "evtrack.body"
-_HELD = "evtrack.body_budget"
+_BODY: web.RequestKey[Body] = web.RequestKey("body")
+_HELD = web.RequestKey("body_budget_held", _Held)
 BODIES = web.AppKey("body_limits", BodyLimits)
 BUDGET = web.AppKey("body_budget", BodyBudget)
+_DEFAULT_LIMITS = BodyLimits()
+_PROCESS_BUDGET = BodyBudget(_DEFAULT_LIMITS.max_buffered_bytes)
+"""For an app that was not given limits (``build_app`` always gives them): the defaults."""
+
+
+def _limits(request: web.Request) -> BodyLimits:
+    return request.config_dict.get(BODIES, _DEFAULT_LIMITS)
+
+
+def _budget(request: web.Request) -> BodyBudget:
+    return request.config_dict.get(BUDGET, _PROCESS_BUDGET)
 
 
 def release_body(request: web.Request) -> None:
@@ -218,8 +229,8 @@ async def read_body(request: web.Request, *, limit: int = MAX_REQUEST_BODY) -> B
     if not request.body_exists:
         request[_BODY] = b""
         return b""
-    limits = request.app[BODIES]
-    budget = request.app[BUDGET]
+    limits = _limits(request)
+    budget = _budget(request)
     limit = min(limit, budget.capacity // DECODED_CHARGE)
     declared = request.content_length
     if declared is not None and declared > limit:
@@ -259,7 +270,7 @@ async def read_body(request: web.Request, *, limit: int = MAX_REQUEST_BODY) -> B
 async def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
     """The body as it arrives, for handlers that stream it on (uploads): no budget, since
     nothing is buffered, but the same clock as :func:`read_body`."""
-    clock = _Clock(request.app[BODIES])
+    clock = _Clock(_limits(request))
     while chunk := await clock.next_chunk(request):
         yield chunk
 

@@ -48,7 +48,7 @@ CORS_EXPOSED = "X-Request-Id, Retry-After"
 PREFLIGHT_MAX_AGE_S = 600
 _HEADER_LIST = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+(\s*,\s*[A-Za-z0-9!#$%&'*+.^_`|~-]+)*$")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-_CORS_ORIGIN = "evtrack.cors_origin"
+_CORS_ORIGIN = web.RequestKey("cors_origin", str)
 
 
 class OriginError(ValueError):
@@ -116,7 +116,7 @@ def cross_site_guard(policy: CrossSitePolicy) -> Middleware:
         if not policy.hosts.allows(host):
             raise EvtrackError(
                 ErrorCode.PERMISSION_DENIED,
-                f"{INVALID_HOST_MESSAGE}: {host!r} is not an allowed host. An operator can "
+                f"{INVALID_HOST_MESSAGE}: {_shown(host)} is not an allowed host. An operator can "
                 "allow it with --allowed-hosts (EVTRACK_ALLOWED_HOSTS).",
             )
         origin = request.headers.get("Origin")
@@ -130,12 +130,17 @@ def cross_site_guard(policy: CrossSitePolicy) -> Middleware:
         if request.method in WRITE_METHODS and not policy.write_origin_allowed(origin, host):
             raise EvtrackError(
                 ErrorCode.PERMISSION_DENIED,
-                f"Cross-origin request blocked: pages of {origin!r} may not write here. An "
+                f"Cross-origin request blocked: pages of {_shown(origin)} may not write here. An "
                 "operator can allow an origin with --cors-allowed-origins.",
             )
         return await handler(request)
 
     return guard
+
+
+def _shown(value: str | None) -> str:
+    """A header value quoted for a message, cut short: it is the client's, not ours."""
+    return repr(value if value is None or len(value) <= 200 else value[:200] + "...")
 
 
 def _preflight(request: web.Request, origin: str) -> web.Response:
