@@ -11,10 +11,11 @@ them):
   returns their DSNs; all are dropped at teardown (connections terminated first).
 * ``fresh_database_dsn`` -> str: one such database for the test.
 * ``evtrack_server_factory`` -> ``(*, dsn=None, artifacts_root=None, extra_args=(), env=None,
-  port=None, wait=True, timeout=60, launcher=()) -> EvtrackServer``: starts ``python -m
-  evtrack server`` (after ``launcher``, e.g. ``prlimit ... --``); by default on
-  ``fresh_database_dsn`` and ``tmp_path/"artifacts"``, so several servers in one test
-  (restarts, scale-out) share them. Every server is stopped at teardown.
+  port=None, wait=True, timeout=60, launcher=(), preexec_fn=None) -> EvtrackServer``: starts
+  ``python -m evtrack server`` (after ``launcher``, e.g. ``prlimit ... --``; ``preexec_fn``
+  runs in the child, e.g. to lower its limits); by default on ``fresh_database_dsn`` and
+  ``tmp_path/"artifacts"``, so several servers in one test (restarts, scale-out) share them.
+  Every server is stopped at teardown.
 * ``evtrack_server`` -> EvtrackServer: one healthy server (``.url``, ``.dsn``,
   ``.artifacts_root``, ``.process``, ``.stop()``, ``.kill()``, ``.restart()``,
   ``.log_tail()``).
@@ -133,10 +134,13 @@ def evtrack_server_factory(
         wait: bool = True,
         timeout: float | None = None,
         launcher: Sequence[str] = (),
+        preexec_fn: Callable[[], None] | None = None,
     ) -> EvtrackServer:
         kwargs: dict[str, Any] = {}
         if timeout is not None:
             kwargs["timeout"] = timeout
+        if preexec_fn is not None:
+            kwargs["preexec_fn"] = preexec_fn
         try:
             server = start_server(
                 dsn=dsn or fresh_database_dsn,

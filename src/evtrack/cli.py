@@ -14,7 +14,15 @@ import asyncpg
 
 from evtrack import __version__
 from evtrack._cli_accounts import add_account_commands, run_account_command
-from evtrack.config import Settings, StartupRefused, check_auth_settings, env, parse_duration
+from evtrack.config import (
+    Settings,
+    StartupRefused,
+    check_auth_settings,
+    env,
+    parse_duration,
+    parse_list,
+    parse_size,
+)
 
 if TYPE_CHECKING:
     from evtrack.projector import Projection
@@ -191,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument(
         "--log-level", default=env("LOG_LEVEL", "info"), help="debug, info, warning or error"
     )
+    _add_protection_flags(server)
 
     db = commands.add_parser("db", help="database schema management")
     db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
@@ -317,6 +326,127 @@ Exits with status 1 when some events are still parked.""",
         help="give up after this many seconds, leaving the rest in the spool (default 300)",
     )
     return parser
+
+
+def _add_protection_flags(server: argparse.ArgumentParser) -> None:
+    """Flags of the limits that hold under abuse and of the cross-site protection."""
+    cross_site = server.add_argument_group(
+        "cross-site protection",
+        "Browsers on other sites must not be able to use evtrack through a user's browser. "
+        "Requests addressed to a name that is not allowed (Host header) are refused with 403, "
+        "as MLflow's server does against DNS rebinding; so are writes from pages (Origin "
+        "header) of origins that are neither allowed hosts nor listed for CORS. /health, "
+        "/ready and /version answer whatever the Host.",
+    )
+    cross_site.add_argument(
+        "--allowed-hosts",
+        type=parse_list,
+        default=parse_list(env("ALLOWED_HOSTS")) or None,
+        metavar="HOSTS",
+        help="comma-separated names clients use to reach the server: host (any port), "
+        "host:port, *.example.com, or * for any (env EVTRACK_ALLOWED_HOSTS; default: "
+        "localhost, 127.0.0.1 and [::1], plus, when bound to a non-loopback address, any IP "
+        "address and this machine's host name; a DNS name such as mlflow.example.com must be "
+        "listed)",
+    )
+    cross_site.add_argument(
+        "--cors-allowed-origins",
+        type=parse_list,
+        default=parse_list(env("CORS_ALLOWED_ORIGINS")),
+        metavar="ORIGINS",
+        help="comma-separated origins (scheme://host[:port]) whose pages may call the API "
+        "from a browser, with credentials: they get CORS headers and preflight answers, and "
+        "their writes are accepted. '*' is refused (env EVTRACK_CORS_ALLOWED_ORIGINS; "
+        "default: none, no CORS header is ever sent)",
+    )
+    limits = server.add_argument_group(
+        "limits",
+        "Bounds on what clients can make one server hold: memory for request bodies, "
+        "connections, time, and requests per user.",
+    )
+    limits.add_argument(
+        "--max-buffered-body-bytes",
+        type=parse_size,
+        default=parse_size(env("MAX_BUFFERED_BODY_BYTES", "256M") or "256M"),
+        metavar="SIZE",
+        help="request-body memory all requests together may hold, e.g. 256M or 1G, each body "
+        "counted twice (its bytes and their decoded form); a request that cannot get its "
+        "share in time gets 503 with Retry-After (a single body "
+        "over the per-request limit of 64 MiB gets 413). Artifact uploads stream and do not "
+        "count (env EVTRACK_MAX_BUFFERED_BODY_BYTES; default 256M)",
+    )
+    limits.add_argument(
+        "--body-budget-wait",
+        type=float,
+        default=float(env("BODY_BUDGET_WAIT", "5") or 5),
+        metavar="SECONDS",
+        help="how long a request waits for its share of --max-buffered-body-bytes before "
+        "503 (env EVTRACK_BODY_BUDGET_WAIT; default 5)",
+    )
+    limits.add_argument(
+        "--body-timeout",
+        type=float,
+        default=float(env("BODY_TIMEOUT", "20") or 20),
+        metavar="SECONDS",
+        help="time a request body has to arrive, extended by 1 s for every --body-min-rate "
+        "bytes received; a client that stalls or trickles slower gets 408 and is disconnected "
+        "(env EVTRACK_BODY_TIMEOUT; default 20)",
+    )
+    limits.add_argument(
+        "--body-min-rate",
+        type=float,
+        default=float(env("BODY_MIN_RATE", "500") or 500),
+        metavar="BYTES_PER_S",
+        help="the slowest upload rate that keeps extending --body-timeout; 0 for no floor, "
+        "where only a pause of --body-timeout between two reads ends a body "
+        "(env EVTRACK_BODY_MIN_RATE; default 500)",
+    )
+    limits.add_argument(
+        "--keepalive-timeout",
+        type=float,
+        default=float(env("KEEPALIVE_TIMEOUT", "15") or 15),
+        metavar="SECONDS",
+        help="close a connection that sends nothing, or nothing more after its last answer, "
+        "after this long (env EVTRACK_KEEPALIVE_TIMEOUT; default 15)",
+    )
+    limits.add_argument(
+        "--header-timeout",
+        type=float,
+        default=float(env("HEADER_TIMEOUT", "10") or 10),
+        metavar="SECONDS",
+        help="close a connection whose request head (request line and headers) is not "
+        "complete this long after its first byte (env EVTRACK_HEADER_TIMEOUT; default 10)",
+    )
+    limits.add_argument(
+        "--max-connections",
+        type=int,
+        default=int(env("MAX_CONNECTIONS", "0") or 0) or None,
+        metavar="N",
+        help="client connections held at once; at the cap the longest-idle connection is "
+        "closed for a new one, and when all are busy the newcomer gets 503. The server raises "
+        "its soft file-descriptor limit to the hard limit at start (env "
+        "EVTRACK_MAX_CONNECTIONS; default: the descriptor limit less a reserve for the "
+        "database pool and files, e.g. 776 at ulimit -n 1024)",
+    )
+    limits.add_argument(
+        "--rate-limit",
+        type=float,
+        default=float(env("RATE_LIMIT", "0") or 0),
+        metavar="PER_SECOND",
+        help="requests per second per user (the authenticated user, else the client "
+        "address); beyond it, 429 with Retry-After, which MLflow's client waits for and "
+        "retries. /health, /ready and /version are exempt. Best used with authentication: "
+        "without it, users behind one proxy share a limit (env EVTRACK_RATE_LIMIT; default 0, "
+        "no limit)",
+    )
+    limits.add_argument(
+        "--rate-limit-burst",
+        type=int,
+        default=int(env("RATE_LIMIT_BURST", "0") or 0) or None,
+        metavar="N",
+        help="requests a user may make at once before --rate-limit applies (env "
+        "EVTRACK_RATE_LIMIT_BURST; default twice the rate)",
+    )
 
 
 def _add_artifacts_flag(parser: argparse.ArgumentParser) -> None:
@@ -489,7 +619,7 @@ def _canonical_stages(stages: list[str]) -> list[str]:
 
 def _server(args: argparse.Namespace) -> int:
     from evtrack._logging import configure_logging
-    from evtrack.api import serve
+    from evtrack.api import check_limits, connection_limits, serve
     from evtrack.server import create_app
 
     configure_logging(args.log_level)
@@ -518,9 +648,21 @@ def _server(args: argparse.Namespace) -> int:
             p.strip() for p in args.auth_trusted_proxies.split(",") if p.strip()
         ),
         ui_dir=args.ui_dir,
+        allowed_hosts=args.allowed_hosts,
+        cors_allowed_origins=args.cors_allowed_origins,
+        max_buffered_body_bytes=args.max_buffered_body_bytes,
+        body_budget_wait_s=args.body_budget_wait,
+        body_timeout_s=args.body_timeout,
+        body_min_rate=args.body_min_rate,
+        keepalive_timeout_s=args.keepalive_timeout,
+        header_timeout_s=args.header_timeout,
+        max_connections=args.max_connections,
+        rate_limit=args.rate_limit,
+        rate_limit_burst=args.rate_limit_burst,
     )
     try:
         check_auth_settings(settings)
+        check_limits(settings)
     except ValueError as exc:
         print(f"evtrack: {exc}", file=sys.stderr)
         return 2
@@ -532,6 +674,7 @@ def _server(args: argparse.Namespace) -> int:
             host=settings.host,
             port=settings.port,
             shutdown_timeout=settings.shutdown_timeout_s,
+            limits=connection_limits(settings),
         )
     except StartupRefused as exc:
         print(f"evtrack: {exc}", file=sys.stderr)

@@ -66,6 +66,31 @@ class Settings:
     # Behind an authenticating proxy: trust this header's user name, only from these peers.
     auth_proxy_header: str | None = None
     auth_trusted_proxies: tuple[str, ...] = ()
+    # Names requests may be addressed to (Host header; Origin of writes): "host",
+    # "host:port", "*.example.com" or "*". None: the default for the bound address, see
+    # evtrack.api._allowed_hosts (loopback names; on other addresses also IP literals).
+    allowed_hosts: tuple[str, ...] | None = None
+    # Origins (scheme://host[:port]) whose pages may call the API from a browser (CORS).
+    cors_allowed_origins: tuple[str, ...] = ()
+    # Bytes of request bodies buffered at once, server-wide, and how long a request waits
+    # for its share before a 503.
+    max_buffered_body_bytes: int = 256 * 1024 * 1024
+    body_budget_wait_s: float = 5.0
+    # A body has body_timeout_s, plus one second per body_min_rate bytes received (0: no
+    # rate floor, only a pause of body_timeout_s between reads times out); slower, it is
+    # answered 408 and the connection closed.
+    body_timeout_s: float = 20.0
+    body_min_rate: float = 500.0
+    # A connection that sends nothing, or waits between requests, is closed after this.
+    keepalive_timeout_s: float = 15.0
+    # A request head must be complete this long after its first byte.
+    header_timeout_s: float = 10.0
+    # Client connections held at once; None: as many as the descriptor limit allows.
+    max_connections: int | None = None
+    # Requests per second per user (principal, else client address); 0: no limit. Bursts
+    # of rate_limit_burst (None: twice the rate) are allowed.
+    rate_limit: float = 0.0
+    rate_limit_burst: int | None = None
 
     @property
     def resolved_artifacts_uri(self) -> str:
@@ -117,3 +142,24 @@ def check_auth_settings(settings: Settings) -> None:
         )
     if settings.auth_proxy_header and not settings.auth:
         raise ValueError("--auth-proxy-header needs --auth")
+
+
+_SIZE_UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``"268435456"``, ``"256M"``, ``"256MiB"``, ``"64k"`` or ``"1G"``."""
+    cleaned = text.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = _SIZE_UNITS.get(cleaned[-1:]) if cleaned else None
+    try:
+        value = float(cleaned[:-1] if unit is not None else cleaned) * (unit or 1)
+    except ValueError:
+        raise ValueError(f"not a size: {text!r} (use e.g. 268435456, 256M or 1G)") from None
+    if value < 1:
+        raise ValueError(f"a size must be positive: {text!r}")
+    return int(value)
+
+
+def parse_list(text: str | None) -> tuple[str, ...]:
+    """Comma-separated entries, blanks dropped."""
+    return tuple(e.strip() for e in (text or "").split(",") if e.strip())

@@ -182,7 +182,7 @@ def _attach_ui(app: web.Application, settings: Settings) -> None:
 
 def create_app(settings: Settings, dsn: str) -> web.Application:
     """The whole server; the database must be reachable at ``dsn`` when it starts."""
-    app = build_app()
+    app = build_app(settings)
     app[AUTH_CONFIG] = auth_config(settings)
     _attach_ui(app, settings)
     app[INGEST_GATE] = IngestGate(

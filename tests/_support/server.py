@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,6 +76,8 @@ class EvtrackServer:
     stderr_path: Path
     log_dir: Path
     starts: int = 1
+    # Run in the child before exec (e.g. to lower its RLIMIT_NOFILE); kept for restarts.
+    preexec_fn: Callable[[], None] | None = field(default=None, repr=False)
     # Set when a test stopped or killed the server on purpose, so teardown does not report
     # the exit as a crash.
     stopped_on_purpose: bool = field(default=False, repr=False)
@@ -141,7 +143,9 @@ class EvtrackServer:
         self.starts += 1
         self.stdout_path = self.log_dir / f"server-{self.port}-{self.starts}.stdout.log"
         self.stderr_path = self.log_dir / f"server-{self.port}-{self.starts}.stderr.log"
-        self.process = _spawn(self.argv, self.env, self.cwd, self.stdout_path, self.stderr_path)
+        self.process = _spawn(
+            self.argv, self.env, self.cwd, self.stdout_path, self.stderr_path, self.preexec_fn
+        )
         self.stopped_on_purpose = False
         wait_until_healthy(self, timeout)
 
@@ -187,7 +191,12 @@ def server_env(extra: Mapping[str, str | None] | None = None) -> dict[str, str]:
 
 
 def _spawn(
-    argv: list[str], env: dict[str, str], cwd: Path, stdout_path: Path, stderr_path: Path
+    argv: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    stdout_path: Path,
+    stderr_path: Path,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> subprocess.Popen[bytes]:
     stdout_path.parent.mkdir(parents=True, exist_ok=True)
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
@@ -199,6 +208,7 @@ def _spawn(
             env=env,
             cwd=cwd,
             start_new_session=True,  # its own process group, so teardown can end its children
+            preexec_fn=preexec_fn,
         )
 
 
@@ -214,8 +224,10 @@ def start_server(
     wait: bool = True,
     timeout: float = START_TIMEOUT_S,
     launcher: Sequence[str] = (),
+    preexec_fn: Callable[[], None] | None = None,
 ) -> EvtrackServer:
-    """Start ``evtrack server`` and (unless ``wait`` is false) wait for ``/health``."""
+    """Start ``evtrack server`` and (unless ``wait`` is false) wait for ``/health``.
+    ``preexec_fn`` runs in the child before exec (e.g. to lower its descriptor limit)."""
     port = port or free_port()
     argv = server_argv(
         port=port,
@@ -227,7 +239,7 @@ def start_server(
     full_env = server_env(env)
     stdout_path = log_dir / f"server-{port}-1.stdout.log"
     stderr_path = log_dir / f"server-{port}-1.stderr.log"
-    process = _spawn(argv, full_env, cwd, stdout_path, stderr_path)
+    process = _spawn(argv, full_env, cwd, stdout_path, stderr_path, preexec_fn)
     server = EvtrackServer(
         url=f"http://127.0.0.1:{port}",
         port=port,
@@ -240,6 +252,7 @@ def start_server(
         stdout_path=stdout_path,
         stderr_path=stderr_path,
         log_dir=log_dir,
+        preexec_fn=preexec_fn,
     )
     if wait:
         try:

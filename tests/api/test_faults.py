@@ -21,12 +21,18 @@ def _wait_for_log(server: EvtrackServer, needle: str, timeout: float = 10.0) -> 
         time.sleep(0.1)
 
 
-def _start_upload(server: EvtrackServer, path: str, declared: int, sent: bytes) -> socket.socket:
+def _start_upload(
+    server: EvtrackServer,
+    path: str,
+    declared: int,
+    sent: bytes,
+    content_type: str = "application/json",
+) -> socket.socket:
     """A raw POST on loopback that declares ``declared`` body bytes and sends only ``sent``."""
     sock = socket.create_connection((server.host, server.port), timeout=10)
     head = (
         f"POST {path} HTTP/1.1\r\nHost: {server.host}:{server.port}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {declared}\r\n\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {declared}\r\n\r\n"
     ).encode()
     sock.sendall(head + sent)
     return sock
@@ -36,8 +42,11 @@ def test_a_client_that_disconnects_mid_body_is_no_server_error(
     evtrack_server_factory: Callable[..., EvtrackServer],
 ) -> None:
     server = evtrack_server_factory()
-    for path in ("/api/2.0/mlflow/runs/log-batch", "/api/2.0/evtrack/ingest"):
-        sock = _start_upload(server, path, 10_000, b'{"run_id": "')
+    for path, content_type in (
+        ("/api/2.0/mlflow/runs/log-batch", "application/json"),
+        ("/api/2.0/evtrack/ingest", "application/x-ndjson"),
+    ):
+        sock = _start_upload(server, path, 10_000, b'{"run_id": "', content_type)
         time.sleep(0.5)  # the handler is now reading the body
         sock.close()
     text = _wait_for_log(server, '/api/2.0/evtrack/ingest", "status": 499')

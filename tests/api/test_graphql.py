@@ -565,7 +565,10 @@ def test_costly_documents_are_refused(server: EvtrackServer) -> None:
 def test_malformed_requests_are_400s(server: EvtrackServer) -> None:
     url = f"{server.url}/graphql"
     cases: list[tuple[dict[str, Any], str]] = [
-        ({"data": b"not json"}, "The request body is not valid JSON."),
+        (
+            {"data": b"not json", "headers": {"Content-Type": "application/json"}},
+            "The request body is not valid JSON.",
+        ),
         ({"json": [1]}, "The request body must be a JSON object."),
         ({"json": {}}, "Must provide query string."),
         ({"json": {"query": 5}}, "Must provide query string."),

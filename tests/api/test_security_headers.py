@@ -28,9 +28,12 @@ def test_plain_json_error_streamed_and_html_answers_are_secured(
     origin = {"Origin": "http://evil.example"}
     _assert_secured(requests.get(f"{base}/health", headers=origin))
     _assert_secured(requests.get(f"{api}/nope", headers=origin))  # a JSON 404
-    exp = requests.post(
+    refused = requests.post(  # a write from another site's page: 403, secured too
         f"{api}/experiments/create", json={"name": f"sec-{uuid.uuid4().hex}"}, headers=origin
     )
+    assert refused.status_code == 403, refused.text
+    _assert_secured(refused)
+    exp = requests.post(f"{api}/experiments/create", json={"name": f"sec-{uuid.uuid4().hex}"})
     _assert_secured(exp)
     run = requests.post(f"{api}/runs/create", json={"experiment_id": exp.json()["experiment_id"]})
     run_id = run.json()["run"]["info"]["run_id"]

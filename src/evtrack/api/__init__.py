@@ -2,8 +2,8 @@
 MLflow does. The composition root (:mod:`evtrack.server`) attaches the services."""
 
 from evtrack.api._access import ACCESS, AUTH_CONFIG, LOCAL_USER, AuthConfig
-from evtrack.api._app import RECENT_ERRORS, all_routes, build_app, mount
-from evtrack.api._http_server import serve
+from evtrack.api._app import RECENT_ERRORS, all_routes, build_app, check_limits, mount
+from evtrack.api._http_server import connection_limits, serve
 from evtrack.api._state import SERVICES, Services
 from evtrack.api._ui_bundle import UiBundle, locate_ui_bundle
 from evtrack.api.artifacts import ARTIFACT_STORE
@@ -26,6 +26,8 @@ __all__ = [
     "UiBundle",
     "all_routes",
     "build_app",
+    "check_limits",
+    "connection_limits",
     "locate_ui_bundle",
     "mount",
     "serve",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 import time
 import uuid
@@ -14,8 +15,26 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
 from evtrack.api._access import guard
+from evtrack.api._allowed_hosts import AllowedHosts, default_allowed_hosts
+from evtrack.api._bodies import (
+    BODIES,
+    BUDGET,
+    MAX_REQUEST_BODY,
+    BodyBudget,
+    BodyLimits,
+    HttpStatusError,
+    release_body,
+)
 from evtrack.api._common import SHUTTING_DOWN, json_response, wait_fresh
+from evtrack.api._cross_site import (
+    CrossSitePolicy,
+    check_body_type,
+    cors_hook,
+    cross_site_guard,
+    parse_cors_origins,
+)
 from evtrack.api._http_server import HANDLER_ARGS
+from evtrack.api._rate_limit import RATE_LIMITER, RateLimiter, check_rate
 from evtrack.api._routing import Handler, Route
 from evtrack.api._security_headers import add_security_headers
 from evtrack.api.artifacts import artifact_routes
@@ -36,6 +55,7 @@ from evtrack.api.ui import ui_routes
 from evtrack.api.ui_stubs import ui_stub_routes
 from evtrack.api.users import user_routes
 from evtrack.application import RETRY_AFTER_S, ErrorLog, OutageLog
+from evtrack.config import Settings
 from evtrack.errors import ErrorCode, EvtrackError
 
 log = structlog.get_logger("evtrack.api")
@@ -147,6 +167,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     started = time.perf_counter()
     began = time.monotonic()  # OutageLog's clock
     status = 500
+    drop = False
     try:
         response = await handler(request)
         status = response.status
@@ -154,6 +175,9 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         status = exc.http_status
         response = json_response(_error_body(exc.code, exc.message), status=status)
         response.headers.update(exc.headers)
+        if isinstance(exc, HttpStatusError) and exc.close:
+            response.force_close()
+            drop = exc.drop
     except web.HTTPNotFound:
         status = 404
         response = json_response(
@@ -231,18 +255,42 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         status=status,
         latency_ms=round((time.perf_counter() - started) * 1000, 2),
     )
+    if drop:
+        await _answer_and_close(request, response)
     return response
 
 
+async def _answer_and_close(request: web.Request, response: web.StreamResponse) -> None:
+    """Send ``response`` now and close the connection, without reading the rest of the body
+    (aiohttp would otherwise keep reading it for a while, at the client's pace)."""
+    try:
+        await response.prepare(request)
+        await response.write_eof()
+    except ConnectionResetError:
+        return
+    if request.transport is not None:
+        request.transport.close()
+
+
 def _guarded(route: Route) -> Handler:
-    """The route's handler behind its access guard and, for reads, its freshness wait."""
+    """The route's handler behind what every route gets, in this order: the per-user rate
+    limit, its access guard, the body types it takes, and for reads its freshness wait; its
+    share of the body budget is given back after."""
     names, inner, permission, locator = route.reads, route.handler, route.permission, route.resource
+    body_types = route.body_types
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        await guard(request, permission, locator)
-        if names:
-            await wait_fresh(request, *names)
-        return await inner(request)
+        try:
+            await check_rate(request, permission)
+            # 401 and 403 before 400, as MLflow's auth app answers; the guard may read the
+            # body (for the resource it names), within the same limits as any read.
+            await guard(request, permission, locator)
+            check_body_type(request, body_types)
+            if names:
+                await wait_fresh(request, *names)
+            return await inner(request)
+        finally:
+            release_body(request)
 
     return handler
 
@@ -254,16 +302,69 @@ def mount(app: web.Application, routes: Sequence[Route]) -> None:
             app.router.add_route(route.method, prefix + route.path, handler)
 
 
-def build_app() -> web.Application:
-    """The HTTP application with every route mounted; services are attached by the
-    composition root (:mod:`evtrack.server`) when it starts."""
+def cross_site_policy(settings: Settings) -> CrossSitePolicy:
+    hosts = (
+        AllowedHosts.parse(settings.allowed_hosts)
+        if settings.allowed_hosts is not None
+        else default_allowed_hosts(settings.host)
+    )
+    return CrossSitePolicy(hosts, parse_cors_origins(settings.cors_allowed_origins))
+
+
+def check_limits(settings: Settings) -> None:
+    """Raise ValueError, with a message for the operator, on limits that cannot work."""
+    cross_site_policy(settings)
+    positive = {
+        "--max-buffered-body-bytes": settings.max_buffered_body_bytes,
+        "--keepalive-timeout": settings.keepalive_timeout_s,
+        "--header-timeout": settings.header_timeout_s,
+        "--body-timeout": settings.body_timeout_s,
+    }
+    for flag, value in positive.items():
+        if value <= 0:
+            raise ValueError(f"{flag} must be positive, got {value:g}")
+    for flag, value in {
+        "--body-budget-wait": settings.body_budget_wait_s,
+        "--body-min-rate": settings.body_min_rate,
+        "--rate-limit": settings.rate_limit,
+    }.items():
+        if value < 0:
+            raise ValueError(f"{flag} cannot be negative, got {value:g}")
+    if settings.max_connections is not None and settings.max_connections < 1:
+        raise ValueError("--max-connections must be at least 1")
+    if settings.rate_limit_burst is not None and settings.rate_limit_burst < 1:
+        raise ValueError("--rate-limit-burst must be at least 1")
+
+
+def build_app(settings: Settings | None = None) -> web.Application:
+    """The HTTP application with every route mounted and the limits of ``settings``; services
+    are attached by the composition root (:mod:`evtrack.server`) when it starts.
+
+    Middlewares, outermost first: request ids, logs and error rendering; the Host and Origin
+    allow-list (and CORS preflights), before anything else looks at a request. Each route
+    then checks its body type, rate limit and access (:func:`_guarded`).
+    """
+    settings = settings or Settings()
+    policy = cross_site_policy(settings)
     app = web.Application(
-        middlewares=[request_context],
-        client_max_size=64 * 1024 * 1024,
+        middlewares=[request_context, cross_site_guard(policy)],
+        client_max_size=MAX_REQUEST_BODY,
         handler_args=HANDLER_ARGS,  # long query lines (run ids) as MLflow's UI sends them
     )
+    limits = BodyLimits(
+        max_buffered_bytes=settings.max_buffered_body_bytes,
+        budget_wait_s=settings.body_budget_wait_s,
+        timeout_s=settings.body_timeout_s,
+        min_rate=settings.body_min_rate,
+    )
+    app[BODIES] = limits
+    app[BUDGET] = BodyBudget(limits.max_buffered_bytes)
+    if settings.rate_limit > 0:
+        burst = settings.rate_limit_burst or max(1, math.ceil(2 * settings.rate_limit))
+        app[RATE_LIMITER] = RateLimiter(settings.rate_limit, burst)
     mount(app, all_routes())
     app.on_response_prepare.append(add_security_headers)
+    app.on_response_prepare.append(cors_hook(policy))
     app[SHUTTING_DOWN] = asyncio.Event()
 
     async def end_streams(app: web.Application) -> None:
@@ -273,4 +374,4 @@ def build_app() -> web.Application:
     return app
 
 
-__all__ = ["all_routes", "build_app", "mount"]
+__all__ = ["all_routes", "build_app", "check_limits", "cross_site_policy", "mount"]

@@ -53,7 +53,7 @@ class PlainBatch(msgspec.Struct, forbid_unknown_fields=True):
 _decoder = msgspec.json.Decoder(PlainBatch)
 
 
-def decode(body: bytes) -> PlainBatch | None:
+def decode(body: bytes | bytearray) -> PlainBatch | None:
     """The body as a plain batch, or None for anything the general path must handle."""
     try:
         return _decoder.decode(body)

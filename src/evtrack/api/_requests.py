@@ -1,7 +1,9 @@
 """Reading MLflow request parameters, with the reference server's rules and messages.
 
 GET requests carry fields in the query string (repeated keys for lists, booleans spelled
-any case); other methods carry a JSON body that must be declared ``application/json``.
+any case); other methods carry a JSON body that must be declared ``application/json`` (the
+route table checks the declared type of every write before its handler runs, see
+:func:`evtrack.api._cross_site.check_body_type`).
 Fields may be spelled in snake_case or camelCase, but not both ways at once.
 """
 
@@ -14,6 +16,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from evtrack.api._bodies import Body, read_body
 from evtrack.domain import invalid_value, missing_value
 from evtrack.errors import invalid
 
@@ -39,7 +42,7 @@ def _wrong_type(name: str, value: Any) -> Exception:
 class Args:
     """The fields of one request, with typed accessors that fail like MLflow does."""
 
-    def __init__(self, fields: dict[str, Any], *, from_query: bool, raw: bytes = b"") -> None:
+    def __init__(self, fields: dict[str, Any], *, from_query: bool, raw: Body = b"") -> None:
         self.fields = fields
         self.from_query = from_query
         self.raw = raw
@@ -168,13 +171,9 @@ async def _parse_args(request: web.Request, max_body: int | None) -> Args:
             fields[key] = values if len(values) > 1 else values[0]
         # Repeated fields may arrive once; accessors accept a scalar where a list is due.
         return Args(_normalise(fields), from_query=True)
-    body = await request.read()
+    body = await read_body(request)
     if max_body is not None and len(body) > max_body:
         raise _too_large(max_body, len(body))
-    if request.method in ("POST", "PUT", "PATCH") and body:
-        content_type = request.headers.get("Content-Type", "")
-        if content_type.split(";")[0].strip().lower() != "application/json":
-            raise invalid("Bad Request. Content-Type must be one of ['application/json'].")
     if not body.strip():
         return Args({}, from_query=False, raw=body)
     try:

@@ -24,9 +24,9 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from evtrack.api._access import artifact_path
+from evtrack.api._bodies import body_chunks
 from evtrack.api._routing import Route
 from evtrack.artifacts import (
-    CHUNK_SIZE,
     ArtifactStore,
     FileInfo,
     invalid_path,
@@ -138,7 +138,7 @@ async def upload_artifact(request: web.Request) -> web.StreamResponse:
         raise invalid("Artifact path must include a filename (cannot end with '/').")
     rel = normalize_upload_path(request.match_info["path"])  # stored under the name asked for
     try:
-        await _store(request).put(rel, request.content.iter_chunked(CHUNK_SIZE))
+        await _store(request).put(rel, body_chunks(request))
     except (ConnectionResetError, HttpProcessingError):
         # The client went away or sent a broken body; the store has already discarded the
         # partial file. A 4xx (not a logged 500) because nothing is wrong with the server.
@@ -213,6 +213,7 @@ def artifact_routes() -> list[Route]:
             Permission.EXPERIMENT_EDIT,
             prefixes=_PREFIXES,
             resource=artifact_path,
+            body_types=None,  # raw bytes of any type, streamed to the store
         ),
         Route(
             "GET",

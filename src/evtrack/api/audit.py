@@ -8,6 +8,8 @@ rule as the projectors, so a late-committing transaction is delivered in its pla
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 from aiohttp import web
 
@@ -30,7 +32,7 @@ from evtrack.permissions import EXPERIMENT, REGISTERED_MODEL, Permission
 from evtrack.queries import auth as auth_queries
 
 HEARTBEAT_S = 15.0
-POLL_S = 0.2
+WAKE_S = 0.5
 
 
 async def model_history(request: web.Request) -> web.Response:
@@ -178,27 +180,26 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
     )
     await response.prepare(request)
     await response.write(b": evtrack event stream\n\n")
-    idle = 0.0
-    while not stream_over(request):
-        records = await svc.feed.read_after(cursor, 500)
-        for record in records:
-            cursor = record.position
-            if not await wanted.matches(record):
-                continue
-            if not await readable.may_read(record.stream_id):
-                continue
-            entry = audit.describe(record)
-            data = msgspec.json.encode(entry).decode()
-            message = f"id: {entry['position']}\nevent: {record.event_type}\ndata: {data}\n\n"
-            await response.write(message.encode())
-        if records:
-            idle = 0.0
-            continue
-        if idle >= HEARTBEAT_S:
-            await response.write(b": keep-alive\n\n")
-            idle = 0.0
-        await svc.feed.wait(POLL_S)
-        idle += POLL_S
+    loop = asyncio.get_running_loop()
+    last_write = loop.time()
+    # Every subscriber of this process shares one reader of the log (EventFeed); none holds
+    # a database connection while it waits. It wakes at least every WAKE_S to notice a
+    # client that left or a server that stops (aiohttp cancels neither handler).
+    async with svc.feed.subscribe(cursor) as subscription:
+        while not stream_over(request):
+            for record in await subscription.next(WAKE_S):
+                if not await wanted.matches(record):
+                    continue
+                if not await readable.may_read(record.stream_id):
+                    continue
+                entry = audit.describe(record)
+                data = msgspec.json.encode(entry).decode()
+                message = f"id: {entry['position']}\nevent: {record.event_type}\ndata: {data}\n\n"
+                await response.write(message.encode())
+                last_write = loop.time()
+            if loop.time() - last_write >= HEARTBEAT_S:
+                await response.write(b": keep-alive\n\n")
+                last_write = loop.time()
     return response
 
 

@@ -83,6 +83,7 @@ from evtrack.api._access import (
     require,
     visible,
 )
+from evtrack.api._bodies import read_body
 from evtrack.api._common import json_response, services, wait_fresh
 from evtrack.api._routing import Route
 from evtrack.api.artifacts import ARTIFACT_STORE, list_directory
@@ -942,7 +943,7 @@ async def _read_operation(request: web.Request) -> _Operation:
         }
     else:
         try:
-            body = msgspec.json.decode(await request.read())
+            body = msgspec.json.decode(await read_body(request))
         except msgspec.DecodeError as exc:
             raise _BadRequest("The request body is not valid JSON.") from exc
         if not isinstance(body, dict):

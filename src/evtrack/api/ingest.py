@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import math
-import zlib
 from dataclasses import dataclass
 
 import msgspec
 import numpy as np
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 
 from evtrack.api._access import IN_HANDLER, access, auth_enabled, require
+from evtrack.api._bodies import Body, read_body
 from evtrack.api._common import execute, json_response, services
 from evtrack.api._routing import Route
 from evtrack.domain import DOUBLE_MAX, parse_experiment_id
@@ -85,24 +84,7 @@ class IngestGate:
 INGEST_GATE = web.AppKey("ingest_gate", IngestGate)
 
 
-async def _body(request: web.Request) -> bytes:
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise invalid(f"Ingest requests must be at most {MAX_BODY_BYTES} bytes.")
-    chunks, size = [], 0
-    try:
-        async for chunk in request.content.iter_chunked(1 << 16):
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                raise invalid(f"Ingest requests must be at most {MAX_BODY_BYTES} bytes (inflated).")
-            chunks.append(chunk)
-    except (ValueError, zlib.error, HttpProcessingError) as exc:
-        raise invalid(f"Unreadable request body: {exc}") from None
-    # aiohttp inflates a gzip body as it streams in, so the cap above bounds the inflated size
-    # and a small compressed bomb cannot blow up memory.
-    return b"".join(chunks)
-
-
-def _decode(content_type: str, body: bytes) -> list[IngestRecord]:
+def _decode(content_type: str, body: Body) -> list[IngestRecord]:
     try:
         if content_type == MSGPACK:
             # Either {"records": [...]} or a bare array of records.
@@ -226,7 +208,9 @@ async def ingest(request: web.Request) -> web.Response:
     lagging = "read models are catching up with the log"
     if services(request).ingest_lag() > gate.limits.max_projection_lag_events:
         raise gate.busy(lagging)
-    body = await _body(request)
+    # Bounded (inflated: aiohttp inflates gzip as it streams in, so a small compressed bomb
+    # cannot blow up memory), within the server's body budget, on the body clock.
+    body = await read_body(request, limit=MAX_BODY_BYTES)
     async with gate:
         if services(request).ingest_lag() > gate.limits.max_projection_lag_events:
             raise gate.busy(lagging)
@@ -281,5 +265,6 @@ def ingest_routes() -> list[Route]:
             Permission.EXPERIMENT_EDIT,
             prefixes=("/api/2.0",),
             resource=IN_HANDLER,
+            body_types=(MSGPACK, NDJSON),
         ),
     ]

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from evtrack.api import _plain_batch as plain_batch
 from evtrack.api._access import FILTERED, arg, readable_experiment_ids, run
+from evtrack.api._bodies import Body, read_body
 from evtrack.api._common import (
     empty,
     execute,
@@ -241,11 +242,11 @@ async def log_batch(request: web.Request) -> web.Response:
     return empty()
 
 
-async def _batch_body(request: web.Request) -> bytes:
+async def _batch_body(request: web.Request) -> Body:
     """The body, refused by its size in bytes before it is decoded."""
     size = request.content_length
     if size is None or size <= MAX_BATCH_LOG_REQUEST_SIZE:
-        body = await request.read()
+        body = await read_body(request)
         size = len(body)
         if size <= MAX_BATCH_LOG_REQUEST_SIZE:
             return body
