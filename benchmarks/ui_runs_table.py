@@ -74,6 +74,10 @@ _SEARCH_TIMINGS = """() => performance.getEntriesByType('resource')
     .filter(e => e.name.includes('/runs/search'))
     .map(e => [e.startTime, e.responseEnd])"""
 
+_API_TIMINGS = """() => performance.getEntriesByType('resource')
+    .filter(e => e.name.includes('api/2.0/') || e.name.includes('api/3.0/'))
+    .map(e => [new URL(e.name).pathname, e.startTime, e.responseEnd])"""
+
 
 def run_name(i: int) -> str:
     return f"run-{i:06d}"
@@ -212,28 +216,33 @@ def _close_assistant_panel(page: Any) -> None:
         pass
 
 
-def _load(page: Any, url: str, newest: str) -> tuple[float, list[tuple[float, float]]]:
-    """One navigation: when the newest run showed, and each runs/search (sent, answered), all
-    in ms since navigation start."""
+def _load(
+    page: Any, url: str, newest: str
+) -> tuple[float, list[tuple[float, float]], list[tuple[str, float, float]]]:
+    """One navigation: when the newest run showed, each runs/search (sent, answered) and each
+    API call (path, sent, answered), all in ms since navigation start."""
     page.goto("about:blank")
     page.goto(url, wait_until="commit")
     handle = page.wait_for_function(_ROW_VISIBLE, arg=newest, polling="raf", timeout=120_000)
     shown: float = handle.json_value()
     searches: list[tuple[float, float]] = [tuple(e) for e in page.evaluate(_SEARCH_TIMINGS)]
-    return shown, searches
+    api: list[tuple[str, float, float]] = [tuple(e) for e in page.evaluate(_API_TIMINGS)]
+    return shown, searches, api
 
 
 def measure(
     targets: dict[str, tuple[str, str]], runs: int, repeat: int
 ) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, list[float]], dict[str, Any]]:
     """Per server: first-page times, the page's runs/search durations, when the first
-    runs/search left the page, and one captured runs/search request."""
+    runs/search left the page, when the last API answer before the rows arrived, and one
+    captured runs/search request."""
     from playwright.sync_api import sync_playwright
 
     newest = run_name(runs)
     shown: dict[str, list[float]] = {name: [] for name in targets}
     searches: dict[str, list[float]] = {name: [] for name in targets}
     sent: dict[str, list[float]] = {name: [] for name in targets}
+    last_api: dict[str, list[float]] = {name: [] for name in targets}
     bodies: dict[str, Any] = {}
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM)
@@ -253,7 +262,17 @@ def measure(
         for attempt in range(repeat):
             for name, (base, experiment_id) in targets.items():
                 route = f"{base}/#/experiments/{experiment_id}/runs"
-                ms, calls = _load(pages[name], route, newest)
+                ms, calls, api = _load(pages[name], route, newest)
+                before = [end for _, _, end in api if end <= ms]
+                if before:
+                    last_api[name].append(max(before))
+                if attempt == 0:
+                    say(
+                        f"  {name} API calls (path sent-answered ms): "
+                        + "; ".join(
+                            f"{p} {a:.0f}-{b:.0f}" for p, a, b in sorted(api, key=lambda x: x[1])
+                        )
+                    )
                 shown[name].append(ms)
                 searches[name].extend(end - start for start, end in calls)
                 if calls:
@@ -264,7 +283,7 @@ def measure(
                     + ")"
                 )
         browser.close()
-    return shown, searches, sent, bodies
+    return shown, searches, sent, last_api, bodies
 
 
 def replay(url: str, body: str | None, repeat: int) -> list[float]:
@@ -313,7 +332,7 @@ def main() -> int:
                 "evtrack": (evtrack.url, seed_evtrack(evtrack, args.runs)),
                 "mlflow": (mlflow.url, seed_mlflow(mlflow, args.runs)),
             }
-            shown, searches, sent, bodies = measure(targets, args.runs, args.repeat)
+            shown, searches, sent, last_api, bodies = measure(targets, args.runs, args.repeat)
             replayed = {
                 name: replay(bodies[name][0], bodies[name][1], args.repeat)
                 for name in targets
@@ -332,6 +351,7 @@ def main() -> int:
         ("first page of rows shown (navigation start), median", shown),
         ("first runs/search sent by the page (navigation start), median", sent),
         ("the page's runs/search request(s), median", searches),
+        ("last API answer before the rows showed (navigation start), median", last_api),
         ("runs/search replayed with requests, median", replayed),
     ]
     lines = [
