@@ -141,9 +141,18 @@ def test_a_projector_killed_mid_batch_is_taken_over_and_equals_a_rebuild(
         wait_until(lambda: writers[1].acknowledged >= 60_000, 60, "ingest to get going")
 
         # Kill A while one of its sessions is inside a batch that has written to a read model.
+        # It is frozen (SIGSTOP) before its transaction is checked again, so it cannot commit
+        # between the check and the kill; one that committed meanwhile is let go and retried.
         deadline = time.monotonic() + 30
-        while (caught := _open_write_transaction(dsn, "worker-a")) is None:
+        while True:
             assert time.monotonic() < deadline, "worker A never seen inside a batch"
+            caught = _open_write_transaction(dsn, "worker-a")
+            if caught is None:
+                continue
+            worker_a.send_signal(signal.SIGSTOP)
+            if _xact_status(dsn, caught["xid"]) == "in progress":
+                break
+            worker_a.send_signal(signal.SIGCONT)
         worker_a.send_signal(signal.SIGKILL)
         assert worker_a.wait(10) == -signal.SIGKILL
         wait_until(lambda: _xact_status(dsn, caught["xid"]) != "in progress", 10, "rollback")
