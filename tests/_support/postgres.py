@@ -14,11 +14,13 @@ Choice, in order:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -227,3 +229,21 @@ def drop_database(admin_dsn: str, name: str) -> None:
 def database_name(dsn: str) -> str:
     """The database a DSN names."""
     return urlsplit(dsn).path.lstrip("/")
+
+
+@contextlib.contextmanager
+def private_embedded_postgres() -> Iterator[tuple[Path, list[EmbeddedPostgres]]]:
+    """A PostgreSQL of one test's own, which it may stop and start (the shared one, never):
+    its data directory and the handles started on it (a test appends the ones it restarts);
+    every handle still running is stopped at the end and the directory removed."""
+    from evtrack._embedded_postgres import start_embedded_postgres
+
+    root = embedded_temp_dir()
+    handles = [start_embedded_postgres(root / "pg")]
+    try:
+        yield root / "pg", handles
+    finally:
+        for handle in handles:
+            if not handle.stopped:
+                handle.stop()
+        shutil.rmtree(root, ignore_errors=True)

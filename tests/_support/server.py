@@ -17,9 +17,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 START_TIMEOUT_S = float(os.environ.get("EVTRACK_TEST_SERVER_START_TIMEOUT", "60"))
 STOP_TIMEOUT_S = 15.0
@@ -298,3 +299,33 @@ def wait_until_healthy(server: EvtrackServer, timeout: float = START_TIMEOUT_S) 
             )
         time.sleep(delay)
         delay = min(delay * 2, 0.5)
+
+
+def module_server(
+    postgres_admin_dsn: str,
+    tmp_path_factory: Any,
+    label: str = "server",
+    *,
+    extra_args: Sequence[str] = (),
+    env: Mapping[str, str | None] | None = None,
+) -> Iterator[EvtrackServer]:
+    """A server on a database of its own, for a module-scoped fixture to ``yield from``:
+    stopped, and its database dropped, when the module is done."""
+    from _support import postgres as pgsupport
+
+    name = pgsupport.new_database_name()
+    dsn = pgsupport.create_database(postgres_admin_dsn, name)
+    work = tmp_path_factory.mktemp(label)
+    server = start_server(
+        dsn=dsn,
+        artifacts_root=work / "artifacts",
+        log_dir=work / "logs",
+        cwd=work,
+        extra_args=extra_args,
+        env=env,
+    )
+    try:
+        yield server
+    finally:
+        server.stop()
+        pgsupport.drop_database(postgres_admin_dsn, name)

@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 import requests
-from _support import postgres as pgsupport
-from _support.server import EvtrackServer, start_server
+from _support.server import EvtrackServer, module_server
 
 ADMIN = "admin"
 ADMIN_PASSWORD = "admin-secret-Pw1"
@@ -62,22 +61,13 @@ def auth_server(
     tmp_path_factory: pytest.TempPathFactory,
     extra_args: tuple[str, ...] = (),
 ) -> Iterator[EvtrackServer]:
-    name = pgsupport.new_database_name()
-    dsn = pgsupport.create_database(postgres_admin_dsn, name)
-    work = tmp_path_factory.mktemp("auth-server")
-    server = start_server(
-        dsn=dsn,
-        artifacts_root=work / "artifacts",
-        log_dir=work / "logs",
-        cwd=work,
+    yield from module_server(
+        postgres_admin_dsn,
+        tmp_path_factory,
+        "auth-server",
         extra_args=("--auth", *extra_args),
         env={"EVTRACK_ADMIN_PASSWORD": ADMIN_PASSWORD},
     )
-    try:
-        yield server
-    finally:
-        server.stop()
-        pgsupport.drop_database(postgres_admin_dsn, name)
 
 
 @pytest.fixture(scope="module")

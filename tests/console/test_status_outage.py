@@ -3,7 +3,6 @@ is among the last errors; when it is back, the snapshot says so by itself."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 
 import pytest
 import requests
-from _support.postgres import embedded_temp_dir
+from _support.postgres import private_embedded_postgres
 from _support.server import EvtrackServer
 
 from evtrack._embedded_postgres import EmbeddedPostgres, start_embedded_postgres
@@ -20,15 +19,8 @@ from evtrack._embedded_postgres import EmbeddedPostgres, start_embedded_postgres
 @pytest.fixture
 def private_postgres() -> Iterator[tuple[Path, list[EmbeddedPostgres]]]:
     """A PostgreSQL of this test's own, which it may stop and start (the shared one, never)."""
-    root = embedded_temp_dir()
-    handles = [start_embedded_postgres(root / "pg")]
-    try:
-        yield root / "pg", handles
-    finally:
-        for handle in handles:
-            if not handle.stopped:
-                handle.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    with private_embedded_postgres() as found:
+        yield found
 
 
 def _until(server: EvtrackServer, check: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:

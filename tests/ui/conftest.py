@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _support import postgres as pgsupport
-from _support.server import EvtrackServer, start_server
+from _support.server import EvtrackServer, module_server
 
 from ._seed import Seeded, seed
 
@@ -184,17 +183,7 @@ def _launch_browser() -> tuple[Any, Any]:
 def ui_server(
     postgres_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[EvtrackServer]:
-    name = pgsupport.new_database_name()
-    dsn = pgsupport.create_database(postgres_admin_dsn, name)
-    work = tmp_path_factory.mktemp("ui-server")
-    server = start_server(
-        dsn=dsn, artifacts_root=work / "artifacts", log_dir=work / "logs", cwd=work
-    )
-    try:
-        yield server
-    finally:
-        server.stop()
-        pgsupport.drop_database(postgres_admin_dsn, name)
+    yield from module_server(postgres_admin_dsn, tmp_path_factory, "ui-server")
 
 
 @pytest.fixture(scope="module")
