@@ -138,6 +138,13 @@ async def principal(request: web.Request) -> Principal:
     return found
 
 
+async def require_self_or_admin(request: web.Request, username: str) -> None:
+    """403 unless the caller is ``username`` or an admin (a user's own account)."""
+    caller = await principal(request)
+    if not (caller.is_admin or caller.name == username):
+        raise forbidden()
+
+
 async def require(
     request: web.Request, permission: Permission, resource_ids: Sequence[str]
 ) -> Principal:

@@ -13,7 +13,15 @@ import asyncio
 import msgspec
 from aiohttp import web
 
-from evtrack.api._access import access, arg, forbidden, principal, run, visible
+from evtrack.api._access import (
+    access,
+    arg,
+    forbidden,
+    principal,
+    require_self_or_admin,
+    run,
+    visible,
+)
 from evtrack.api._common import json_response, services, stream_over
 from evtrack.api._event_access import EventAccess
 from evtrack.api._requests import read_args
@@ -66,9 +74,7 @@ async def user_history(request: web.Request) -> web.Response:
     hashes redacted). Admins, or the user themself."""
     args = await read_args(request)
     username = args.required_string("username")
-    caller = await principal(request)
-    if not (caller.is_admin or caller.name == username):
-        raise forbidden()
+    await require_self_or_admin(request, username)
     key = await auth_queries.user_key(services(request).pool, username)
     if key is None:
         raise not_found(f"User with username={username} not found")

@@ -15,7 +15,14 @@ from typing import Any
 from aiohttp import web
 
 from evtrack.access import Principal, hash_password, new_token, verify_password
-from evtrack.api._access import access, auth_enabled, forbidden, principal, require
+from evtrack.api._access import (
+    access,
+    auth_enabled,
+    forbidden,
+    principal,
+    require,
+    require_self_or_admin,
+)
 from evtrack.api._common import empty, execute, json_response, services
 from evtrack.api._requests import Args, read_args
 from evtrack.api._routing import Route
@@ -48,12 +55,6 @@ async def _user(request: web.Request, username: str) -> UserRecord:
     return found
 
 
-async def _self_or_admin(request: web.Request, username: str) -> None:
-    caller = await principal(request)
-    if not (caller.is_admin or caller.name == username):
-        raise forbidden()
-
-
 def _password(value: str | None) -> str:
     if not value:
         raise invalid("Username and password cannot be empty.")
@@ -75,7 +76,7 @@ async def create_user(request: web.Request) -> web.Response:
 async def get_user(request: web.Request) -> web.Response:
     args = await _args(request)
     username = args.required_string("username")
-    await _self_or_admin(request, username)
+    await require_self_or_admin(request, username)
     return json_response({"user": (await _user(request, username)).to_wire()})
 
 
@@ -190,7 +191,7 @@ async def revoke(request: web.Request) -> web.Response:
 
 async def get_permission(request: web.Request) -> web.Response:
     username, kind, resource_id, _ = await _grant_args(request, with_permission=False)
-    await _self_or_admin(request, username)
+    await require_self_or_admin(request, username)
     record = await _user(request, username)
     level = await access(request).level(
         Principal(record.username, record.is_admin), kind, resource_id
@@ -204,7 +205,7 @@ async def get_permission(request: web.Request) -> web.Response:
 async def _token_owner(request: web.Request, args: Args) -> str:
     caller = await principal(request)
     username = args.string("username") or caller.name
-    await _self_or_admin(request, username)
+    await require_self_or_admin(request, username)
     await _user(request, username)
     return username
 
