@@ -91,10 +91,11 @@ def test_postgres_restart_under_load_is_503_then_recovers_losing_nothing(
     assert log.count('"database.unavailable"') == 1, log[-4000:]
     assert log.count('"database.recovered"') == 1, log[-4000:]
     assert '"request.failed"' not in log, log[-4000:]
-    # Besides that line, each projector says once that it lost the database: the log grows
-    # with the number of read models, not with the number of requests refused.
+    # Besides that line, each projector says that it lost the database, once per failed
+    # reconnect attempt (at most two in a restart this short): the log grows with the number
+    # of read models, not with the number of requests refused.
     warnings = [line for line in log.splitlines() if '"level": "warning"' in line]
-    assert len(warnings) <= 1 + len(all_projections()), "\n".join(warnings)
+    assert len(warnings) <= 1 + 2 * len(all_projections()), "\n".join(warnings)
     assert "Traceback" not in log, log[-4000:]
     assert server.is_running()
 
